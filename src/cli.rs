@@ -1,0 +1,106 @@
+//! The command line: argument definitions, then dispatch to the command that runs them.
+//! Every command starts from a validated [`Plan`]; [`open`] is the one way to get one.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::catalog::Catalog;
+use crate::connect::{Endpoint, Side};
+use crate::error::Error;
+use crate::mapping::Mapping;
+use crate::plan::{self, Plan};
+
+/// shadan (遮断): copies, one way, only the retail-permissible subset of the joint
+/// customer database into the retail company's own database, and proves it.
+#[derive(Debug, Parser)]
+#[command(name = "shadan", version, about, long_about = None,
+    after_help = "Example:\n  SHADAN_SOURCE=postgres://shadan@grid/joint SHADAN_TARGET=postgres://shadan@retail/retail \\\n    shadan plan --mapping mappings/retail.toml\n\nExit codes: 0 ok, 1 runtime error, 2 usage error or invalid mapping, 3 verify found differences, 4 verify found a leak.")]
+pub struct Cli {
+    /// Connection options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Source (joint, grid-owned) database: postgres URL or key=value string.
+    #[arg(long, global = true, env = "SHADAN_SOURCE", hide_env_values = true)]
+    pub source: Option<String>,
+    /// Target (retail-owned) database: postgres URL or key=value string.
+    #[arg(long, global = true, env = "SHADAN_TARGET", hide_env_values = true)]
+    pub target: Option<String>,
+    /// Log line format on stderr; `json` for job schedulers. RUST_LOG sets the level.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the mapping against both catalogs and show what crosses, by class.
+    ///
+    /// Example: shadan plan --mapping mappings/retail.toml --json
+    Plan(PlanArgs),
+}
+
+/// `shadan plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The mapping file.
+    #[arg(long)]
+    pub mapping: PathBuf,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the parsed command; returns the process exit code on success.
+pub async fn run(cli: Cli) -> Result<u8, Error> {
+    match cli.command {
+        Command::Plan(args) => {
+            let (plan, _, _) = open(&cli.global, &args.mapping).await?;
+            plan.require_exact_targets()?;
+            if args.json {
+                println!("{:#}", plan::show::to_json(&plan));
+            } else {
+                print!("{}", plan::show::to_text(&plan));
+            }
+            Ok(crate::error::EXIT_OK)
+        }
+    }
+}
+
+/// Loads the mapping, reads both catalogs and builds the plan.
+pub async fn open(
+    global: &GlobalArgs,
+    mapping: &std::path::Path,
+) -> Result<(Plan, Endpoint, Endpoint), Error> {
+    let mapping = Mapping::load(mapping)?;
+    let source = Endpoint::new(Side::Source, global.source.as_deref())?;
+    let target = Endpoint::new(Side::Target, global.target.as_deref())?;
+    let (source_catalog, target_catalog) =
+        tokio::try_join!(read_catalog(&source), read_catalog(&target))?;
+    let plan = Plan::build(&mapping, &source_catalog, &target_catalog)?;
+    Ok((plan, source, target))
+}
+
+async fn read_catalog(endpoint: &Endpoint) -> Result<Catalog, Error> {
+    let client = endpoint.connect().await?;
+    Catalog::read(&client)
+        .await
+        .map_err(Error::db(format!("reading the {} catalog", endpoint.side)))
+}

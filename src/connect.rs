@@ -1,0 +1,195 @@
+//! Connections to the two databases.
+//!
+//! A connection string comes from `--source`/`--target`, else `SHADAN_SOURCE`/
+//! `SHADAN_TARGET`; parts it leaves out are filled from the standard `PG*` variables like
+//! libpq does. What is shown of an endpoint in messages is `user@host:port/dbname`:
+//! the password is never printed or logged.
+
+use std::fmt;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::DbError;
+
+/// Which of the two databases an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The grid company's joint database (read only).
+    Source,
+    /// The retail company's database (written).
+    Target,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        })
+    }
+}
+
+/// A database to connect to; `Debug` and `Display` never show the password.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Source or target.
+    pub side: Side,
+    config: Config,
+}
+
+/// Connecting failed or the connection settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No connection string was given.
+    #[error("no {side} database given: pass --{side} URL or set {var}")]
+    Missing {
+        /// Source or target.
+        side: Side,
+        /// The environment variable that would have supplied it.
+        var: &'static str,
+    },
+    /// The connection string does not parse.
+    #[error("the {side} connection string is invalid: {message}; use a postgres:// URL or key=value pairs")]
+    Invalid {
+        /// Source or target.
+        side: Side,
+        /// What is wrong (the string itself is not repeated: it may hold a password).
+        message: String,
+    },
+    /// The server could not be reached or refused the login.
+    #[error("cannot connect to the {side} database {endpoint}: {cause}; check the connection string, that the server is up and that the role may log in")]
+    Unreachable {
+        /// Source or target.
+        side: Side,
+        /// `user@host:port/dbname`.
+        endpoint: String,
+        /// Why (no password, no row values).
+        cause: DbError,
+    },
+}
+
+impl Endpoint {
+    /// Builds an endpoint from a flag or environment value (`None` when neither was given).
+    pub fn new(side: Side, value: Option<&str>) -> Result<Self, ConnectError> {
+        let var = match side {
+            Side::Source => "SHADAN_SOURCE",
+            Side::Target => "SHADAN_TARGET",
+        };
+        let value = value.ok_or(ConnectError::Missing { side, var })?;
+        let mut config: Config =
+            value
+                .parse()
+                .map_err(|e: tokio_postgres::Error| ConnectError::Invalid {
+                    side,
+                    message: e.to_string(),
+                })?;
+        fill_from_environment(&mut config);
+        Ok(Self { side, config })
+    }
+
+    /// Opens one connection; its driver task runs on the current runtime.
+    pub async fn connect(&self) -> Result<Client, ConnectError> {
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|e| ConnectError::Unreachable {
+                    side: self.side,
+                    endpoint: self.to_string(),
+                    cause: DbError::from(e),
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %DbError::from(e), "connection closed with an error");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// Fills what the connection string left out from the standard libpq variables.
+fn fill_from_environment(config: &mut Config) {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if config.get_hosts().is_empty() {
+        let host = env("PGHOST").unwrap_or_else(|| "/var/run/postgresql".into());
+        for h in host.split(',') {
+            config.host(h);
+        }
+    }
+    if config.get_ports().is_empty() {
+        if let Some(port) = env("PGPORT").and_then(|p| p.parse().ok()) {
+            config.port(port);
+        }
+    }
+    if config.get_user().is_none() {
+        let user = env("PGUSER")
+            .or_else(|| env("USER"))
+            .unwrap_or_else(|| "postgres".into());
+        config.user(&user);
+    }
+    if config.get_dbname().is_none() {
+        if let Some(db) = env("PGDATABASE") {
+            config.dbname(&db);
+        }
+    }
+    if config.get_password().is_none() {
+        if let Some(pw) = env("PGPASSWORD") {
+            config.password(pw);
+        }
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("shadan");
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let user = self.config.get_user().unwrap_or("?");
+        let db = self.config.get_dbname().unwrap_or(user);
+        write!(f, "{user}@{host}:{port}/{db}")
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Endpoint({} {self}, password <redacted>)", self.side)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_display_and_debug_hide_the_password() {
+        let e = Endpoint::new(
+            Side::Source,
+            Some("postgres://alice:s3cret-pw@db.example:6543/joint"),
+        )
+        .unwrap();
+        assert_eq!(e.to_string(), "alice@db.example:6543/joint");
+        assert!(!format!("{e:?}").contains("s3cret-pw"));
+        let kv = Endpoint::new(
+            Side::Target,
+            Some("host=h user=u password=pw123456 dbname=d"),
+        )
+        .unwrap();
+        assert!(!format!("{kv} {kv:?}").contains("pw123456"));
+    }
+
+    #[test]
+    fn missing_endpoint_says_which_flag_and_variable() {
+        let err = Endpoint::new(Side::Target, None).unwrap_err().to_string();
+        assert!(
+            err.contains("--target") && err.contains("SHADAN_TARGET"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! The tool's top-level error and the exit-code policy of the contract:
+//! `0` success, `1` runtime error, `2` usage error or invalid mapping (nothing written),
+//! `3` verify found content differences, `4` verify found a leak.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use crate::connect::ConnectError;
+use crate::mapping::MappingError;
+use crate::plan::Problems;
+
+/// Exit code: success, or verified.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a runtime error (server unreachable, connection lost, lock held, ...).
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code: a usage error or an invalid mapping; nothing was written.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: verify found content differences.
+pub const EXIT_DIFFERENCES: u8 = 3;
+/// Exit code: verify found a leak (wins over differences).
+pub const EXIT_LEAK: u8 = 4;
+
+/// Everything that can stop a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The mapping file could not be read or parsed.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// The mapping does not fit the catalogs.
+    #[error(transparent)]
+    Invalid(#[from] Problems),
+    /// The command line asks for something impossible.
+    #[error("{0}")]
+    Usage(String),
+    /// A database could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A statement failed on one of the databases.
+    #[error("{context}: {cause}")]
+    Database {
+        /// What the tool was doing, naming table and batch where it applies.
+        context: String,
+        /// The server's message, without row values.
+        cause: DbError,
+    },
+    /// The run could not go on (lock held, data malformed, ...).
+    #[error("{0}")]
+    Runtime(String),
+    /// Stopped by a signal between batches; committed batches are kept.
+    #[error("interrupted; every committed batch is kept: rerun with --resume to continue")]
+    Interrupted,
+}
+
+impl Error {
+    /// The exit code the contract assigns to this error.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Error::Mapping(_) | Error::Invalid(_) | Error::Usage(_) => EXIT_USAGE,
+            Error::Connect(_) | Error::Database { .. } | Error::Runtime(_) | Error::Interrupted => {
+                EXIT_RUNTIME
+            }
+        })
+    }
+
+    /// Wraps a database error with what the tool was doing.
+    pub fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let context = context.into();
+        move |e| Error::Database {
+            context,
+            cause: DbError::from(e),
+        }
+    }
+}
+
+/// A database error reduced to what is safe to print: severity, message and SQLSTATE.
+/// PostgreSQL's DETAIL and CONTEXT fields can quote row values (a failing COPY line,
+/// a failing row), so they are dropped here, before any message is formed.
+#[derive(Debug, Clone)]
+pub struct DbError {
+    text: String,
+    /// The SQLSTATE, when the server sent one.
+    pub code: Option<String>,
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            return Self {
+                text: format!("{}: {}", db.severity(), db.message()),
+                code: Some(db.code().code().to_string()),
+            };
+        }
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        Self { text, code: None }
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} (SQLSTATE {code})", self.text),
+            None => f.write_str(&self.text),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_mapping_and_usage_exit_2_runtime_exits_1() {
+        let usage = Error::Usage("x".into()).exit_code();
+        assert_eq!(usage, ExitCode::from(EXIT_USAGE));
+        assert_eq!(
+            Error::Runtime("x".into()).exit_code(),
+            ExitCode::from(EXIT_RUNTIME)
+        );
+        assert_eq!(Error::Interrupted.exit_code(), ExitCode::from(EXIT_RUNTIME));
+    }
+}

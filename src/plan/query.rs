@@ -1,0 +1,272 @@
+//! Step 4 of the data path: the SQL a plan runs.
+//!
+//! The projection is pushed into the source: `own` columns become
+//! `CASE WHEN owner = <own_retailer> THEN col END`, scope and `only` become WHERE
+//! predicates, and non-public columns never appear in the select list. COPY cannot take
+//! bind parameters, so values (own_retailer, `only` lists, batch key bounds) are bound as
+//! parameters of `set_config(...)` and read back in the query as
+//! `(SELECT current_setting('shadan.…')::type)`: an InitPlan evaluated once per query,
+//! never text spliced into SQL. Identifiers are always quoted by [`quote_ident`].
+
+use serde::Serialize;
+
+use super::{Class, Scope, SourceAccess, TablePlan, EXPORT_SCHEMA};
+use crate::ident::quote_ident;
+use crate::mapping::name::QualifiedName;
+
+/// Session setting holding `own_retailer`.
+pub const OWN_RETAILER_SETTING: &str = "shadan.own_retailer";
+
+/// A value bound into a session setting before the queries of a plan run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSetting {
+    /// The setting name (`shadan.…`).
+    pub name: String,
+    /// The value, bound as a query parameter.
+    pub value: SettingValue,
+}
+
+/// The value of a [`SessionSetting`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    /// A single text value.
+    Text(String),
+    /// A list, stored as the server's text form of a `text[]`.
+    List(Vec<String>),
+}
+
+/// Which key bounds a batch query applies: `key > lower` and/or `key <= upper`. The bound
+/// values themselves are bound into session settings (see [`key_bound_settings`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RangeShape {
+    /// Apply `key > lower`.
+    pub lower: bool,
+    /// Apply `key <= upper`.
+    pub upper: bool,
+}
+
+impl RangeShape {
+    /// The whole table.
+    pub const ALL: RangeShape = RangeShape {
+        lower: false,
+        upper: false,
+    };
+}
+
+/// The session settings carrying one bound of a key range, one per key column.
+pub fn key_bound_settings(which: Bound, values: &[String]) -> Vec<SessionSetting> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| SessionSetting {
+            name: which.setting(i),
+            value: SettingValue::Text(v.clone()),
+        })
+        .collect()
+}
+
+/// The lower or the upper bound of a key range.
+#[derive(Debug, Clone, Copy)]
+pub enum Bound {
+    /// Exclusive lower bound.
+    Lower,
+    /// Inclusive upper bound.
+    Upper,
+}
+
+impl Bound {
+    fn setting(self, i: usize) -> String {
+        match self {
+            Bound::Lower => format!("shadan.lo_{}", i + 1),
+            Bound::Upper => format!("shadan.hi_{}", i + 1),
+        }
+    }
+}
+
+/// Reads a session setting as a value of `type_name`, evaluated once per query.
+fn setting_as(name: &str, type_name: &str) -> String {
+    format!("(SELECT pg_catalog.current_setting('{name}')::{type_name})")
+}
+
+fn only_setting(table: usize, filter: usize) -> String {
+    format!("shadan.only_{}_{}", table + 1, filter + 1)
+}
+
+impl TablePlan {
+    /// The settings this table's source queries read (besides `own_retailer`).
+    pub fn session_settings(&self) -> Vec<SessionSetting> {
+        match self.access {
+            SourceAccess::Views => Vec::new(),
+            SourceAccess::Tables => self
+                .only
+                .iter()
+                .enumerate()
+                .map(|(i, f)| SessionSetting {
+                    name: only_setting(self.index, i),
+                    value: SettingValue::List(f.values.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The relation source rows are read from: the table, or its export view.
+    pub fn source_relation(&self) -> QualifiedName {
+        match self.access {
+            SourceAccess::Tables => self.source.clone(),
+            SourceAccess::Views => export_view(&self.source),
+        }
+    }
+
+    /// `owner = own_retailer` as SQL, when the table has an owner column.
+    pub fn owned_predicate(&self) -> Option<String> {
+        self.owner.as_ref().map(|o| {
+            format!(
+                "{} = {}",
+                quote_ident(&o.name),
+                setting_as(OWN_RETAILER_SETTING, &o.type_name)
+            )
+        })
+    }
+
+    /// The select list of the projection, in projection order. `own` columns are masked
+    /// inside the source with `CASE WHEN owner = own_retailer`, unless the scope already
+    /// admits only owned rows or the export view has masked them.
+    pub fn projection(&self) -> Vec<String> {
+        let mask = match (self.scope, self.access) {
+            (Scope::All, SourceAccess::Tables) => self.owned_predicate(),
+            _ => None,
+        };
+        self.columns
+            .iter()
+            .map(|c| match (c.class, &mask) {
+                (Class::Own, Some(pred)) => {
+                    format!("CASE WHEN {pred} THEN {} END", quote_ident(&c.source))
+                }
+                _ => quote_ident(&c.source),
+            })
+            .collect()
+    }
+
+    /// Scope and `only` predicates, evaluated inside the source.
+    pub fn scope_predicates(&self) -> Vec<String> {
+        if self.access == SourceAccess::Views {
+            return Vec::new();
+        }
+        let mut preds = Vec::new();
+        if self.scope == Scope::Own {
+            preds.extend(self.owned_predicate());
+        }
+        for (i, f) in self.only.iter().enumerate() {
+            preds.push(format!(
+                "{} = ANY ((SELECT pg_catalog.current_setting('{}')::text[]::{}[]))",
+                quote_ident(&f.column.name),
+                only_setting(self.index, i),
+                f.column.type_name
+            ));
+        }
+        preds
+    }
+
+    /// Key range predicates over `columns` (source or target names of the key).
+    fn range_predicates(&self, names: &[&str], range: RangeShape) -> Vec<String> {
+        let key = self.key();
+        let row = |cols: Vec<String>| {
+            if cols.len() == 1 {
+                cols.into_iter().next().unwrap_or_default()
+            } else {
+                format!("ROW({})", cols.join(", "))
+            }
+        };
+        let lhs = row(names.iter().map(|n| quote_ident(n)).collect());
+        let bound = |b: Bound| {
+            row(key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| setting_as(&b.setting(i), &k.type_name))
+                .collect())
+        };
+        let mut preds = Vec::new();
+        if range.lower {
+            preds.push(format!("{lhs} > {}", bound(Bound::Lower)));
+        }
+        if range.upper {
+            preds.push(format!("{lhs} <= {}", bound(Bound::Upper)));
+        }
+        preds
+    }
+
+    /// The projection query over one key range of the source.
+    pub fn source_select(&self, range: RangeShape) -> String {
+        let key_names: Vec<&str> = self.key().iter().map(|c| c.source.as_str()).collect();
+        let mut preds = self.scope_predicates();
+        preds.extend(self.range_predicates(&key_names, range));
+        select(&self.projection(), &self.source_relation(), &preds)
+    }
+
+    /// `COPY (projection) TO STDOUT (FORMAT binary)` for one key range of the source.
+    pub fn source_copy(&self, range: RangeShape) -> String {
+        format!(
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            self.source_select(range)
+        )
+    }
+
+    /// The target columns in projection order, quoted, for COPY column lists.
+    pub fn target_column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| quote_ident(&c.target))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `COPY target (cols) FROM STDIN (FORMAT binary)`: rows arrive in projection order.
+    pub fn target_copy_in(&self) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            self.target.sql(),
+            self.target_column_list()
+        )
+    }
+
+    /// `COPY (SELECT cols FROM target WHERE range) TO STDOUT (FORMAT binary)`, the target's
+    /// rows in the same column order as the source projection, for comparison.
+    pub fn target_copy_out(&self, range: RangeShape) -> String {
+        let key_names: Vec<&str> = self.key().iter().map(|c| c.target.as_str()).collect();
+        let cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.target))
+            .collect();
+        let preds = self.range_predicates(&key_names, range);
+        format!(
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            select(&cols, &self.target, &preds)
+        )
+    }
+
+    /// The key columns of the source, quoted and comma-separated, in key order.
+    pub fn source_key_list(&self) -> String {
+        self.key()
+            .iter()
+            .map(|c| quote_ident(&c.source))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The export view `grants --views` creates for a source table: one view per table in
+/// [`EXPORT_SCHEMA`], named `schema.table` (a single identifier with a dot).
+pub fn export_view(source: &QualifiedName) -> QualifiedName {
+    QualifiedName::new(EXPORT_SCHEMA, format!("{}.{}", source.schema, source.name))
+}
+
+fn select(cols: &[String], from: &QualifiedName, preds: &[String]) -> String {
+    let mut sql = format!("SELECT {} FROM {}", cols.join(", "), from.sql());
+    if !preds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&preds.join(" AND "));
+    }
+    sql
+}

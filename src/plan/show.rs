@@ -1,0 +1,133 @@
+//! `shadan plan`: shows what crosses the firewall, by class, and the exact source query.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use super::query::RangeShape;
+use super::{Class, Plan, Scope, TablePlan};
+
+/// The plan as the JSON document `plan --json` prints.
+pub fn to_json(plan: &Plan) -> Value {
+    json!({
+        "mapping": {
+            "name": plan.mapping_name,
+            "file": plan.mapping_path.display().to_string(),
+            "blake3": plan.mapping_digest,
+            "own_retailer": plan.own_retailer,
+            "source_access": plan.source_access,
+        },
+        "tables": plan.tables.iter().map(table_json).collect::<Vec<_>>(),
+        "not_replicated": plan.unmapped_source_tables,
+        "unexpected_target_columns": plan.unexpected_target_columns,
+    })
+}
+
+fn table_json(t: &TablePlan) -> Value {
+    let names = |class: Class| {
+        t.columns
+            .iter()
+            .filter(|c| c.class == class)
+            .map(|c| json!({"source": c.source, "target": c.target, "type": c.type_name}))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "source": t.source,
+        "target": t.target,
+        "read_from": t.source_relation(),
+        "scope": t.scope,
+        "owner": t.owner.as_ref().map(|o| &o.name),
+        "only": t.only,
+        "key": t.key().iter().map(|c| &c.source).collect::<Vec<_>>(),
+        "public": names(Class::Public),
+        "own": names(Class::Own),
+        "non_public": t.non_public,
+        "query": t.source_select(RangeShape::ALL),
+        "settings": t.session_settings(),
+    })
+}
+
+/// The plan for a person: one block per table, then what is not replicated.
+pub fn to_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "mapping {} ({}, blake3 {}), own retailer {}",
+        plan.mapping_name,
+        plan.mapping_path.display(),
+        &plan.mapping_digest[..16.min(plan.mapping_digest.len())],
+        plan.own_retailer
+    );
+    for t in &plan.tables {
+        let _ = writeln!(out, "\n{} -> {}", t.source, t.target);
+        let scope = match (t.scope, &t.owner) {
+            (Scope::Own, Some(o)) => format!("own: rows where {} = own_retailer", o.name),
+            _ => "all rows".to_string(),
+        };
+        let _ = writeln!(out, "  scope       {scope}");
+        for f in &t.only {
+            let _ = writeln!(
+                out,
+                "  only        {} in ({})",
+                f.column.name,
+                f.values.join(", ")
+            );
+        }
+        let key: Vec<&str> = t.key().iter().map(|c| c.source.as_str()).collect();
+        let _ = writeln!(out, "  key         {}", key.join(", "));
+        for (label, class) in [("public", Class::Public), ("own", Class::Own)] {
+            let cols: Vec<String> = t
+                .columns
+                .iter()
+                .filter(|c| c.class == class)
+                .map(|c| {
+                    if c.source == c.target {
+                        c.source.clone()
+                    } else {
+                        format!("{} -> {}", c.source, c.target)
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "  {label:<11} {}", none_or(&cols));
+        }
+        let np: Vec<String> = t.non_public.iter().map(|c| c.name.clone()).collect();
+        let _ = writeln!(
+            out,
+            "  non_public  {}  (never read into the tool)",
+            none_or(&np)
+        );
+        let _ = writeln!(out, "  query       {}", t.source_select(RangeShape::ALL));
+        for s in t.session_settings() {
+            let _ = writeln!(
+                out,
+                "  bound       {} = {}",
+                s.name,
+                serde_json::to_string(&s.value).unwrap_or_default()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nbound everywhere: shadan.own_retailer = {:?}",
+        plan.own_retailer
+    );
+    let unmapped: Vec<String> = plan
+        .unmapped_source_tables
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let _ = writeln!(
+        out,
+        "not replicated (no mapping entry): {}",
+        none_or(&unmapped)
+    );
+    out
+}
+
+fn none_or(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_string()
+    } else {
+        items.join(", ")
+    }
+}

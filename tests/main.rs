@@ -1,0 +1,6 @@
+//! Integration tests: one binary, so the two PostgreSQL clusters start once. Each test
+//! gets its own pair of databases and runs the real `shadan` binary.
+
+mod support;
+
+mod plan;

@@ -1,0 +1,191 @@
+//! Two real PostgreSQL clusters per test binary: `source` (the joint database's server)
+//! and `target` (the retail database's server), started once on free ports in temporary
+//! directories. A watchdog process per cluster stops it and removes its directory as soon
+//! as the test binary exits, whether the tests passed, panicked or the binary was killed.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// A running cluster.
+pub struct Cluster {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// The two clusters of this test binary.
+pub struct Clusters {
+    /// Server of the joint (grid) database.
+    pub source: Cluster,
+    /// Server of the retail database.
+    pub target: Cluster,
+}
+
+static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
+
+/// The clusters of this test binary, started on first use.
+pub fn clusters() -> &'static Clusters {
+    CLUSTERS.get_or_init(|| {
+        let source = std::thread::spawn(|| Cluster::start("source"));
+        let target = Cluster::start("target");
+        Clusters {
+            source: source.join().expect("starting the source cluster"),
+            target,
+        }
+    })
+}
+
+/// Directory of the PostgreSQL server binaries (PG_BIN, else the newest Debian one).
+pub fn pg_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.retain(|p| p.join("initdb").exists());
+    versions.sort();
+    versions
+        .pop()
+        .expect("no PostgreSQL server found under /usr/lib/postgresql; install the postgresql package or set PG_BIN")
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// A command for a PostgreSQL server binary, run as the `postgres` OS user when we are
+/// root (initdb and postgres refuse to run as root).
+fn pg_command(program: &str) -> Command {
+    let path = pg_bin().join(program);
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
+}
+
+fn run(mut command: Command, what: &str) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("shadan-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the cluster directory");
+        if running_as_root() {
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.arg("postgres:").arg(&dir);
+                    c
+                },
+                "chown cluster directory",
+            );
+        }
+        let data = dir.join("data");
+        let mut initdb = pg_command("initdb");
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "--no-locale",
+            "-E",
+            "UTF8",
+        ]);
+        run(initdb, "initdb");
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
+            dir.display()
+        );
+        let mut ctl = pg_command("pg_ctl");
+        ctl.arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("log"))
+            .args(["-o", &options, "-w", "start"]);
+        run(ctl, "pg_ctl start");
+        spawn_watchdog(&data, &dir);
+        Cluster { port }
+    }
+
+    /// A connection URL for database `db` as the superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs `psql` against database `db`, panicking on failure.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(pg_bin().join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url(db))
+            .args(["-c", sql])
+            .output()
+            .expect("running psql");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Stops the cluster and removes its directory once this test process is gone.
+fn spawn_watchdog(data: &Path, dir: &Path) {
+    let pg_ctl = pg_bin().join("pg_ctl");
+    let stop = if running_as_root() {
+        format!(
+            "runuser -u postgres -- {} -D '{}' -m immediate stop",
+            pg_ctl.display(),
+            data.display()
+        )
+    } else {
+        format!(
+            "{} -D '{}' -m immediate stop",
+            pg_ctl.display(),
+            data.display()
+        )
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    // `setsid -f` forks the watchdog into its own session and returns at once.
+    let status = Command::new("setsid")
+        .args(["-f", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("starting the cluster watchdog");
+    assert!(status.success(), "starting the cluster watchdog failed");
+}
