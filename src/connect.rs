@@ -12,6 +12,12 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::DbError;
 
+/// Settings every session gets, so that text forms (key bounds are exchanged as text) do
+/// not depend on server defaults, and long snapshot transactions are not cut off.
+const SESSION_SETUP: &str = "SET DateStyle = ISO, YMD; SET IntervalStyle = postgres; \
+    SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET statement_timeout = 0; \
+    SET idle_in_transaction_session_timeout = 0; SET lock_timeout = 0";
+
 /// Which of the two databases an endpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -104,6 +110,14 @@ impl Endpoint {
                 tracing::debug!(error = %DbError::from(e), "connection closed with an error");
             }
         });
+        client
+            .batch_execute(SESSION_SETUP)
+            .await
+            .map_err(|e| ConnectError::Unreachable {
+                side: self.side,
+                endpoint: self.to_string(),
+                cause: DbError::from(e),
+            })?;
         Ok(client)
     }
 }

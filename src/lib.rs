@@ -5,25 +5,39 @@
 //! # Layout: the data path
 //!
 //! ```text
-//! mapping  ->  catalog  ->  plan  ->  source query  ->  ...
-//! (TOML,       (both DBs'   (checked,   (projection
-//!  located)     columns,     the only    pushed into
-//!               types,       thing       the source)
-//!               keys)        commands
-//!                            take)
+//! mapping -> catalog -> plan -> source query -> stream -> digest -> target write -> manifest
+//! (TOML)     (both DBs) (checked) (projection   (binary  (blake3   (COPY + checkpoint
+//!                                  in source)    COPY)    per row)  in one transaction)
 //! ```
 //!
 //! - [`mapping`]: the file, parsed with line numbers, not yet trusted.
 //! - [`catalog`]: what each database really has.
 //! - [`plan`]: the validated plan; [`plan::query`] generates the source SQL.
+//! - [`batch`]: key-range batches, the unit of commit and comparison.
+//! - [`source`]: the shared snapshot and the workers' read-only sessions.
+//! - [`copy`]: the binary COPY stream, split into tuples.
+//! - [`digest`]: row hashes and order-independent batch and table digests.
+//! - [`target`]: the writer lock and the state (checkpoints, runs) in the `shadan` schema.
+//! - [`manifest`]: what each run records and prints.
+//! - [`cutover`]: the first bulk copy.
+//! - [`progress`], [`shutdown`]: what the operator sees, and the one stop signal.
 //! - [`connect`]: endpoints, with passwords kept out of every message.
 //! - [`error`]: the top-level error and the exit-code policy.
 //! - [`cli`]: arguments and dispatch; `main.rs` only parses, runs and exits.
 
+pub mod batch;
 pub mod catalog;
 pub mod cli;
 pub mod connect;
+pub mod copy;
+pub mod cutover;
+pub mod digest;
 pub mod error;
 pub mod ident;
+pub mod manifest;
 pub mod mapping;
 pub mod plan;
+pub mod progress;
+pub mod shutdown;
+pub mod source;
+pub mod target;

@@ -461,7 +461,7 @@ meter_serial  = "non_public"
         query.contains(r#"THEN "kwh" END"#) && query.contains(r#"THEN "customer_name" END"#),
         "{query}"
     );
-    assert!(query.contains(r#""tariff_class" = ANY ((SELECT pg_catalog.current_setting('shadan.only_1_1')::text[]::smallint[]))"#), "{query}");
+    assert!(query.contains(r#""tariff_class" = ANY (ARRAY(SELECT pg_catalog.unnest(pg_catalog.current_setting('shadan.only_1_1')::text[]::smallint[])))"#), "{query}");
     assert!(!query.contains("meter_serial"));
     assert_eq!(
         t["settings"][0]["value"],

@@ -159,7 +159,7 @@ impl TablePlan {
         }
         for (i, f) in self.only.iter().enumerate() {
             preds.push(format!(
-                "{} = ANY ((SELECT pg_catalog.current_setting('{}')::text[]::{}[]))",
+                "{} = ANY (ARRAY(SELECT pg_catalog.unnest(pg_catalog.current_setting('{}')::text[]::{}[])))",
                 quote_ident(&f.column.name),
                 only_setting(self.index, i),
                 f.column.type_name

@@ -166,3 +166,106 @@ pub fn reference_mapping() -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Fills the reference joint schema with `n` supply points and contracts
+/// (scripts/gen-data.sh, the same generator the benchmark uses).
+pub fn reference_data(db: &TestDb, n: usize) {
+    let out = Command::new(repo().join("scripts/gen-data.sh"))
+        .arg(n.to_string())
+        .arg(db.source_url())
+        .env("PSQL", cluster::pg_bin().join("psql"))
+        .output()
+        .expect("running gen-data.sh");
+    assert!(
+        out.status.success(),
+        "gen-data.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The permitted projection of joint.contracts, computed independently of shadan in
+/// plain SQL: own retailer's retail contracts only, every copied column.
+pub const CONTRACTS_EXPECTED: &str = "SELECT contract_id, supply_point_id, holder_name, holder_name_kana, phone, \
+    contracted_capacity_kva, load_equipment_capacity_kw, main_breaker_amperes, night_equipment, start_date, end_date \
+    FROM joint.contracts WHERE retailer_code = 'R0001' AND supply_kind = 'retail' ORDER BY contract_id";
+/// retail.contracts in the same column order.
+pub const CONTRACTS_ACTUAL: &str = "SELECT contract_id, supply_point_id, holder_name, holder_name_kana, phone_number, \
+    contracted_capacity_kva, load_equipment_capacity_kw, main_breaker_amperes, night_equipment, start_date, end_date \
+    FROM retail.contracts ORDER BY contract_id";
+/// The permitted projection of joint.supply_points: every row, public columns.
+pub const SUPPLY_POINTS_EXPECTED: &str =
+    "SELECT supply_point_id, address, postal_code, voltage_class, area FROM joint.supply_points ORDER BY 1";
+/// retail.supply_points in the same column order.
+pub const SUPPLY_POINTS_ACTUAL: &str =
+    "SELECT supply_point_id, address, postal_code, voltage_class, area FROM retail.supply_points ORDER BY 1";
+
+impl TestDb {
+    /// Rows of a source query in COPY text form, one line per row.
+    pub fn source_rows(&self, select: &str) -> String {
+        self.source_sql(&format!("COPY ({select}) TO STDOUT"))
+    }
+
+    /// Rows of a target query in COPY text form, one line per row.
+    pub fn target_rows(&self, select: &str) -> String {
+        self.target_sql(&format!("COPY ({select}) TO STDOUT"))
+    }
+
+    /// Asserts that the target holds exactly the independently computed projection of the
+    /// reference tables. On failure only counts are printed, never row values.
+    pub fn assert_reference_copy_exact(&self) {
+        for (what, expected, actual) in [
+            ("contracts", CONTRACTS_EXPECTED, CONTRACTS_ACTUAL),
+            (
+                "supply points",
+                SUPPLY_POINTS_EXPECTED,
+                SUPPLY_POINTS_ACTUAL,
+            ),
+        ] {
+            let e = self.source_rows(expected);
+            let a = self.target_rows(actual);
+            let (el, al) = (e.lines().count(), a.lines().count());
+            let differing = e.lines().zip(a.lines()).filter(|(x, y)| x != y).count();
+            assert!(
+                e == a,
+                "{what}: target differs from the projection: {el} expected rows, {al} target rows, {differing} differing lines"
+            );
+            assert!(el > 0, "{what}: the test data is empty");
+        }
+    }
+
+    /// Runs SQL on the target, returning `None` when it fails (for polling).
+    pub fn try_target_sql(&self, sql: &str) -> Option<String> {
+        let out = Command::new(cluster::pg_bin().join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-d"])
+            .arg(self.target_url())
+            .args(["-c", sql])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Batches written so far (0 before the state schema exists).
+    pub fn written_batches(&self) -> usize {
+        self.try_target_sql("SELECT count(*) FROM shadan.batches WHERE rows IS NOT NULL")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most 60 s) until at least `n` batches are written while `child` runs.
+    pub fn wait_for_batches(&self, child: &mut std::process::Child, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.written_batches() < n {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "shadan finished before {n} batches were written; the test needs more data"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! `shadan cutover`: the first bulk copy, from one consistent source snapshot.
+//!
+//! Tables are cut into key-range batches on the snapshot and the layout is saved in the
+//! target's state; `--jobs` workers, each with a source session on the shared snapshot
+//! and a target connection, take batches from one queue. A batch streams
+//! `COPY (projection) TO STDOUT (FORMAT binary)` into `COPY target FROM STDIN (FORMAT
+//! binary)`, hashing each tuple on the way, and commits together with its checkpoint, so
+//! `--resume` copies exactly the batches that never committed.
+
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_postgres::Client;
+
+use crate::batch::{self, Batch};
+use crate::connect::Endpoint;
+use crate::copy::tuple::TupleSplitter;
+use crate::digest::Accumulator;
+use crate::error::Error;
+use crate::manifest;
+use crate::plan::{Plan, TablePlan};
+use crate::progress::{self, Progress, TableCounter};
+use crate::shutdown::Shutdown;
+use crate::source::{Snapshot, SourceSession};
+use crate::target::lock::TargetLock;
+use crate::target::state;
+
+/// What the user asked of a cutover.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Parallel workers (each one source and one target connection).
+    pub jobs: usize,
+    /// Rows per batch.
+    pub batch_rows: u64,
+    /// Tables to copy (source or target names); all when empty.
+    pub tables: Vec<String>,
+    /// Continue an interrupted cutover from its checkpoints.
+    pub resume: bool,
+    /// How progress is shown.
+    pub progress: progress::Style,
+}
+
+/// What to do for one table.
+struct TableWork<'p> {
+    table: &'p TablePlan,
+    /// Batches already written (resume).
+    done_rows: u64,
+    /// Stored pending batches, or `None` when the layout must be computed.
+    pending: Option<Vec<Batch>>,
+}
+
+/// Runs a cutover; returns the manifest recorded in the target.
+pub async fn run(
+    plan: &Plan,
+    source: &Endpoint,
+    target: &Endpoint,
+    opts: &Options,
+    shutdown: &Shutdown,
+) -> Result<Value, Error> {
+    plan.require_exact_targets()?;
+    let selected = plan.select_tables(&opts.tables).map_err(Error::Usage)?;
+    let lock = TargetLock::acquire(target, "cutover").await?;
+    state::ensure_schema(lock.client()).await?;
+
+    let mut work = Vec::new();
+    for table in selected {
+        work.push(decide(lock.client(), table, opts.resume).await?);
+    }
+    let resumed = work.iter().any(|w| w.pending.is_some());
+
+    let snapshot = Arc::new(Snapshot::export(source).await?);
+    let run_id = state::start_run(lock.client(), "cutover", plan, &snapshot.id).await?;
+    let outcome = copy_all(
+        plan, source, target, opts, shutdown, &snapshot, run_id, &lock, work,
+    )
+    .await;
+
+    let mut manifest = manifest::header(run_id, "cutover", plan, &snapshot, resumed);
+    let mut tables = Vec::new();
+    for t in plan.select_tables(&opts.tables).map_err(Error::Usage)? {
+        tables.push(manifest::table_entry(lock.client(), t, run_id, None).await?);
+    }
+    manifest["tables"] = Value::Array(tables);
+    let status = match &outcome {
+        Ok(()) => "done",
+        Err(Error::Interrupted) => "interrupted",
+        Err(_) => "failed",
+    };
+    // A lost target connection is the common failure; recording it may fail too, and the
+    // original error is the one worth reporting.
+    let stored = state::finish_run(lock.client(), run_id, status, &manifest).await;
+    outcome?;
+    stored
+}
+
+/// Decides whether a table starts fresh or continues from its checkpoints.
+async fn decide<'p>(
+    client: &Client,
+    table: &'p TablePlan,
+    resume: bool,
+) -> Result<TableWork<'p>, Error> {
+    let stored = state::batches(client, table.index, &table.target).await?;
+    let has_rows: bool = client
+        .query_one(
+            &format!("SELECT EXISTS (SELECT 1 FROM {})", table.target.sql()),
+            &[],
+        )
+        .await
+        .map_err(Error::db(format!(
+            "checking whether {} is empty",
+            table.target
+        )))?
+        .get(0);
+    let written: Vec<&state::StoredBatch> = stored.iter().filter(|b| b.written.is_some()).collect();
+    let done_rows = written
+        .iter()
+        .filter_map(|b| b.written.map(|a| a.rows))
+        .sum();
+    if written.is_empty() {
+        if has_rows {
+            return Err(Error::Usage(format!(
+                "target table {} is not empty and no cutover checkpoint covers its rows; cutover \
+                 fills empty tables: empty it, or use `shadan sync` to refresh it",
+                table.target
+            )));
+        }
+        return Ok(TableWork {
+            table,
+            done_rows: 0,
+            pending: None,
+        });
+    }
+    if !resume {
+        return Err(Error::Usage(format!(
+            "target table {} already holds a cutover ({} of {} batches written); continue it with \
+             --resume, or use `shadan sync` to refresh it",
+            table.target,
+            written.len(),
+            stored.len()
+        )));
+    }
+    let pending = stored
+        .into_iter()
+        .filter(|b| b.written.is_none())
+        .map(|b| b.batch)
+        .collect();
+    Ok(TableWork {
+        table,
+        done_rows,
+        pending: Some(pending),
+    })
+}
+
+/// Shared by the workers of one run.
+struct Workers {
+    plan: Plan,
+    source: Endpoint,
+    target: Endpoint,
+    snapshot: Arc<Snapshot>,
+    run_id: i64,
+    queue: Mutex<VecDeque<Batch>>,
+    counters: Vec<Option<Arc<TableCounter>>>,
+    shutdown: Shutdown,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_all(
+    plan: &Plan,
+    source: &Endpoint,
+    target: &Endpoint,
+    opts: &Options,
+    shutdown: &Shutdown,
+    snapshot: &Arc<Snapshot>,
+    run_id: i64,
+    lock: &TargetLock,
+    work: Vec<TableWork<'_>>,
+) -> Result<(), Error> {
+    // Cut fresh tables into batches on the snapshot and save the layouts first, so an
+    // interruption from here on is resumable.
+    let layout_session = SourceSession::open(source, snapshot, plan).await?;
+    let mut queue = VecDeque::new();
+    let mut shown = Vec::new();
+    for w in work {
+        let (pending, total) = match w.pending {
+            Some(pending) => {
+                let left = pending.len() as u64 * opts.batch_rows;
+                (pending, w.done_rows + left)
+            }
+            None => {
+                let (batches, total) =
+                    batch::layout(layout_session.client(), w.table, opts.batch_rows).await?;
+                state::save_layout(lock.client(), &w.table.target, &batches, run_id).await?;
+                (batches, total)
+            }
+        };
+        tracing::info!(table = %w.table.target, batches = pending.len(), rows = total, "cutover planned");
+        shown.push((
+            w.table.index,
+            (w.table.target.to_string(), total, w.done_rows),
+        ));
+        queue.extend(pending);
+    }
+    drop(layout_session);
+
+    let progress = Progress::start(
+        "cutover",
+        opts.progress,
+        shown.iter().map(|(_, s)| s.clone()).collect(),
+    );
+    let mut counters = vec![None; plan.tables.len()];
+    for (i, (table_index, _)) in shown.iter().enumerate() {
+        counters[*table_index] = Some(progress.counter(i));
+    }
+    let jobs = opts.jobs.clamp(1, queue.len().max(1));
+    let shared = Arc::new(Workers {
+        plan: plan.clone(),
+        source: source.clone(),
+        target: target.clone(),
+        snapshot: snapshot.clone(),
+        run_id,
+        queue: Mutex::new(queue),
+        counters,
+        shutdown: shutdown.clone(),
+        failed: Default::default(),
+    });
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..jobs {
+        set.spawn(worker(shared.clone()));
+    }
+    let mut first_error = None;
+    while let Some(joined) = set.join_next().await {
+        let result =
+            joined.unwrap_or_else(|e| Err(Error::Runtime(format!("a copy worker stopped: {e}"))));
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    progress.finish().await;
+    match first_error {
+        Some(e) => Err(e),
+        None if shutdown.requested() => Err(Error::Interrupted),
+        None => Ok(()),
+    }
+}
+
+/// One worker: a source session on the snapshot and a target connection, copying batches
+/// until the queue is empty, a stop is requested, or another worker failed.
+async fn worker(shared: Arc<Workers>) -> Result<(), Error> {
+    let result = async {
+        let source = SourceSession::open(&shared.source, &shared.snapshot, &shared.plan).await?;
+        let target = shared.target.connect().await?;
+        loop {
+            if shared.shutdown.requested()
+                || shared.failed.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return Ok(());
+            }
+            let Some(batch) = shared
+                .queue
+                .lock()
+                .map(|mut q| q.pop_front())
+                .unwrap_or(None)
+            else {
+                return Ok(());
+            };
+            let table = &shared.plan.tables[batch.table];
+            let counter = shared.counters[batch.table].clone();
+            copy_batch(
+                &source,
+                &target,
+                table,
+                &batch,
+                shared.run_id,
+                counter.as_deref(),
+            )
+            .await?;
+        }
+    }
+    .await;
+    if result.is_err() {
+        shared
+            .failed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    result
+}
+
+/// Copies one batch and commits it with its checkpoint; returns its digest.
+pub async fn copy_batch(
+    source: &SourceSession,
+    target: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    run_id: i64,
+    counter: Option<&TableCounter>,
+) -> Result<Accumulator, Error> {
+    let writing = || format!("writing {} {}", table.target, batch.describe());
+    let reading = || format!("reading {} {}", table.source, batch.describe());
+    source.bind_batch(batch).await?;
+    target
+        .batch_execute("BEGIN")
+        .await
+        .map_err(Error::db(writing()))?;
+    let sink = target
+        .copy_in::<_, Bytes>(&table.target_copy_in())
+        .await
+        .map_err(Error::db(writing()))?;
+    let stream = source
+        .client()
+        .copy_out(&table.source_copy(batch.shape()))
+        .await
+        .map_err(Error::db(reading()))?;
+    let mut sink = pin!(sink);
+    let mut stream = pin!(stream);
+    let mut split = TupleSplitter::new();
+    let mut digest = Accumulator::default();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(Error::db(reading()))?;
+        let before = digest.rows;
+        split
+            .feed(&chunk, &mut |tuple| digest.add_row(tuple))
+            .map_err(|e| Error::Runtime(format!("{}: {e}", reading())))?;
+        sink.feed(chunk).await.map_err(Error::db(writing()))?;
+        if let Some(c) = counter {
+            c.done
+                .fetch_add(digest.rows - before, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    split
+        .finish()
+        .map_err(|e| Error::Runtime(format!("{}: {e}", reading())))?;
+    let written = sink.as_mut().finish().await.map_err(Error::db(writing()))?;
+    if written != digest.rows {
+        return Err(Error::Runtime(format!(
+            "{}: the target took {written} rows but {} were read; nothing of this batch was kept",
+            writing(),
+            digest.rows
+        )));
+    }
+    state::mark_written(target, &table.target, batch, &digest, run_id).await?;
+    target
+        .batch_execute("COMMIT")
+        .await
+        .map_err(Error::db(writing()))?;
+    Ok(digest)
+}

@@ -1,0 +1,127 @@
+//! Step 8 of the data path: the manifest each cutover or sync run records in the target's
+//! `shadan.runs`: mapping digest, tool version, source snapshot, and per table the rows
+//! and the blake3 digest of what the target holds. `--json` prints it.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+use crate::digest::Accumulator;
+use crate::error::Error;
+use crate::plan::{Plan, TablePlan};
+use crate::source::Snapshot;
+use crate::target::state;
+
+/// Per-table write counts of a sync run.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Changes {
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated.
+    pub updated: u64,
+    /// Rows deleted.
+    pub deleted: u64,
+    /// Rows whose `own` columns were cleared (the customer left the own retailer).
+    pub purged: u64,
+}
+
+/// The manifest header: everything but the tables.
+pub fn header(
+    run_id: i64,
+    command: &str,
+    plan: &Plan,
+    snapshot: &Snapshot,
+    resumed: bool,
+) -> Value {
+    json!({
+        "run_id": run_id,
+        "command": command,
+        "mapping": {
+            "name": plan.mapping_name,
+            "file": plan.mapping_path.display().to_string(),
+            "blake3": plan.mapping_digest,
+        },
+        "tool_version": env!("CARGO_PKG_VERSION"),
+        "source_snapshot": {
+            "id": snapshot.id,
+            "visible": snapshot.visible,
+            "taken_at": snapshot.taken_at,
+        },
+        "resumed": resumed,
+    })
+}
+
+/// One table's manifest entry from its stored checkpoints: rows and digest of every
+/// written batch (the table digest is independent of how the table was batched).
+pub async fn table_entry(
+    client: &Client,
+    table: &TablePlan,
+    run_id: i64,
+    changes: Option<Changes>,
+) -> Result<Value, Error> {
+    let stored = state::batches(client, table.index, &table.target).await?;
+    let mut total = Accumulator::default();
+    let mut written = 0;
+    for b in &stored {
+        if let Some(acc) = &b.written {
+            total.merge(acc);
+            written += 1;
+        }
+    }
+    let this_run = client
+        .query_one(
+            "SELECT count(*) FROM shadan.batches WHERE target_table = $1 AND run_id = $2 AND rows IS NOT NULL",
+            &[&table.target.to_string(), &run_id],
+        )
+        .await
+        .map_err(Error::db("reading checkpoints for the manifest"))?
+        .get::<_, i64>(0);
+    let mut entry = json!({
+        "source": table.source,
+        "target": table.target,
+        "rows": total.rows,
+        "blake3": total.hex(),
+        "batches": stored.len(),
+        "batches_written": written,
+        "batches_written_this_run": this_run,
+    });
+    if let Some(c) = changes {
+        entry["changes"] = json!(c);
+    }
+    Ok(entry)
+}
+
+/// A manifest for a person: one line per table and a closing line.
+pub fn summary(manifest: &Value) -> String {
+    let mut out = String::new();
+    let tables = manifest["tables"].as_array().cloned().unwrap_or_default();
+    for t in &tables {
+        let mut line = format!(
+            "  {:<32} {:>12} rows  blake3 {}",
+            t["target"].as_str().unwrap_or("?"),
+            t["rows"],
+            t["blake3"].as_str().unwrap_or("?")
+        );
+        if let Some(c) = t.get("changes") {
+            line.push_str(&format!(
+                "  (+{} ~{} -{} purged {})",
+                c["inserted"], c["updated"], c["deleted"], c["purged"]
+            ));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{} run {} done: {} table(s), mapping {} (blake3 {}), source snapshot {} taken {}\n",
+        manifest["command"].as_str().unwrap_or("?"),
+        manifest["run_id"],
+        tables.len(),
+        manifest["mapping"]["name"].as_str().unwrap_or("?"),
+        &manifest["mapping"]["blake3"].as_str().unwrap_or("?")[..16],
+        manifest["source_snapshot"]["id"].as_str().unwrap_or("?"),
+        manifest["source_snapshot"]["taken_at"]
+            .as_str()
+            .unwrap_or("?"),
+    ));
+    out
+}

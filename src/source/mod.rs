@@ -1,0 +1,149 @@
+//! The source side: reading the projection out of the joint database.
+//!
+//! A [`Snapshot`] is exported once per run from a control session that keeps its
+//! transaction open; every [`SourceSession`] (one per worker) joins it with
+//! `SET TRANSACTION SNAPSHOT`, so all tables and all batches reflect the same instant.
+//! Sessions are read-only transactions; they bind the plan's values (own_retailer,
+//! `only` lists) as parameters of `set_config` before any query runs.
+
+use tokio_postgres::Client;
+
+use crate::batch::Batch;
+use crate::connect::Endpoint;
+use crate::error::Error;
+use crate::plan::query::{SessionSetting, SettingValue, OWN_RETAILER_SETTING};
+use crate::plan::Plan;
+
+/// An exported source snapshot, valid while this value (its control session) lives.
+pub struct Snapshot {
+    /// Keeps the exporting transaction open.
+    _control: Client,
+    /// The identifier workers pass to `SET TRANSACTION SNAPSHOT`.
+    pub id: String,
+    /// `pg_current_snapshot()` of the exporting transaction (xmin:xmax:xip), for manifests.
+    pub visible: String,
+    /// When the snapshot was taken, per the source server's clock.
+    pub taken_at: String,
+}
+
+impl Snapshot {
+    /// Opens a repeatable-read, read-only transaction and exports its snapshot.
+    pub async fn export(endpoint: &Endpoint) -> Result<Self, Error> {
+        let client = endpoint.connect().await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(Error::db("starting the source snapshot transaction"))?;
+        let row = client
+            .query_one(
+                "SELECT pg_catalog.pg_export_snapshot(), pg_catalog.pg_current_snapshot()::text, \
+                 to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                &[],
+            )
+            .await
+            .map_err(Error::db("exporting the source snapshot"))?;
+        Ok(Self {
+            _control: client,
+            id: row.get(0),
+            visible: row.get(1),
+            taken_at: row.get(2),
+        })
+    }
+}
+
+/// One worker's read-only session on the shared snapshot.
+pub struct SourceSession {
+    client: Client,
+}
+
+impl SourceSession {
+    /// Connects, joins `snapshot` and binds the plan's values.
+    pub async fn open(
+        endpoint: &Endpoint,
+        snapshot: &Snapshot,
+        plan: &Plan,
+    ) -> Result<Self, Error> {
+        let client = endpoint.connect().await?;
+        // A snapshot id is server-generated hex and dashes; anything else is refused
+        // rather than spliced (SET TRANSACTION SNAPSHOT takes no parameter).
+        if snapshot.id.is_empty()
+            || !snapshot
+                .id
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-')
+        {
+            return Err(Error::Runtime(format!(
+                "the source returned an unexpected snapshot id {:?}",
+                snapshot.id
+            )));
+        }
+        client
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                snapshot.id
+            ))
+            .await
+            .map_err(Error::db("joining the source snapshot"))?;
+        let session = Self { client };
+        session.bind(&plan_settings(plan)).await?;
+        Ok(session)
+    }
+
+    /// Opens a session of its own (not on a shared snapshot), for single-query work.
+    pub async fn open_alone(endpoint: &Endpoint, plan: &Plan) -> Result<Self, Error> {
+        let client = endpoint.connect().await?;
+        let session = Self { client };
+        session.bind(&plan_settings(plan)).await?;
+        Ok(session)
+    }
+
+    /// The connection, for running the plan's queries.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Binds settings as query parameters of `set_config`.
+    pub async fn bind(&self, settings: &[SessionSetting]) -> Result<(), Error> {
+        bind(&self.client, settings).await
+    }
+
+    /// Binds the key bounds of `batch`.
+    pub async fn bind_batch(&self, batch: &Batch) -> Result<(), Error> {
+        self.bind(&batch.settings()).await
+    }
+}
+
+/// Binds settings on any session (the target uses this for key bounds too).
+pub async fn bind(client: &Client, settings: &[SessionSetting]) -> Result<(), Error> {
+    for s in settings {
+        let result = match &s.value {
+            SettingValue::Text(v) => {
+                client
+                    .execute("SELECT pg_catalog.set_config($1, $2, false)", &[&s.name, v])
+                    .await
+            }
+            SettingValue::List(values) => {
+                client
+                    .execute(
+                        "SELECT pg_catalog.set_config($1, $2::text[]::text, false)",
+                        &[&s.name, values],
+                    )
+                    .await
+            }
+        };
+        result.map_err(Error::db(format!("binding the session setting {}", s.name)))?;
+    }
+    Ok(())
+}
+
+/// Every value the plan's source queries read: own_retailer and each table's `only` lists.
+fn plan_settings(plan: &Plan) -> Vec<SessionSetting> {
+    let mut settings = vec![SessionSetting {
+        name: OWN_RETAILER_SETTING.to_string(),
+        value: SettingValue::Text(plan.own_retailer.clone()),
+    }];
+    for t in &plan.tables {
+        settings.extend(t.session_settings());
+    }
+    settings
+}

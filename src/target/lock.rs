@@ -1,0 +1,63 @@
+//! One writer at a time: a cutover or sync holds a session-level advisory lock on the
+//! target for its whole run. The lock dies with the session, so a killed process never
+//! leaves it behind.
+
+use tokio_postgres::Client;
+
+use crate::connect::Endpoint;
+use crate::error::Error;
+
+/// Advisory lock key (two int4 halves): "SH" and 1, the same for every shadan version.
+const LOCK_KEY: (i32, i32) = (0x5348, 1);
+
+/// Holds the target's writer lock while alive.
+pub struct TargetLock {
+    client: Client,
+}
+
+impl TargetLock {
+    /// Takes the lock or fails at once, naming the session that holds it.
+    pub async fn acquire(endpoint: &Endpoint, command: &str) -> Result<Self, Error> {
+        let client = endpoint.connect().await?;
+        let got: bool = client
+            .query_one(
+                "SELECT pg_catalog.pg_try_advisory_lock($1, $2)",
+                &[&LOCK_KEY.0, &LOCK_KEY.1],
+            )
+            .await
+            .map_err(Error::db("taking the target's writer lock"))?
+            .get(0);
+        if got {
+            return Ok(Self { client });
+        }
+        let holder = client
+            .query_opt(
+                "SELECT a.pid, coalesce(a.client_addr::text, 'local'), \
+                        to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
+                 FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int::oid AND l.objid = $2::int::oid",
+                &[&LOCK_KEY.0, &LOCK_KEY.1],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| {
+                format!(
+                    " (server pid {}, from {}, connected since {} UTC)",
+                    r.get::<_, i32>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2)
+                )
+            })
+            .unwrap_or_default();
+        Err(Error::Runtime(format!(
+            "another shadan cutover or sync is running against the target {endpoint}{holder}; \
+             {command} refused: wait for it to finish, or stop it first"
+        )))
+    }
+
+    /// The lock's session, usable for the run's own state writes.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}

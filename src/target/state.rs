@@ -1,0 +1,175 @@
+//! The tool's state in the target's `shadan` schema: batch checkpoints and run manifests.
+//! Nothing here is trusted by `verify`, which recomputes everything from the data.
+
+use tokio_postgres::{Client, GenericClient};
+
+use crate::batch::Batch;
+use crate::digest::Accumulator;
+use crate::error::Error;
+use crate::mapping::name::QualifiedName;
+use crate::plan::Plan;
+
+/// A batch as stored, with its checkpoint when written.
+#[derive(Debug, Clone)]
+pub struct StoredBatch {
+    /// The range.
+    pub batch: Batch,
+    /// Digest of the rows written, once the batch is written.
+    pub written: Option<Accumulator>,
+}
+
+/// Creates the state schema if needed. Call while holding the target lock.
+pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
+    client
+        .batch_execute(include_str!("state.sql"))
+        .await
+        .map_err(Error::db("creating the shadan state schema in the target"))
+}
+
+/// The stored batches of a target table, in key order.
+pub async fn batches(
+    client: &Client,
+    table_index: usize,
+    target: &QualifiedName,
+) -> Result<Vec<StoredBatch>, Error> {
+    let rows = client
+        .query(
+            "SELECT batch_no, lower_key, upper_key, rows, lanes FROM shadan.batches \
+             WHERE target_table = $1 ORDER BY batch_no",
+            &[&target.to_string()],
+        )
+        .await
+        .map_err(Error::db(format!("reading the checkpoints of {target}")))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let count: Option<i64> = r.get(3);
+            let lanes: Option<Vec<u8>> = r.get(4);
+            StoredBatch {
+                batch: Batch {
+                    table: table_index,
+                    no: r.get(0),
+                    lower: r.get(1),
+                    upper: r.get(2),
+                },
+                written: match (count, lanes) {
+                    (Some(n), Some(l)) => Accumulator::from_lane_bytes(n as u64, &l),
+                    _ => None,
+                },
+            }
+        })
+        .collect())
+}
+
+/// Replaces the batch layout of a target table (nothing written yet for any batch).
+pub async fn save_layout(
+    client: &impl GenericClient,
+    target: &QualifiedName,
+    batches: &[Batch],
+    run_id: i64,
+) -> Result<(), Error> {
+    let name = target.to_string();
+    let context = || format!("saving the batch layout of {target}");
+    client
+        .execute(
+            "DELETE FROM shadan.batches WHERE target_table = $1",
+            &[&name],
+        )
+        .await
+        .map_err(Error::db(context()))?;
+    let statement = client
+        .prepare(
+            "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await
+        .map_err(Error::db(context()))?;
+    for b in batches {
+        client
+            .execute(&statement, &[&name, &b.no, &b.lower, &b.upper, &run_id])
+            .await
+            .map_err(Error::db(context()))?;
+    }
+    Ok(())
+}
+
+/// Records a batch as written, inside the transaction that wrote its rows. Fails if the
+/// batch was already written, so a batch can never be copied twice.
+pub async fn mark_written(
+    client: &impl GenericClient,
+    target: &QualifiedName,
+    batch: &Batch,
+    digest: &Accumulator,
+    run_id: i64,
+) -> Result<(), Error> {
+    let updated = client
+        .execute(
+            "UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, written_at = clock_timestamp() \
+             WHERE target_table = $1 AND batch_no = $2 AND rows IS NULL",
+            &[
+                &target.to_string(),
+                &batch.no,
+                &(digest.rows as i64),
+                &digest.lane_bytes(),
+                &run_id,
+            ],
+        )
+        .await
+        .map_err(Error::db(format!("checkpointing {target} {}", batch.describe())))?;
+    if updated != 1 {
+        return Err(Error::Runtime(format!(
+            "{target} {} was already written by another run; nothing of this batch was kept",
+            batch.describe()
+        )));
+    }
+    Ok(())
+}
+
+/// Starts a run record; returns its id.
+pub async fn start_run(
+    client: &Client,
+    command: &str,
+    plan: &Plan,
+    snapshot: &str,
+) -> Result<i64, Error> {
+    client
+        .query_one(
+            "INSERT INTO shadan.runs (command, mapping_name, mapping_blake3, tool_version, source_snapshot) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING run_id",
+            &[
+                &command,
+                &plan.mapping_name,
+                &plan.mapping_digest,
+                &env!("CARGO_PKG_VERSION"),
+                &snapshot,
+            ],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(Error::db("recording the run in the target"))
+}
+
+/// Closes a run record with its status and manifest. The server's start and finish times
+/// are added to the manifest as `started_at`/`finished_at`; returns the stored manifest.
+pub async fn finish_run(
+    client: &Client,
+    run_id: i64,
+    status: &str,
+    manifest: &serde_json::Value,
+) -> Result<serde_json::Value, Error> {
+    let row = client
+        .query_one(
+            "WITH now AS (SELECT clock_timestamp() AS t) \
+             UPDATE shadan.runs SET status = $2, finished_at = now.t, \
+                 manifest = $3::text::jsonb || jsonb_build_object( \
+                     'started_at', to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                     'finished_at', to_char(now.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) \
+             FROM now WHERE run_id = $1 RETURNING manifest::text",
+            &[&run_id, &status, &manifest.to_string()],
+        )
+        .await
+        .map_err(Error::db("recording the end of the run in the target"))?;
+    let text: String = row.get(0);
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Runtime(format!("the stored manifest is not JSON: {e}")))
+}

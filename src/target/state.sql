@@ -1,0 +1,31 @@
+-- The tool's own state in the target database. Written only by shadan, always in the
+-- same transaction as the data it describes; ignored by the leak audit.
+CREATE SCHEMA IF NOT EXISTS shadan;
+
+-- One row per cutover or sync run; `manifest` is what `--json` prints.
+CREATE TABLE IF NOT EXISTS shadan.runs (
+    run_id          bigserial   PRIMARY KEY,
+    command         text        NOT NULL,
+    mapping_name    text        NOT NULL,
+    mapping_blake3  text        NOT NULL,
+    tool_version    text        NOT NULL,
+    source_snapshot text,
+    started_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at     timestamptz,
+    status          text        NOT NULL DEFAULT 'running',
+    manifest        jsonb
+);
+
+-- The key-range batches of each target table, with the checkpoint of each: `rows` and
+-- `lanes` (the batch's multiset digest) are set in the transaction that wrote its rows.
+CREATE TABLE IF NOT EXISTS shadan.batches (
+    target_table text        NOT NULL,
+    batch_no     int         NOT NULL,
+    lower_key    text[],                -- exclusive; NULL: from the start
+    upper_key    text[],                -- inclusive; NULL: to the end
+    rows         bigint,                -- NULL until the batch is written
+    lanes        bytea,
+    run_id       bigint      NOT NULL,
+    written_at   timestamptz,
+    PRIMARY KEY (target_table, batch_no)
+);
