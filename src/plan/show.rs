@@ -43,6 +43,7 @@ fn table_json(t: &TablePlan) -> Value {
         "own": names(Class::Own),
         "non_public": t.non_public,
         "query": t.source_select(RangeShape::ALL),
+        "copy_in": t.target_copy_in(),
         "settings": t.session_settings(),
     })
 }

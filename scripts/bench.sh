@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Benchmark: shadan against a raw binary COPY pipe of exactly the same projected rows,
+# measured side by side in one run on two fresh local clusters. Prints figures only:
+# timings on a shared machine are noisy, so read the ratios, not the absolute times.
+#
+#   scripts/bench.sh [N]          # N supply points and contracts (default 1,000,000)
+#
+#   pipe     psql -c "COPY (<shadan's own projection query>) TO STDOUT (FORMAT binary)" |
+#            psql -c "<shadan's own COPY target FROM STDIN (FORMAT binary)>", tables in parallel
+#   cutover  shadan cutover --jobs 1 and --jobs 2, the target emptied before each run
+set -euo pipefail
+n=${1:-1000000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export SHADAN_LOCAL_DIR=${SHADAN_BENCH_DIR:-$root/.shadan-bench}
+export SHADAN_SOURCE_PORT=${SHADAN_BENCH_SOURCE_PORT:-55441}
+export SHADAN_TARGET_PORT=${SHADAN_BENCH_TARGET_PORT:-55442}
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+psql="$bin/psql -X -q -v ON_ERROR_STOP=1"
+mapping=mappings/retail.toml
+
+cargo build --release --quiet
+shadan=$root/target/release/shadan
+trap 'scripts/pg-local.sh stop >/dev/null' EXIT
+scripts/pg-local.sh stop >/dev/null 2>&1 || true
+scripts/pg-local.sh start >/dev/null
+eval "$(scripts/pg-local.sh env)"
+
+echo "generating $n supply points and contracts ..."
+PSQL="$bin/psql" scripts/gen-data.sh "$n" >/dev/null
+$psql -d "$SHADAN_SOURCE" -c "VACUUM ANALYZE" >/dev/null
+plan_json=$("$shadan" plan --mapping "$mapping" --json)
+rows=$($psql -At -d "$SHADAN_SOURCE" -c "SELECT (SELECT count(*) FROM joint.supply_points) \
+    + (SELECT count(*) FROM joint.contracts WHERE retailer_code = 'R0001' AND supply_kind = 'retail')")
+
+now() { date +%s.%N; }
+since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
+reset_target() {
+    $psql -d "$SHADAN_TARGET" -c "DROP SCHEMA IF EXISTS shadan CASCADE" \
+        -c "TRUNCATE retail.supply_points, retail.contracts" -c "CHECKPOINT" >/dev/null 2>&1
+    $psql -d "$SHADAN_SOURCE" -c "CHECKPOINT" >/dev/null
+}
+target_rows() {
+    $psql -At -d "$SHADAN_TARGET" -c "SELECT (SELECT count(*) FROM retail.supply_points) + (SELECT count(*) FROM retail.contracts)"
+}
+
+# Lines of: PGOPTIONS for the source session (the values shadan binds), TAB, source
+# query, TAB, target COPY statement; one line per table, taken from shadan's own plan.
+mapfile -t pipes < <(python3 - "$plan_json" <<'PY'
+import json, sys
+plan = json.loads(sys.argv[1])
+base = ["-c shadan.own_retailer=" + plan["mapping"]["own_retailer"]]
+for t in plan["tables"]:
+    opts = base + ["-c %s={%s}" % (s["name"], ",".join(s["value"])) for s in t["settings"]]
+    print("\t".join([" ".join(opts), t["query"], t["copy_in"]]))
+PY
+)
+
+declare -A secs rss
+reset_target
+start=$(now)
+pids=()
+for line in "${pipes[@]}"; do
+    IFS=$'\t' read -r options query copy_in <<<"$line"
+    ( PGOPTIONS="$options" $psql -d "$SHADAN_SOURCE" -c "COPY ($query) TO STDOUT (FORMAT binary)" |
+        $psql -d "$SHADAN_TARGET" -c "$copy_in" ) &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+secs[pipe]=$(since "$start")
+[ "$(target_rows)" = "$rows" ] || { echo "the raw pipe copied $(target_rows) rows, expected $rows" >&2; exit 1; }
+
+for jobs in 1 2; do
+    reset_target
+    start=$(now)
+    /usr/bin/time -f %M -o "$SHADAN_LOCAL_DIR/rss" "$shadan" cutover --mapping "$mapping" --jobs "$jobs" \
+        >/dev/null 2>"$SHADAN_LOCAL_DIR/err" || { cat "$SHADAN_LOCAL_DIR/err" >&2; exit 1; }
+    secs[cutover$jobs]=$(since "$start")
+    rss[cutover$jobs]=$(( $(cat "$SHADAN_LOCAL_DIR/rss") / 1024 ))
+    [ "$(target_rows)" = "$rows" ] || { echo "cutover copied $(target_rows) rows, expected $rows" >&2; exit 1; }
+done
+
+row() { # label key
+    python3 - "$1" "$rows" "${secs[$2]}" "${secs[pipe]}" "${rss[$2]:--}" <<'PY'
+import sys
+label, rows, s, pipe, rss = sys.argv[1:]
+rss = rss + " MB" if rss != "-" else rss
+print(f"{label:<30} {float(s):>9.2f} {int(rows)/float(s):>14,.0f} {float(pipe)/float(s):>10.2f}x {rss:>10}")
+PY
+}
+printf '\nshadan benchmark: %s rows copied (%s supply points + own contracts), %s cores\n' "$rows" "$n" "$(nproc)"
+printf '%-30s %9s %14s %11s %10s\n' "run" "seconds" "rows/s" "vs pipe" "peak RSS"
+row "raw COPY pipe (parallel)" pipe
+row "shadan cutover --jobs 1" cutover1
+row "shadan cutover --jobs 2" cutover2
