@@ -25,7 +25,7 @@ use crate::manifest;
 use crate::plan::{Plan, TablePlan};
 use crate::progress::{self, Progress, TableCounter};
 use crate::shutdown::Shutdown;
-use crate::source::{Snapshot, SourceSession};
+use crate::snapshot::{Session, Snapshot};
 use crate::target::lock::TargetLock;
 use crate::target::state;
 
@@ -182,7 +182,7 @@ async fn copy_all(
 ) -> Result<(), Error> {
     // Cut fresh tables into batches on the snapshot and save the layouts first, so an
     // interruption from here on is resumable.
-    let layout_session = SourceSession::open(source, snapshot, plan).await?;
+    let layout_session = Session::open(source, snapshot, plan).await?;
     let mut queue = VecDeque::new();
     let mut shown = Vec::new();
     for w in work {
@@ -252,7 +252,7 @@ async fn copy_all(
 /// until the queue is empty, a stop is requested, or another worker failed.
 async fn worker(shared: Arc<Workers>) -> Result<(), Error> {
     let result = async {
-        let source = SourceSession::open(&shared.source, &shared.snapshot, &shared.plan).await?;
+        let source = Session::open(&shared.source, &shared.snapshot, &shared.plan).await?;
         let target = shared.target.connect().await?;
         loop {
             if shared.shutdown.requested()
@@ -292,7 +292,7 @@ async fn worker(shared: Arc<Workers>) -> Result<(), Error> {
 
 /// Copies one batch and commits it with its checkpoint; returns its digest.
 pub async fn copy_batch(
-    source: &SourceSession,
+    source: &Session,
     target: &Client,
     table: &TablePlan,
     batch: &Batch,

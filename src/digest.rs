@@ -23,6 +23,16 @@ pub fn row_hash(tuple: &[u8]) -> [u8; 32] {
     *blake3::keyed_hash(row_key(), tuple).as_bytes()
 }
 
+/// The hash of a tuple's first `fields` fields as if they were the whole tuple: equal to
+/// [`row_hash`] of the tuple without its trailing fields. Lets a source row carry an extra
+/// audit-only column and still be compared with the target row.
+pub fn row_hash_of_prefix(tuple: &[u8], fields: usize) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_keyed(row_key());
+    hasher.update(&(fields as i16).to_be_bytes());
+    hasher.update(crate::copy::tuple::key_bytes(tuple, fields));
+    *hasher.finalize().as_bytes()
+}
+
 /// An order-independent digest of a multiset of rows: row count and lane sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accumulator {
@@ -107,6 +117,19 @@ mod tests {
         assert_ne!(changed.hex(), whole.hex());
         let stored = Accumulator::from_lane_bytes(whole.rows, &whole.lane_bytes()).unwrap();
         assert_eq!(stored, whole);
+    }
+
+    #[test]
+    fn prefix_hash_equals_the_hash_of_the_shorter_tuple() {
+        let mut long = Vec::new();
+        crate::copy::tuple::encode_tuple(
+            &mut long,
+            [Some(&b"k"[..]), None, Some(&b"\x01"[..])].into_iter(),
+        );
+        let mut short = Vec::new();
+        crate::copy::tuple::encode_tuple(&mut short, [Some(&b"k"[..]), None].into_iter());
+        assert_eq!(row_hash_of_prefix(&long, 2), row_hash(&short));
+        assert_ne!(row_hash_of_prefix(&long, 1), row_hash(&short));
     }
 
     #[test]

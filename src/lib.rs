@@ -14,12 +14,14 @@
 //! - [`catalog`]: what each database really has.
 //! - [`plan`]: the validated plan; [`plan::query`] generates the source SQL.
 //! - [`batch`]: key-range batches, the unit of commit and comparison.
-//! - [`source`]: the shared snapshot and the workers' read-only sessions.
+//! - [`snapshot`]: one shared snapshot per database, and the workers' sessions on it.
 //! - [`copy`]: the binary COPY stream, split into tuples.
+//! - [`key`]: binary keys bound back as parameters and rendered for reports.
 //! - [`digest`]: row hashes and order-independent batch and table digests.
 //! - [`target`]: the writer lock and the state (checkpoints, runs) in the `shadan` schema.
 //! - [`manifest`]: what each run records and prints.
 //! - [`cutover`]: the first bulk copy.
+//! - [`verify`]: the independent proof, with the leak audit.
 //! - [`progress`], [`shutdown`]: what the operator sees, and the one stop signal.
 //! - [`connect`]: endpoints, with passwords kept out of every message.
 //! - [`error`]: the top-level error and the exit-code policy.
@@ -34,10 +36,12 @@ pub mod cutover;
 pub mod digest;
 pub mod error;
 pub mod ident;
+pub mod key;
 pub mod manifest;
 pub mod mapping;
 pub mod plan;
 pub mod progress;
 pub mod shutdown;
-pub mod source;
+pub mod snapshot;
 pub mod target;
+pub mod verify;

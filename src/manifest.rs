@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::plan::{Plan, TablePlan};
-use crate::source::Snapshot;
+use crate::snapshot::Snapshot;
 use crate::target::state;
 
 /// Per-table write counts of a sync run.

@@ -284,8 +284,8 @@ fn rows_committed_during_the_copy_are_in_every_table_or_in_none() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let inserted = writer.join().unwrap();
     run.expect_code(0);
-    let sp = db.target_sql("SELECT string_agg(substr(supply_point_id, 2)::bigint::text, ',' ORDER BY 1) FROM retail.supply_points WHERE supply_point_id LIKE '9%'");
-    let ct = db.target_sql("SELECT string_agg(contract_id::text, ',' ORDER BY 1) FROM retail.contracts WHERE contract_id > 5000000");
+    let sp = db.target_sql("SELECT string_agg(substr(supply_point_id, 2)::bigint::text, ',' ORDER BY supply_point_id) FROM retail.supply_points WHERE supply_point_id LIKE '9%'");
+    let ct = db.target_sql("SELECT string_agg(contract_id::text, ',' ORDER BY contract_id) FROM retail.contracts WHERE contract_id > 5000000");
     assert_eq!(sp, ct, "each pair is in both tables or in neither");
     let copied = ct.split(',').count() as u64;
     assert!(

@@ -5,3 +5,4 @@ mod support;
 
 mod cutover;
 mod plan;
+mod verify;

@@ -458,7 +458,8 @@ meter_serial  = "non_public"
         "{query}"
     );
     assert!(
-        query.contains(r#"THEN "kwh" END"#) && query.contains(r#"THEN "customer_name" END"#),
+        query.contains(r#"THEN "kwh" END AS "kwh""#)
+            && query.contains(r#"THEN "customer_name" END AS "customer_name""#),
         "{query}"
     );
     assert!(query.contains(r#""tariff_class" = ANY (ARRAY(SELECT pg_catalog.unnest(pg_catalog.current_setting('shadan.only_1_1')::text[]::smallint[])))"#), "{query}");

@@ -111,6 +111,9 @@ pub struct TablePlan {
     pub non_public: Vec<TypedColumn>,
     /// Whether rows are read from the table or from its export view.
     pub access: SourceAccess,
+    /// Every string-typed column of the target table, mapped or not: where `verify --deep`
+    /// looks for non-public values.
+    pub target_text_columns: Vec<String>,
 }
 
 /// A column name with its exact type.
@@ -121,6 +124,9 @@ pub struct TypedColumn {
     /// Exact type (`format_type`).
     #[serde(rename = "type")]
     pub type_name: String,
+    /// Whether the type is a string type (fingerprinted by `verify --deep`).
+    #[serde(skip)]
+    pub is_text: bool,
 }
 
 /// An `only` filter: keep rows whose column value is in the list.
@@ -525,6 +531,12 @@ impl<'a> TableCheck<'a> {
                 key_len,
                 non_public,
                 access: self.source_access,
+                target_text_columns: tgt
+                    .columns
+                    .iter()
+                    .filter(|c| c.is_text())
+                    .map(|c| c.name.clone())
+                    .collect(),
             },
             unexpected,
         ))
@@ -716,6 +728,7 @@ fn typed(col: &ColumnInfo) -> TypedColumn {
     TypedColumn {
         name: col.name.clone(),
         type_name: col.type_name.clone(),
+        is_text: col.is_text(),
     }
 }
 

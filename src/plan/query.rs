@@ -141,7 +141,8 @@ impl TablePlan {
             .iter()
             .map(|c| match (c.class, &mask) {
                 (Class::Own, Some(pred)) => {
-                    format!("CASE WHEN {pred} THEN {} END", quote_ident(&c.source))
+                    let col = quote_ident(&c.source);
+                    format!("CASE WHEN {pred} THEN {col} END AS {col}")
                 }
                 _ => quote_ident(&c.source),
             })
@@ -209,6 +210,46 @@ impl TablePlan {
         format!(
             "COPY ({}) TO STDOUT (FORMAT binary)",
             self.source_select(range)
+        )
+    }
+
+    /// Whether the leak audit needs each source row's ownership: a scope-"all" table with
+    /// `own` columns, read from the table itself.
+    pub fn needs_owned_flag(&self) -> bool {
+        self.scope == Scope::All && self.has_own_columns() && self.access == SourceAccess::Tables
+    }
+
+    /// The projection with one more, last column `(owner = own_retailer) IS TRUE`, for the
+    /// leak audit of scope-"all" tables. The flag is evaluated in the source and used only
+    /// to classify a difference; it is never written or reported.
+    pub fn source_copy_with_owned_flag(&self, range: RangeShape) -> String {
+        let key_names: Vec<&str> = self.key().iter().map(|c| c.source.as_str()).collect();
+        let mut preds = self.scope_predicates();
+        preds.extend(self.range_predicates(&key_names, range));
+        let mut cols = self.projection();
+        cols.push(format!(
+            "({}) IS TRUE",
+            self.owned_predicate().unwrap_or_else(|| "false".into())
+        ));
+        format!(
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            select(&cols, &self.source_relation(), &preds)
+        )
+    }
+
+    /// Whether a row with the given key (bound as `$1..$n`) exists in the source table at
+    /// all, in scope or not.
+    pub fn source_key_exists(&self) -> String {
+        let preds: Vec<String> = self
+            .key()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ${}", quote_ident(&c.source), i + 1))
+            .collect();
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
+            self.source.sql(),
+            preds.join(" AND ")
         )
     }
 

@@ -1,10 +1,11 @@
-//! The source side: reading the projection out of the joint database.
+//! Consistent reads: one exported snapshot per database and run, shared by all workers.
 //!
-//! A [`Snapshot`] is exported once per run from a control session that keeps its
-//! transaction open; every [`SourceSession`] (one per worker) joins it with
-//! `SET TRANSACTION SNAPSHOT`, so all tables and all batches reflect the same instant.
-//! Sessions are read-only transactions; they bind the plan's values (own_retailer,
-//! `only` lists) as parameters of `set_config` before any query runs.
+//! A [`Snapshot`] is exported once from a control session that keeps its transaction
+//! open; every [`Session`] (one per worker) joins it with `SET TRANSACTION SNAPSHOT`, so
+//! all tables and all batches reflect the same instant. Cutover and sync read the source
+//! this way; verify reads both sides this way. Sessions are read-only transactions; they
+//! bind the plan's values (own_retailer, `only` lists) as parameters of `set_config`
+//! before any query runs.
 
 use tokio_postgres::Client;
 
@@ -51,12 +52,12 @@ impl Snapshot {
     }
 }
 
-/// One worker's read-only session on the shared snapshot.
-pub struct SourceSession {
+/// One worker's read-only session on a shared snapshot.
+pub struct Session {
     client: Client,
 }
 
-impl SourceSession {
+impl Session {
     /// Connects, joins `snapshot` and binds the plan's values.
     pub async fn open(
         endpoint: &Endpoint,

@@ -1,0 +1,82 @@
+//! Row keys as they travel in binary COPY tuples, and how they are used outside COPY:
+//! bound back as query parameters byte for byte (exact for every type, no text round
+//! trip), and rendered for reports. Keys are public by rule (the plan enforces it), so
+//! they are the only row data that may appear in a report.
+
+use bytes::BytesMut;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::Client;
+
+use crate::error::Error;
+use crate::plan::TablePlan;
+
+/// A value already in PostgreSQL's binary format for the parameter's type, sent as is.
+/// Used only for key fields read from a binary COPY of a column of that exact type.
+#[derive(Debug, Clone, Copy)]
+pub struct RawValue<'a>(pub &'a [u8]);
+
+impl ToSql for RawValue<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// Splits an encoded key (see [`crate::copy::tuple::key_bytes`]) into its fields.
+pub fn key_fields(key: &[u8]) -> Vec<&[u8]> {
+    let mut fields = Vec::new();
+    let mut p = 0;
+    while p + 4 <= key.len() {
+        let len = i32::from_be_bytes([key[p], key[p + 1], key[p + 2], key[p + 3]]).max(0) as usize;
+        p += 4;
+        fields.push(&key[p..p + len]);
+        p += len;
+    }
+    fields
+}
+
+/// Renders encoded keys of `table` as JSON arrays (`[9000001]`, `["0300…", "x"]`) on any
+/// server that has the key's types.
+pub async fn render(
+    client: &Client,
+    table: &TablePlan,
+    keys: &[Vec<u8>],
+) -> Result<Vec<String>, Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let casts: Vec<String> = table
+        .key()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}", i + 1, c.type_name))
+        .collect();
+    let sql = format!(
+        "SELECT pg_catalog.jsonb_build_array({})::text",
+        casts.join(", ")
+    );
+    let context = || format!("rendering sample keys of {}", table.target);
+    let statement = client.prepare(&sql).await.map_err(Error::db(context()))?;
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let values: Vec<RawValue> = key_fields(key).into_iter().map(RawValue).collect();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let row = client
+            .query_one(&statement, &params)
+            .await
+            .map_err(Error::db(context()))?;
+        out.push(row.get(0));
+    }
+    Ok(out)
+}

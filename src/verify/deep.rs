@@ -1,0 +1,329 @@
+//! `verify --deep`: searches every text column of every mapped target table for values of
+//! non-public source fields, comparing keyed fingerprints only.
+//!
+//! The secrets are the values (6 characters or longer) of the source's non-public text
+//! columns, and of its `own` text columns in rows that are not permitted (not owned, or
+//! outside the scope). They are fingerprinted *inside the source server* as
+//! `sha256(run key || value)` with a random key drawn for this run and bound as a
+//! parameter, so no non-public value leaves the source, even during an audit. Values the
+//! permitted projection itself holds (a common name shared by an own customer) are not
+//! secrets. Each target text value, whole and split into tokens at whitespace and
+//! punctuation, is fingerprinted the same way here and looked up; only fingerprints are
+//! kept, and the key is forgotten when the run ends.
+
+use std::io::Read;
+use std::pin::pin;
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use super::report::{Leak, LeakKind};
+use crate::connect::Endpoint;
+use crate::copy::tuple::{fields, TupleSplitter};
+use crate::error::Error;
+use crate::ident::quote_ident;
+use crate::plan::query::{RangeShape, SessionSetting, SettingValue};
+use crate::plan::{Class, Plan, SourceAccess, TablePlan};
+use crate::snapshot::{Session, Snapshot};
+
+/// Shortest value treated as a secret: shorter values (codes, flags, small numbers) occur
+/// by chance everywhere and would drown the report in coincidences.
+pub const MIN_SECRET_CHARS: usize = 6;
+
+/// The setting carrying the run's fingerprint key (hex).
+const KEY_SETTING: &str = "shadan.fp_key";
+
+/// Characters that separate tokens inside a target text value.
+const SEPARATORS: &[char] = &[
+    ',', ';', ':', '|', '/', '(', ')', '[', ']', '{', '}', '<', '>', '"', '\'', '=',
+];
+
+/// A fingerprint: the first 16 bytes of sha256(key || value).
+type Fingerprint = u128;
+
+/// Runs the deep scan; returns one `value` leak per target column where secrets were found.
+pub async fn scan(
+    plan: &Plan,
+    src_snap: &Snapshot,
+    tgt_snap: &Snapshot,
+    source: &Endpoint,
+    target: &Endpoint,
+) -> Result<Vec<Leak>, Error> {
+    if plan.source_access == SourceAccess::Views {
+        return Err(Error::Usage(
+            "verify --deep fingerprints non-public source values inside the source server, which a role \
+             limited to the shadan_export views cannot read (by design); run --deep with a mapping using \
+             source_access = \"tables\" and an auditor's role that may read the source tables"
+                .into(),
+        ));
+    }
+    let key = random_key()?;
+    let key_setting = [SessionSetting {
+        name: KEY_SETTING.into(),
+        value: SettingValue::Text(hex(&key)),
+    }];
+    let src = Session::open(source, src_snap, plan).await?;
+    src.bind(&key_setting).await?;
+    let mut secrets = Vec::new();
+    let mut permitted = Vec::new();
+    for table in &plan.tables {
+        if let Some(sql) = secrets_sql(table) {
+            collect(
+                src.client(),
+                &sql,
+                &mut secrets,
+                &format!("fingerprinting non-public values of {}", table.source),
+            )
+            .await?;
+        }
+        if let Some(sql) = permitted_sql(table) {
+            collect(
+                src.client(),
+                &sql,
+                &mut permitted,
+                &format!("fingerprinting permitted values of {}", table.source),
+            )
+            .await?;
+        }
+    }
+    drop(src);
+    secrets.sort_unstable();
+    secrets.dedup();
+    permitted.sort_unstable();
+    secrets.retain(|fp| permitted.binary_search(fp).is_err());
+    drop(permitted);
+    tracing::info!(
+        secrets = secrets.len(),
+        "deep scan: non-public values fingerprinted in the source"
+    );
+
+    let tgt = Session::open(target, tgt_snap, plan).await?;
+    let mut leaks = Vec::new();
+    for table in &plan.tables {
+        leaks.extend(search_table(tgt.client(), table, &key, &secrets).await?);
+    }
+    Ok(leaks)
+}
+
+fn random_key() -> Result<[u8; 32], Error> {
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .map_err(|e| {
+            Error::Runtime(format!(
+                "cannot draw a fingerprint key from /dev/urandom: {e}"
+            ))
+        })?;
+    Ok(key)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `sha256(run key || value)` in SQL, for a text expression `value`.
+fn fingerprint_sql(value: &str) -> String {
+    format!(
+        "pg_catalog.sha256((SELECT pg_catalog.decode(pg_catalog.current_setting('{KEY_SETTING}'), 'hex')) \
+         || pg_catalog.convert_to({value}, 'UTF8'))"
+    )
+}
+
+fn fingerprint(key: &[u8; 32], value: &[u8]) -> Fingerprint {
+    let digest = Sha256::new()
+        .chain_update(key)
+        .chain_update(value)
+        .finalize();
+    u128::from_be_bytes(digest[..16].try_into().unwrap_or_default())
+}
+
+/// Fingerprints of the table's secrets: non-public text columns of every row, and `own`
+/// text columns of rows not permitted (not owned, or outside the scope).
+fn secrets_sql(table: &TablePlan) -> Option<String> {
+    let permitted_row = {
+        let mut preds: Vec<String> = table.owned_predicate().into_iter().collect();
+        preds.extend(table.scope_predicates());
+        if preds.is_empty() {
+            "true".to_string()
+        } else {
+            preds.join(" AND ")
+        }
+    };
+    let mut values: Vec<String> = table
+        .non_public
+        .iter()
+        .filter(|c| c.is_text)
+        .map(|c| format!("({}::text)", quote_ident(&c.name)))
+        .collect();
+    values.extend(
+        table
+            .columns
+            .iter()
+            .filter(|c| c.class == Class::Own && c.is_text)
+            .map(|c| {
+                format!(
+                    "(CASE WHEN NOT coalesce({permitted_row}, false) THEN {}::text END)",
+                    quote_ident(&c.source)
+                )
+            }),
+    );
+    fingerprints_query(&values, &table.source.sql())
+}
+
+/// Fingerprints of the text values the permitted projection holds.
+fn permitted_sql(table: &TablePlan) -> Option<String> {
+    let values: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| c.is_text)
+        .map(|c| format!("(shadan_projection.{}::text)", quote_ident(&c.source)))
+        .collect();
+    fingerprints_query(
+        &values,
+        &format!(
+            "({}) AS shadan_projection",
+            table.source_select(RangeShape::ALL)
+        ),
+    )
+}
+
+fn fingerprints_query(values: &[String], from: &str) -> Option<String> {
+    if values.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "COPY (SELECT {fp} FROM {from} CROSS JOIN LATERAL (VALUES {values}) AS shadan_v(shadan_value) \
+         WHERE pg_catalog.char_length(shadan_v.shadan_value) >= {MIN_SECRET_CHARS}) TO STDOUT (FORMAT binary)",
+        fp = fingerprint_sql("shadan_v.shadan_value"),
+        values = values.join(", "),
+    ))
+}
+
+/// Streams a one-column COPY of sha256 digests into `out`.
+async fn collect(
+    client: &Client,
+    sql: &str,
+    out: &mut Vec<Fingerprint>,
+    context: &str,
+) -> Result<(), Error> {
+    let copy = client.copy_out(sql).await.map_err(Error::db(context))?;
+    let mut copy = pin!(copy);
+    let mut split = TupleSplitter::new();
+    while let Some(chunk) = copy.next().await {
+        let chunk = chunk.map_err(Error::db(context))?;
+        split
+            .feed(&chunk, &mut |tuple| {
+                if let Some(Some(d)) = fields(tuple).next() {
+                    if d.len() >= 16 {
+                        out.push(u128::from_be_bytes(d[..16].try_into().unwrap_or_default()));
+                    }
+                }
+            })
+            .map_err(|e| Error::Runtime(format!("{context}: {e}")))?;
+    }
+    split
+        .finish()
+        .map_err(|e| Error::Runtime(format!("{context}: {e}")))
+}
+
+/// Looks up every text value of the target table, whole and by token.
+async fn search_table(
+    client: &Client,
+    table: &TablePlan,
+    key: &[u8; 32],
+    secrets: &[Fingerprint],
+) -> Result<Vec<Leak>, Error> {
+    let columns = &table.target_text_columns;
+    if columns.is_empty() || secrets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
+    let sql = format!(
+        "COPY (SELECT pg_catalog.jsonb_build_array({})::text, {} FROM {}) TO STDOUT (FORMAT binary)",
+        keys.join(", "),
+        columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "),
+        table.target.sql()
+    );
+    let context = format!("searching {} for non-public values", table.target);
+    let copy = client.copy_out(&sql).await.map_err(Error::db(&context))?;
+    let mut copy = pin!(copy);
+    let mut split = TupleSplitter::new();
+    let mut found: Vec<(u64, Vec<String>)> = vec![(0, Vec::new()); columns.len()];
+    let is_secret = |value: &str| fingerprint(key, value.as_bytes());
+    while let Some(chunk) = copy.next().await {
+        let chunk = chunk.map_err(Error::db(&context))?;
+        split
+            .feed(&chunk, &mut |tuple| {
+                let mut values = fields(tuple);
+                let row_key = values
+                    .next()
+                    .flatten()
+                    .map(|k| String::from_utf8_lossy(k).into_owned());
+                for (i, value) in values.enumerate() {
+                    let Some(text) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
+                        continue;
+                    };
+                    if candidates(text).any(|c| secrets.binary_search(&is_secret(c)).is_ok()) {
+                        found[i].0 += 1;
+                        if found[i].1.len() < super::compare::SAMPLE_KEYS {
+                            found[i].1.extend(row_key.clone());
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Runtime(format!("{context}: {e}")))?;
+    }
+    split
+        .finish()
+        .map_err(|e| Error::Runtime(format!("{context}: {e}")))?;
+    Ok(found
+        .into_iter()
+        .zip(columns)
+        .filter(|((count, _), _)| *count > 0)
+        .map(|((count, sample_keys), column)| Leak {
+            kind: LeakKind::Value,
+            table: table.target.to_string(),
+            column: Some(column.clone()),
+            count,
+            sample_keys,
+        })
+        .collect())
+}
+
+/// The pieces of a target value that are compared: the whole value, and its tokens, each
+/// at least [`MIN_SECRET_CHARS`] characters long.
+fn candidates(text: &str) -> impl Iterator<Item = &str> {
+    let whole = text.trim();
+    let split = whole.contains(|c: char| c.is_whitespace() || SEPARATORS.contains(&c));
+    std::iter::once(whole)
+        .chain(
+            whole
+                .split(|c: char| c.is_whitespace() || SEPARATORS.contains(&c))
+                .filter(move |_| split),
+        )
+        .filter(|t| t.chars().count() >= MIN_SECRET_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_values_and_tokens_are_candidates() {
+        let c: Vec<&str> = candidates(" see WC1234ABCD, tel:022-123-4567 ok ").collect();
+        assert_eq!(
+            c,
+            [
+                "see WC1234ABCD, tel:022-123-4567 ok",
+                "WC1234ABCD",
+                "022-123-4567"
+            ]
+        );
+        assert_eq!(candidates("short").count(), 0);
+        assert_eq!(
+            candidates("東北電力株式会社").collect::<Vec<_>>(),
+            ["東北電力株式会社"]
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The verify report: per table counts, sample keys and both digests; leaks by kind. It
+//! names tables, columns, counts and keys, never a value. Printed as the contract's JSON
+//! object, or for a person as one line per table and a verdict.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::error::{EXIT_DIFFERENCES, EXIT_LEAK, EXIT_OK};
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// No difference and no leak.
+    pub verified: bool,
+    /// One entry per mapped table.
+    pub tables: Vec<TableReport>,
+    /// Every leak found, by kind.
+    pub leaks: Vec<Leak>,
+}
+
+/// Content comparison of one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    /// The target table.
+    pub target: String,
+    /// Rows in the source projection.
+    pub source_rows: u64,
+    /// Rows in the target table.
+    pub target_rows: u64,
+    /// Projection rows missing from the target.
+    pub missing: u64,
+    /// Target rows not in the projection.
+    pub extra: u64,
+    /// Rows on both sides with different values.
+    pub changed: u64,
+    /// Up to 10 keys of differing rows, as JSON arrays.
+    pub sample_keys: Vec<String>,
+    /// Digest of the source projection (equals the manifest's when nothing changed).
+    pub source_digest: String,
+    /// Digest of the target table's mapped columns.
+    pub target_digest: String,
+}
+
+/// What kind of leak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakKind {
+    /// A target column the mapping does not produce.
+    Column,
+    /// An `own` column holding a value in a row the source does not own.
+    OwnValue,
+    /// A target row whose source row is outside the scope or `only` filter.
+    OutOfScope,
+    /// A value of a non-public source field found in a target text column (`--deep`).
+    Value,
+}
+
+/// One leak finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Leak {
+    /// Kind.
+    pub kind: LeakKind,
+    /// The target table.
+    pub table: String,
+    /// The target column, where the leak is in one.
+    pub column: Option<String>,
+    /// Rows (or values) found.
+    pub count: u64,
+    /// Up to 10 keys, as JSON arrays.
+    pub sample_keys: Vec<String>,
+}
+
+impl TableReport {
+    /// Whether this table differs from the projection.
+    pub fn differs(&self) -> bool {
+        self.missing + self.extra + self.changed > 0 || self.source_digest != self.target_digest
+    }
+}
+
+impl Report {
+    /// Builds a report; `verified` follows from the contents.
+    pub fn new(tables: Vec<TableReport>, leaks: Vec<Leak>) -> Self {
+        let verified = leaks.is_empty() && !tables.iter().any(TableReport::differs);
+        Self {
+            verified,
+            tables,
+            leaks,
+        }
+    }
+
+    /// 0 verified, 3 content differs, 4 leak (wins over 3).
+    pub fn exit_code(&self) -> u8 {
+        if !self.leaks.is_empty() {
+            EXIT_LEAK
+        } else if self.tables.iter().any(TableReport::differs) {
+            EXIT_DIFFERENCES
+        } else {
+            EXIT_OK
+        }
+    }
+
+    /// The report for a person.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let width = self
+            .tables
+            .iter()
+            .map(|t| t.target.len())
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        for t in &self.tables {
+            let state = if t.differs() {
+                format!(
+                    "DIFFERS missing {} extra {} changed {}  keys {}",
+                    t.missing,
+                    t.extra,
+                    t.changed,
+                    t.sample_keys.join(" ")
+                )
+            } else {
+                format!("equal  blake3 {}", &t.target_digest[..16])
+            };
+            let _ = writeln!(
+                out,
+                "{:<width$}  source {:>10}  target {:>10}  {state}",
+                t.target, t.source_rows, t.target_rows
+            );
+        }
+        for l in &self.leaks {
+            let place = match &l.column {
+                Some(c) => format!("{}.{c}", l.table),
+                None => l.table.clone(),
+            };
+            let what = match l.kind {
+                LeakKind::Column => {
+                    "the target has a column the mapping does not produce".to_string()
+                }
+                LeakKind::OwnValue => format!(
+                    "{} row(s) not owned by the own retailer hold a value",
+                    l.count
+                ),
+                LeakKind::OutOfScope => {
+                    format!("{} row(s) whose source row is outside the scope", l.count)
+                }
+                LeakKind::Value => {
+                    format!("{} value(s) of non-public source fields found", l.count)
+                }
+            };
+            let kind = serde_json::to_value(l.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            let keys = if l.sample_keys.is_empty() {
+                String::new()
+            } else {
+                format!("; keys {}", l.sample_keys.join(" "))
+            };
+            let _ = writeln!(out, "LEAK {kind:<12} {place}: {what}{keys}");
+        }
+        let verdict = match self.exit_code() {
+            EXIT_LEAK => "LEAK: non-public data reached the target (exit 4)",
+            EXIT_DIFFERENCES => {
+                "DIFFERENT: the target does not equal the permitted projection (exit 3)"
+            }
+            _ => "VERIFIED: the target equals the permitted projection and holds nothing else",
+        };
+        let _ = writeln!(out, "{verdict}");
+        out
+    }
+}
