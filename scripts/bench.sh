@@ -80,8 +80,31 @@ for jobs in 1 2; do
     [ "$(target_rows)" = "$rows" ] || { echo "cutover copied $(target_rows) rows, expected $rows" >&2; exit 1; }
 done
 
-row() { # label key
-    python3 - "$1" "$rows" "${secs[$2]}" "${secs[pipe]}" "${rss[$2]:--}" <<'PY'
+# verify, beside a raw parallel binary read of both sides (the target as cutover left it).
+start=$(now)
+pids=()
+for line in "${pipes[@]}"; do
+    IFS=$'\t' read -r options query copy_in <<<"$line"
+    target=${copy_in#COPY }; target=${target%% (*}
+    PGOPTIONS="$options" $psql -d "$SHADAN_SOURCE" -c "COPY ($query) TO STDOUT (FORMAT binary)" >/dev/null &
+    pids+=($!)
+    $psql -d "$SHADAN_TARGET" -c "COPY $target TO STDOUT (FORMAT binary)" >/dev/null &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+secs[read]=$(since "$start")
+
+for mode in plain deep; do
+    flag=; [ "$mode" = deep ] && flag=--deep
+    start=$(now)
+    /usr/bin/time -f %M -o "$SHADAN_LOCAL_DIR/rss" "$shadan" verify --mapping "$mapping" --jobs 2 $flag \
+        >/dev/null 2>"$SHADAN_LOCAL_DIR/err" || { cat "$SHADAN_LOCAL_DIR/err" >&2; exit 1; }
+    secs[verify_$mode]=$(since "$start")
+    rss[verify_$mode]=$(( $(cat "$SHADAN_LOCAL_DIR/rss") / 1024 ))
+done
+
+row() { # label key [baseline key]
+    python3 - "$1" "$rows" "${secs[$2]}" "${secs[${3:-pipe}]}" "${rss[$2]:--}" <<'PY'
 import sys
 label, rows, s, pipe, rss = sys.argv[1:]
 rss = rss + " MB" if rss != "-" else rss
@@ -93,3 +116,8 @@ printf '%-30s %9s %14s %11s %10s\n' "run" "seconds" "rows/s" "vs pipe" "peak RSS
 row "raw COPY pipe (parallel)" pipe
 row "shadan cutover --jobs 1" cutover1
 row "shadan cutover --jobs 2" cutover2
+printf '%-30s %9s %14s %11s %10s\n' "" "" "" "vs read" ""
+row "raw binary read, both sides" read read
+row "shadan verify --jobs 2" verify_plain read
+row "shadan verify --deep --jobs 2" verify_deep read
+python3 -c "import sys; print(f'verify --deep / verify: {float(sys.argv[1])/float(sys.argv[2]):.2f}x')" "${secs[verify_deep]}" "${secs[verify_plain]}"

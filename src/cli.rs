@@ -77,13 +77,9 @@ pub struct VerifyArgs {
     /// Also search every target text column for values of non-public source fields.
     #[arg(long)]
     pub deep: bool,
-    /// Parallel workers; each holds one source and one target connection.
+    /// Parallel readers per side; each holds one connection.
     #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
-    /// Rows per comparison batch: rows are compared one by one only inside a batch whose
-    /// digests differ.
-    #[arg(long, default_value_t = crate::batch::DEFAULT_BATCH_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch_rows: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -157,7 +153,6 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             let (plan, source, target) = open(&cli.global, &args.mapping).await?;
             let opts = crate::verify::Options {
                 jobs: usize::from(args.jobs),
-                batch_rows: args.batch_rows,
                 deep: args.deep,
                 progress: crate::progress::Style::detect(cli.global.log_format == LogFormat::Json),
             };

@@ -57,8 +57,10 @@ impl Accumulator {
         hasher.update(tuple);
         let mut out = [0u8; LANES * 8];
         hasher.finalize_xof().fill(&mut out);
-        for (lane, bytes) in self.lanes.iter_mut().zip(out.chunks_exact(8)) {
-            *lane = lane.wrapping_add(u64::from_le_bytes(bytes.try_into().unwrap_or_default()));
+        for i in 0..LANES {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&out[i * 8..i * 8 + 8]);
+            self.lanes[i] = self.lanes[i].wrapping_add(u64::from_le_bytes(word));
         }
         self.rows += 1;
     }

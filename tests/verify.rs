@@ -18,14 +18,7 @@ fn copied(n: usize) -> TestDb {
 }
 
 fn verify(db: &TestDb, mapping: &str, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "verify",
-        "--mapping",
-        mapping,
-        "--json",
-        "--batch-rows",
-        "700",
-    ];
+    let mut args = vec!["verify", "--mapping", mapping, "--json"];
     args.extend_from_slice(extra);
     db.shadan(&args)
 }

@@ -12,15 +12,13 @@
 //! kept, and the key is forgotten when the run ends.
 
 use std::io::Read;
-use std::pin::pin;
 
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
 use super::report::{Leak, LeakKind};
 use crate::connect::Endpoint;
-use crate::copy::tuple::{fields, TupleSplitter};
+use crate::copy::tuple::fields;
 use crate::error::Error;
 use crate::ident::quote_ident;
 use crate::plan::query::{RangeShape, SessionSetting, SettingValue};
@@ -42,9 +40,12 @@ const SEPARATORS: &[char] = &[
 /// A fingerprint: the first 16 bytes of sha256(key || value).
 type Fingerprint = u128;
 
-/// Runs the deep scan; returns one `value` leak per target column where secrets were found.
+/// Runs the deep scan over the target tables `search` (indexes into the plan); secrets
+/// come from every mapped source table. Returns one `value` leak per target column where
+/// secrets were found.
 pub async fn scan(
     plan: &Plan,
+    search: &[usize],
     src_snap: &Snapshot,
     tgt_snap: &Snapshot,
     source: &Endpoint,
@@ -100,8 +101,8 @@ pub async fn scan(
 
     let tgt = Session::open(target, tgt_snap, plan).await?;
     let mut leaks = Vec::new();
-    for table in &plan.tables {
-        leaks.extend(search_table(tgt.client(), table, &key, &secrets).await?);
+    for &i in search {
+        leaks.extend(search_table(tgt.client(), &plan.tables[i], &key, &secrets).await?);
     }
     Ok(leaks)
 }
@@ -207,24 +208,21 @@ async fn collect(
     out: &mut Vec<Fingerprint>,
     context: &str,
 ) -> Result<(), Error> {
-    let copy = client.copy_out(sql).await.map_err(Error::db(context))?;
-    let mut copy = pin!(copy);
-    let mut split = TupleSplitter::new();
-    while let Some(chunk) = copy.next().await {
-        let chunk = chunk.map_err(Error::db(context))?;
-        split
-            .feed(&chunk, &mut |tuple| {
-                if let Some(Some(d)) = fields(tuple).next() {
-                    if d.len() >= 16 {
-                        out.push(u128::from_be_bytes(d[..16].try_into().unwrap_or_default()));
-                    }
+    crate::copy::fold(
+        client,
+        sql,
+        || context.to_string(),
+        out,
+        |out, tuple| {
+            if let Some(Some(d)) = fields(tuple).next() {
+                if d.len() >= 16 {
+                    out.push(u128::from_be_bytes(d[..16].try_into().unwrap_or_default()));
                 }
-            })
-            .map_err(|e| Error::Runtime(format!("{context}: {e}")))?;
-    }
-    split
-        .finish()
-        .map_err(|e| Error::Runtime(format!("{context}: {e}")))
+            }
+        },
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Looks up every text value of the target table, whole and by token.
@@ -245,38 +243,37 @@ async fn search_table(
         columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "),
         table.target.sql()
     );
-    let context = format!("searching {} for non-public values", table.target);
-    let copy = client.copy_out(&sql).await.map_err(Error::db(&context))?;
-    let mut copy = pin!(copy);
-    let mut split = TupleSplitter::new();
-    let mut found: Vec<(u64, Vec<String>)> = vec![(0, Vec::new()); columns.len()];
-    let is_secret = |value: &str| fingerprint(key, value.as_bytes());
-    while let Some(chunk) = copy.next().await {
-        let chunk = chunk.map_err(Error::db(&context))?;
-        split
-            .feed(&chunk, &mut |tuple| {
-                let mut values = fields(tuple);
-                let row_key = values
-                    .next()
-                    .flatten()
-                    .map(|k| String::from_utf8_lossy(k).into_owned());
-                for (i, value) in values.enumerate() {
-                    let Some(text) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
-                        continue;
-                    };
-                    if candidates(text).any(|c| secrets.binary_search(&is_secret(c)).is_ok()) {
-                        found[i].0 += 1;
-                        if found[i].1.len() < super::compare::SAMPLE_KEYS {
-                            found[i].1.extend(row_key.clone());
-                        }
+    let context = || format!("searching {} for non-public values", table.target);
+    let is_secret = |value: &str| {
+        secrets
+            .binary_search(&fingerprint(key, value.as_bytes()))
+            .is_ok()
+    };
+    let found = crate::copy::fold(
+        client,
+        &sql,
+        context,
+        vec![(0u64, Vec::<String>::new()); columns.len()],
+        |found, tuple| {
+            let mut values = fields(tuple);
+            let row_key = values
+                .next()
+                .flatten()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            for (i, value) in values.enumerate() {
+                let Some(text) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
+                    continue;
+                };
+                if candidates(text).any(is_secret) {
+                    found[i].0 += 1;
+                    if found[i].1.len() < super::compare::SAMPLE_KEYS {
+                        found[i].1.extend(row_key.clone());
                     }
                 }
-            })
-            .map_err(|e| Error::Runtime(format!("{context}: {e}")))?;
-    }
-    split
-        .finish()
-        .map_err(|e| Error::Runtime(format!("{context}: {e}")))?;
+            }
+        },
+    )
+    .await?;
     Ok(found
         .into_iter()
         .zip(columns)

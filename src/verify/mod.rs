@@ -1,44 +1,54 @@
 //! `shadan verify`: an independent proof that the target equals the permitted projection
 //! of the source and holds nothing else.
 //!
-//! It trusts no state written by earlier runs: batches are cut afresh on the source, and
-//! both sides are read on snapshots of their own and digested from the data itself
-//! ([`compare`]). The leak audit reports target columns no mapping produces, `own`
+//! It trusts no state written by earlier runs. Both sides are read on snapshots of their
+//! own, as parallel sequential scans, and every row is digested into a bucket chosen by
+//! a hash of its key ([`buckets`]); only buckets whose digests differ are compared row by
+//! row ([`compare`]). The leak audit reports target columns no mapping produces, `own`
 //! values in rows not owned, rows outside the scope, and with `--deep` non-public values
-//! hidden in any text column ([`deep`]). The [`report`] names tables, columns, counts and
+//! hidden in text columns ([`deep`]). The [`report`] names tables, columns, counts and
 //! keys, never values.
 
+pub mod buckets;
 pub mod compare;
 pub mod deep;
 pub mod report;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use crate::batch::{self, Batch};
 use crate::connect::Endpoint;
-use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::key;
+use crate::plan::query::Chunk;
 use crate::plan::Plan;
 use crate::progress::{self, Progress};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Session, Snapshot};
-use compare::{BatchCheck, Found};
+use buckets::{Buckets, Side};
 use report::{Leak, LeakKind, Report, TableReport};
 
 /// What the user asked of a verify run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Parallel workers (each one source and one target connection).
+    /// Parallel readers per side (each one connection).
     pub jobs: usize,
-    /// Rows per comparison batch.
-    pub batch_rows: u64,
     /// Also search target text columns for non-public values.
     pub deep: bool,
     /// How progress is shown.
     pub progress: progress::Style,
 }
+
+/// One chunk of one side of one table to digest.
+struct Task {
+    table: usize,
+    side: Side,
+    chunk: Option<Chunk>,
+}
+
+/// Per table: bucket digests of the source and of the target.
+type Sums = Vec<(Buckets, Buckets)>;
 
 /// Runs verify; the report's [`Report::exit_code`] is the process exit code.
 pub async fn run(
@@ -51,74 +61,11 @@ pub async fn run(
     let (src_snap, tgt_snap) =
         tokio::try_join!(Snapshot::export(source), Snapshot::export(target))?;
     let (src_snap, tgt_snap) = (Arc::new(src_snap), Arc::new(tgt_snap));
+    let sums =
+        digest_both_sides(plan, source, target, &src_snap, &tgt_snap, opts, shutdown).await?;
 
-    let layout_session = Session::open(source, &src_snap, plan).await?;
-    let mut queue = VecDeque::new();
-    let mut shown = Vec::new();
-    for table in &plan.tables {
-        let (batches, rows) =
-            batch::layout(layout_session.client(), table, opts.batch_rows).await?;
-        shown.push((table.target.to_string(), rows, 0));
-        queue.extend(batches);
-    }
-    drop(layout_session);
-
-    let progress = Progress::start("verify", opts.progress, shown);
-    let results: Arc<Mutex<Vec<(Batch, BatchCheck)>>> = Arc::default();
-    let queue = Arc::new(Mutex::new(queue));
-    let mut set = tokio::task::JoinSet::new();
-    let plan_shared = Arc::new(plan.clone());
-    for _ in 0..opts.jobs.max(1) {
-        let (plan, queue, results) = (plan_shared.clone(), queue.clone(), results.clone());
-        let (source, target) = (source.clone(), target.clone());
-        let (src_snap, tgt_snap, shutdown) = (src_snap.clone(), tgt_snap.clone(), shutdown.clone());
-        let counters: Vec<_> = (0..plan.tables.len())
-            .map(|i| progress.counter(i))
-            .collect();
-        set.spawn(async move {
-            let src = Session::open(&source, &src_snap, &plan).await?;
-            let tgt = Session::open(&target, &tgt_snap, &plan).await?;
-            loop {
-                if shutdown.requested() {
-                    return Err(Error::Interrupted);
-                }
-                let Some(batch) = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None) else {
-                    return Ok(());
-                };
-                let table = &plan.tables[batch.table];
-                tokio::try_join!(src.bind_batch(&batch), tgt.bind_batch(&batch))?;
-                let check = compare::check_batch(src.client(), tgt.client(), table, &batch).await?;
-                counters[batch.table]
-                    .done
-                    .fetch_add(check.source.rows, std::sync::atomic::Ordering::Relaxed);
-                results
-                    .lock()
-                    .map_err(|_| Error::Runtime("a verify worker panicked".into()))?
-                    .push((batch, check));
-            }
-        });
-    }
-    let mut first_error = None;
-    while let Some(joined) = set.join_next().await {
-        if let Err(e) =
-            joined.unwrap_or_else(|e| Err(Error::Runtime(format!("a verify worker stopped: {e}"))))
-        {
-            shutdown.request();
-            first_error.get_or_insert(e);
-        }
-    }
-    progress.finish().await;
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-
-    let mut results = std::mem::take(
-        &mut *results
-            .lock()
-            .map_err(|_| Error::Runtime("a verify worker panicked".into()))?,
-    );
-    results.sort_by_key(|(b, _)| (b.table, b.no));
-    let render = target.connect().await?;
+    let src = Session::open(source, &src_snap, plan).await?;
+    let tgt = Session::open(target, &tgt_snap, plan).await?;
     let mut tables = Vec::new();
     let mut leaks: Vec<Leak> = plan
         .unexpected_target_columns
@@ -131,59 +78,182 @@ pub async fn run(
             sample_keys: Vec::new(),
         })
         .collect();
-    for table in &plan.tables {
-        let mut source = Accumulator::default();
-        let mut target_acc = Accumulator::default();
-        let (mut missing, mut extra, mut changed, mut out_of_scope) = Default::default();
-        let mut own_values: BTreeMap<String, Found> = BTreeMap::new();
-        for (_, check) in results.iter().filter(|(b, _)| b.table == table.index) {
-            source.merge(&check.source);
-            target_acc.merge(&check.target);
-            Found::merge(&mut missing, &check.rows.missing);
-            Found::merge(&mut extra, &check.rows.extra);
-            Found::merge(&mut changed, &check.rows.changed);
-            Found::merge(&mut out_of_scope, &check.rows.out_of_scope);
-            for (col, found) in &check.rows.own_values {
-                own_values.entry(col.clone()).or_default().merge(found);
-            }
-        }
+    let mut to_search = Vec::new();
+    for (table, (source_sums, target_sums)) in plan.tables.iter().zip(&sums) {
+        let differing = source_sums.differing(target_sums);
+        let diff = if differing.is_empty() {
+            compare::RowDiff::default()
+        } else {
+            compare::diff_table(src.client(), tgt.client(), table, &differing).await?
+        };
+        let (source_total, target_total) = (source_sums.total(), target_sums.total());
         let mut sample = Vec::new();
-        for f in [&missing, &extra, &changed] {
+        for f in [&diff.missing, &diff.extra, &diff.changed] {
             sample.extend(f.keys.iter().cloned());
         }
         sample.truncate(compare::SAMPLE_KEYS);
         tables.push(TableReport {
             target: table.target.to_string(),
-            source_rows: source.rows,
-            target_rows: target_acc.rows,
-            missing: missing.count,
-            extra: extra.count,
-            changed: changed.count,
-            sample_keys: key::render(&render, table, &sample).await?,
-            source_digest: source.hex(),
-            target_digest: target_acc.hex(),
+            source_rows: source_total.rows,
+            target_rows: target_total.rows,
+            missing: diff.missing.count,
+            extra: diff.extra.count,
+            changed: diff.changed.count,
+            sample_keys: key::render(tgt.client(), table, &sample).await?,
+            source_digest: source_total.hex(),
+            target_digest: target_total.hex(),
         });
-        for (column, found) in own_values {
+        for (column, found) in &diff.own_values {
             leaks.push(Leak {
                 kind: LeakKind::OwnValue,
                 table: table.target.to_string(),
-                column: Some(column),
+                column: Some(column.clone()),
                 count: found.count,
-                sample_keys: key::render(&render, table, &found.keys).await?,
+                sample_keys: key::render(tgt.client(), table, &found.keys).await?,
             });
         }
-        if out_of_scope.count > 0 {
+        if diff.out_of_scope.count > 0 {
             leaks.push(Leak {
                 kind: LeakKind::OutOfScope,
                 table: table.target.to_string(),
                 column: None,
-                count: out_of_scope.count,
-                sample_keys: key::render(&render, table, &out_of_scope.keys).await?,
+                count: diff.out_of_scope.count,
+                sample_keys: key::render(tgt.client(), table, &diff.out_of_scope.keys).await?,
+            });
+        }
+        // A table whose mapped columns equal the projection holds only permitted values
+        // there; only a differing table or one with unmapped columns can hide secrets.
+        let unmapped = plan
+            .unexpected_target_columns
+            .iter()
+            .any(|u| u.table == table.target);
+        if !differing.is_empty() || unmapped {
+            to_search.push(table.index);
+        }
+    }
+    drop((src, tgt));
+    if opts.deep && !to_search.is_empty() {
+        leaks.extend(deep::scan(plan, &to_search, &src_snap, &tgt_snap, source, target).await?);
+    }
+    Ok(Report::new(tables, leaks))
+}
+
+/// Pass 1: every row of both sides into per-table bucket digests, `jobs` readers per side.
+#[allow(clippy::too_many_arguments)]
+async fn digest_both_sides(
+    plan: &Plan,
+    source: &Endpoint,
+    target: &Endpoint,
+    src_snap: &Arc<Snapshot>,
+    tgt_snap: &Arc<Snapshot>,
+    opts: &Options,
+    shutdown: &Shutdown,
+) -> Result<Sums, Error> {
+    let jobs = opts.jobs.max(1);
+    let sizing = (
+        Session::open(source, src_snap, plan).await?,
+        Session::open(target, tgt_snap, plan).await?,
+    );
+    let mut tasks = VecDeque::new();
+    let mut shown = Vec::new();
+    for table in &plan.tables {
+        for (side, session) in [(Side::Source, &sizing.0), (Side::Target, &sizing.1)] {
+            let relation = buckets::relation_sql(table, side);
+            for chunk in buckets::chunks(session.client(), &relation, jobs).await? {
+                tasks.push_back(Task {
+                    table: table.index,
+                    side,
+                    chunk,
+                });
+            }
+        }
+        shown.push((table.target.to_string(), 0, 0));
+    }
+    drop(sizing);
+
+    let progress = Progress::start("verify", opts.progress, shown);
+    let sums: Arc<Mutex<Sums>> = Arc::new(Mutex::new(vec![Default::default(); plan.tables.len()]));
+    let queue = Arc::new(Mutex::new(tasks));
+    let plan_shared = Arc::new(plan.clone());
+    let mut set = tokio::task::JoinSet::new();
+    for side in [Side::Source, Side::Target] {
+        for _ in 0..jobs {
+            let (plan, queue, sums, shutdown) = (
+                plan_shared.clone(),
+                queue.clone(),
+                sums.clone(),
+                shutdown.clone(),
+            );
+            let (endpoint, snapshot) = match side {
+                Side::Source => (source.clone(), src_snap.clone()),
+                Side::Target => (target.clone(), tgt_snap.clone()),
+            };
+            let counters: Vec<_> = (0..plan.tables.len())
+                .map(|i| progress.counter(i))
+                .collect();
+            set.spawn(async move {
+                let session = Session::open(&endpoint, &snapshot, &plan).await?;
+                loop {
+                    if shutdown.requested() {
+                        return Err(Error::Interrupted);
+                    }
+                    let next = queue.lock().ok().and_then(|mut q| {
+                        let i = q.iter().position(|t| t.side == side)?;
+                        q.remove(i)
+                    });
+                    let Some(task) = next else { return Ok(()) };
+                    let table = &plan.tables[task.table];
+                    let sql = match side {
+                        Side::Source => table.source_copy_chunk(task.chunk, false),
+                        Side::Target => table.target_copy_chunk(task.chunk),
+                    };
+                    let name = match side {
+                        Side::Source => table.source.to_string(),
+                        Side::Target => table.target.to_string(),
+                    };
+                    // Progress counts source rows only, so a table reaches its total once.
+                    let sink = AtomicU64::new(0);
+                    let counter = match side {
+                        Side::Source => &counters[task.table].done,
+                        Side::Target => &sink,
+                    };
+                    let found = buckets::digest_chunk(
+                        session.client(),
+                        &sql,
+                        table.key_len,
+                        || format!("reading {name}"),
+                        counter,
+                    )
+                    .await?;
+                    let mut all = sums
+                        .lock()
+                        .map_err(|_| Error::Runtime("a verify reader panicked".into()))?;
+                    let entry = &mut all[task.table];
+                    match side {
+                        Side::Source => entry.0.merge(&found),
+                        Side::Target => entry.1.merge(&found),
+                    }
+                }
             });
         }
     }
-    if opts.deep {
-        leaks.extend(deep::scan(plan, &src_snap, &tgt_snap, source, target).await?);
+    let mut first_error = None;
+    while let Some(joined) = set.join_next().await {
+        if let Err(e) =
+            joined.unwrap_or_else(|e| Err(Error::Runtime(format!("a verify reader stopped: {e}"))))
+        {
+            shutdown.request();
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(Report::new(tables, leaks))
+    progress.finish().await;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let sums = std::mem::take(
+        &mut *sums
+            .lock()
+            .map_err(|_| Error::Runtime("a verify reader panicked".into()))?,
+    );
+    Ok(sums)
 }

@@ -1,0 +1,142 @@
+//! Pass 1 of verify: every row of both sides, digested into buckets by a hash of its key.
+//!
+//! Bucketing by key hash (not by key range) makes the comparison independent of how each
+//! server orders keys (collations may differ) and lets each side be read as plain
+//! sequential scans, sliced into physical chunks ([`Chunk`]) read in parallel. Bucket
+//! digests are order-independent sums, so chunks can finish in any order.
+
+use std::collections::HashSet;
+
+use tokio_postgres::Client;
+
+use crate::digest::Accumulator;
+use crate::error::Error;
+use crate::plan::query::Chunk;
+use crate::plan::TablePlan;
+
+/// Buckets per table: enough that a few differences leave most buckets clean, few
+/// enough that a table's bucket digests (each 264 bytes) stay around a megabyte.
+pub const BUCKETS: usize = 4096;
+
+/// The bucket of an encoded key (FNV-1a; only spreads keys, proves nothing).
+pub fn bucket_of(key: &[u8]) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % BUCKETS as u64) as usize
+}
+
+/// One side of one table, digested per bucket.
+#[derive(Debug, Clone)]
+pub struct Buckets {
+    /// One accumulator per bucket.
+    pub sums: Vec<Accumulator>,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self {
+            sums: vec![Accumulator::default(); BUCKETS],
+        }
+    }
+}
+
+impl Buckets {
+    /// Adds another chunk's buckets.
+    pub fn merge(&mut self, other: &Buckets) {
+        for (a, b) in self.sums.iter_mut().zip(&other.sums) {
+            a.merge(b);
+        }
+    }
+
+    /// The whole side's digest (equal to the cutover/sync manifest's for equal content).
+    pub fn total(&self) -> Accumulator {
+        let mut t = Accumulator::default();
+        self.sums.iter().for_each(|s| t.merge(s));
+        t
+    }
+
+    /// Buckets whose digests differ between two sides.
+    pub fn differing(&self, other: &Buckets) -> HashSet<usize> {
+        (0..BUCKETS)
+            .filter(|&i| self.sums[i] != other.sums[i])
+            .collect()
+    }
+}
+
+/// Cuts a relation into about `parts` physical chunks by heap pages; a single unbounded
+/// read when the relation has no heap of its own (views, partitioned tables) or is small.
+pub async fn chunks(
+    client: &Client,
+    relation_sql: &str,
+    parts: usize,
+) -> Result<Vec<Option<Chunk>>, Error> {
+    let row = client
+        .query_one(
+            "SELECT c.relkind::text, pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int8 \
+             FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
+            &[&relation_sql],
+        )
+        .await
+        .map_err(Error::db(format!("sizing {relation_sql}")))?;
+    let kind: String = row.get(0);
+    let pages: i64 = row.get(1);
+    let pages = pages.max(0) as u64;
+    if kind != "r" || parts <= 1 || pages < 64 {
+        return Ok(vec![None]);
+    }
+    let step = pages.div_ceil(parts as u64);
+    let mut out = Vec::new();
+    let mut first = 0;
+    while first + step < pages {
+        out.push(Some(Chunk {
+            first,
+            end: Some(first + step),
+        }));
+        first += step;
+    }
+    // The last chunk is open-ended: pages added since sizing are still read.
+    out.push(Some(Chunk { first, end: None }));
+    Ok(out)
+}
+
+/// Reads one chunk of one side into fresh buckets; adds the rows read to `rows_read`.
+pub async fn digest_chunk(
+    client: &Client,
+    sql: &str,
+    key_len: usize,
+    context: impl Fn() -> String,
+    rows_read: &std::sync::atomic::AtomicU64,
+) -> Result<Buckets, Error> {
+    let mut seen = 0u64;
+    let buckets = crate::copy::fold(client, sql, context, Buckets::default(), |b, tuple| {
+        let key = crate::copy::tuple::key_bytes(tuple, key_len);
+        b.sums[bucket_of(key)].add_row(tuple);
+        seen += 1;
+        if seen % 8192 == 0 {
+            rows_read.fetch_add(8192, std::sync::atomic::Ordering::Relaxed);
+        }
+    })
+    .await?;
+    rows_read.fetch_add(seen % 8192, std::sync::atomic::Ordering::Relaxed);
+    Ok(buckets)
+}
+
+/// Which side of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The source projection.
+    Source,
+    /// The target table.
+    Target,
+}
+
+/// The relation a side of `table` reads, as SQL text (for sizing).
+pub fn relation_sql(table: &TablePlan, side: Side) -> String {
+    match side {
+        Side::Source => table.source_relation().sql(),
+        Side::Target => table.target.sql(),
+    }
+}
