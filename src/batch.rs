@@ -64,21 +64,26 @@ impl Batch {
     }
 }
 
-/// Cuts `table` into batches of about `batch_rows` projected rows, reading keys on the
-/// session `client` (which has the plan's settings bound). Returns the batches and the
-/// number of rows in scope.
+/// Cuts `table` (or only the range of `within`) into batches of about `batch_rows`
+/// projected rows, reading keys on the session `client` (which has the plan's settings
+/// bound). Returns the batches, numbered from 0, and the number of rows in scope.
 pub async fn layout(
     client: &Client,
     table: &TablePlan,
     batch_rows: u64,
+    within: Option<&Batch>,
 ) -> Result<(Vec<Batch>, u64), Error> {
+    let shape = within.map(Batch::shape).unwrap_or(RangeShape::ALL);
+    if let Some(w) = within {
+        crate::snapshot::bind(client, &w.settings()).await?;
+    }
     let keys = table.source_key_list();
     let texts: Vec<String> = table
         .key()
         .iter()
         .map(|c| format!("{}::text", quote_ident(&c.source)))
         .collect();
-    let base = table.source_select(RangeShape::ALL);
+    let base = table.source_select(shape);
     // Row numbers over the projection's keys; every batch_rows-th key closes a batch.
     let sql = format!(
         "SELECT {texts} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS shadan_rn \
@@ -97,7 +102,7 @@ pub async fn layout(
         .map_err(Error::db(context()))?
         .get(0);
     let mut batches = Vec::with_capacity(rows.len() + 1);
-    let mut lower = None;
+    let mut lower = within.and_then(|w| w.lower.clone());
     for (no, row) in rows.iter().enumerate() {
         let upper: Vec<String> = (0..table.key_len).map(|i| row.get(i)).collect();
         batches.push(Batch {
@@ -108,11 +113,16 @@ pub async fn layout(
         });
         lower = Some(upper);
     }
+    let upper = within.and_then(|w| w.upper.clone());
+    if upper.is_some() && upper == lower {
+        // The range ends exactly on a cut: no empty trailing part.
+        return Ok((batches, total.max(0) as u64));
+    }
     batches.push(Batch {
         table: table.index,
         no: batches.len() as i32,
         lower,
-        upper: None,
+        upper,
     });
     Ok((batches, total.max(0) as u64))
 }

@@ -66,6 +66,29 @@ pub enum Command {
     ///
     /// Example: shadan verify --mapping mappings/retail.toml --deep --json
     Verify(VerifyArgs),
+    /// Make the target equal to the current permitted projection, writing only what
+    /// changed: inserts, updates, deletes, and customers who left the own retailer lose
+    /// their own fields. Crash-safe and repeatable; for the nightly job.
+    ///
+    /// Example: shadan sync --mapping mappings/retail.toml --log-format json
+    Sync(SyncArgs),
+}
+
+/// `shadan sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The mapping file.
+    #[arg(long)]
+    pub mapping: PathBuf,
+    /// Parallel workers; each holds one source and one target connection.
+    #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Rows per batch for tables never copied before; a batch grown past twice this is split.
+    #[arg(long, default_value_t = crate::batch::DEFAULT_BATCH_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_rows: u64,
+    /// Print the run manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `shadan verify`.
@@ -146,6 +169,18 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             };
             let shutdown = crate::shutdown::Shutdown::on_signals();
             let manifest = crate::cutover::run(&plan, &source, &target, &opts, &shutdown).await?;
+            print_manifest(&manifest, args.json);
+            Ok(crate::error::EXIT_OK)
+        }
+        Command::Sync(args) => {
+            let (plan, source, target) = open(&cli.global, &args.mapping).await?;
+            let opts = crate::sync::Options {
+                jobs: usize::from(args.jobs),
+                batch_rows: args.batch_rows,
+                progress: crate::progress::Style::detect(cli.global.log_format == LogFormat::Json),
+            };
+            let shutdown = crate::shutdown::Shutdown::on_signals();
+            let manifest = crate::sync::run(&plan, &source, &target, &opts, &shutdown).await?;
             print_manifest(&manifest, args.json);
             Ok(crate::error::EXIT_OK)
         }

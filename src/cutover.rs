@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -28,6 +28,7 @@ use crate::shutdown::Shutdown;
 use crate::snapshot::{Session, Snapshot};
 use crate::target::lock::TargetLock;
 use crate::target::state;
+use crate::workers;
 
 /// What the user asked of a cutover.
 #[derive(Debug, Clone)]
@@ -155,19 +156,6 @@ async fn decide<'p>(
     })
 }
 
-/// Shared by the workers of one run.
-struct Workers {
-    plan: Plan,
-    source: Endpoint,
-    target: Endpoint,
-    snapshot: Arc<Snapshot>,
-    run_id: i64,
-    queue: Mutex<VecDeque<Batch>>,
-    counters: Vec<Option<Arc<TableCounter>>>,
-    shutdown: Shutdown,
-    failed: std::sync::atomic::AtomicBool,
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn copy_all(
     plan: &Plan,
@@ -193,7 +181,7 @@ async fn copy_all(
             }
             None => {
                 let (batches, total) =
-                    batch::layout(layout_session.client(), w.table, opts.batch_rows).await?;
+                    batch::layout(layout_session.client(), w.table, opts.batch_rows, None).await?;
                 state::save_layout(lock.client(), &w.table.target, &batches, run_id).await?;
                 (batches, total)
             }
@@ -216,78 +204,34 @@ async fn copy_all(
     for (i, (table_index, _)) in shown.iter().enumerate() {
         counters[*table_index] = Some(progress.counter(i));
     }
-    let jobs = opts.jobs.clamp(1, queue.len().max(1));
-    let shared = Arc::new(Workers {
-        plan: plan.clone(),
-        source: source.clone(),
-        target: target.clone(),
-        snapshot: snapshot.clone(),
-        run_id,
-        queue: Mutex::new(queue),
-        counters,
-        shutdown: shutdown.clone(),
-        failed: Default::default(),
-    });
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..jobs {
-        set.spawn(worker(shared.clone()));
-    }
-    let mut first_error = None;
-    while let Some(joined) = set.join_next().await {
-        let result =
-            joined.unwrap_or_else(|e| Err(Error::Runtime(format!("a copy worker stopped: {e}"))));
-        if let Err(e) = result {
-            first_error.get_or_insert(e);
-        }
-    }
-    progress.finish().await;
-    match first_error {
-        Some(e) => Err(e),
-        None if shutdown.requested() => Err(Error::Interrupted),
-        None => Ok(()),
-    }
-}
-
-/// One worker: a source session on the snapshot and a target connection, copying batches
-/// until the queue is empty, a stop is requested, or another worker failed.
-async fn worker(shared: Arc<Workers>) -> Result<(), Error> {
-    let result = async {
-        let source = Session::open(&shared.source, &shared.snapshot, &shared.plan).await?;
-        let target = shared.target.connect().await?;
-        loop {
-            if shared.shutdown.requested()
-                || shared.failed.load(std::sync::atomic::Ordering::SeqCst)
-            {
-                return Ok(());
+    let plan_shared = Arc::new(plan.clone());
+    let (source, target, snapshot) = (source.clone(), target.clone(), snapshot.clone());
+    let open = {
+        let plan = plan_shared.clone();
+        move || {
+            let (plan, source, target, snapshot) = (
+                plan.clone(),
+                source.clone(),
+                target.clone(),
+                snapshot.clone(),
+            );
+            async move {
+                let session = Session::open(&source, &snapshot, &plan).await?;
+                Ok((session, target.connect().await?))
             }
-            let Some(batch) = shared
-                .queue
-                .lock()
-                .map(|mut q| q.pop_front())
-                .unwrap_or(None)
-            else {
-                return Ok(());
-            };
-            let table = &shared.plan.tables[batch.table];
-            let counter = shared.counters[batch.table].clone();
-            copy_batch(
-                &source,
-                &target,
-                table,
-                &batch,
-                shared.run_id,
-                counter.as_deref(),
-            )
-            .await?;
         }
-    }
-    .await;
-    if result.is_err() {
-        shared
-            .failed
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-    result
+    };
+    let work = move |(session, client): (Session, Client), batch: Batch| {
+        let (plan, counter) = (plan_shared.clone(), counters[batch.table].clone());
+        async move {
+            let table = &plan.tables[batch.table];
+            copy_batch(&session, &client, table, &batch, run_id, counter.as_deref()).await?;
+            Ok((session, client))
+        }
+    };
+    let outcome = workers::for_each(opts.jobs, queue, shutdown, open, work).await;
+    progress.finish().await;
+    outcome
 }
 
 /// Copies one batch and commits it with its checkpoint; returns its digest.

@@ -21,7 +21,9 @@
 //! - [`target`]: the writer lock and the state (checkpoints, runs) in the `shadan` schema.
 //! - [`manifest`]: what each run records and prints.
 //! - [`cutover`]: the first bulk copy.
+//! - [`sync`]: the nightly refresh, writing only what changed.
 //! - [`verify`]: the independent proof, with the leak audit.
+//! - [`workers`]: the bounded worker pool every parallel step uses.
 //! - [`progress`], [`shutdown`]: what the operator sees, and the one stop signal.
 //! - [`connect`]: endpoints, with passwords kept out of every message.
 //! - [`error`]: the top-level error and the exit-code policy.
@@ -43,5 +45,7 @@ pub mod plan;
 pub mod progress;
 pub mod shutdown;
 pub mod snapshot;
+pub mod sync;
 pub mod target;
 pub mod verify;
+pub mod workers;

@@ -5,4 +5,5 @@ mod support;
 
 mod cutover;
 mod plan;
+mod sync;
 mod verify;

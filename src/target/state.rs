@@ -173,3 +173,59 @@ pub async fn finish_run(
     serde_json::from_str(&text)
         .map_err(|e| Error::Runtime(format!("the stored manifest is not JSON: {e}")))
 }
+
+/// Stores the digest of a batch's rows as written by sync, inside the transaction that
+/// wrote them (overwriting the previous checkpoint).
+pub async fn store_digest(
+    client: &impl GenericClient,
+    target: &QualifiedName,
+    batch: &Batch,
+    digest: &Accumulator,
+    run_id: i64,
+) -> Result<(), Error> {
+    client
+        .execute(
+            "UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, written_at = clock_timestamp() \
+             WHERE target_table = $1 AND batch_no = $2",
+            &[&target.to_string(), &batch.no, &(digest.rows as i64), &digest.lane_bytes(), &run_id],
+        )
+        .await
+        .map_err(Error::db(format!("checkpointing {target} {}", batch.describe())))?;
+    Ok(())
+}
+
+/// Adds batches to a table's layout (a split batch's new parts), unwritten.
+pub async fn add_batches(
+    client: &impl GenericClient,
+    target: &QualifiedName,
+    batches: &[Batch],
+    run_id: i64,
+) -> Result<(), Error> {
+    for b in batches {
+        client
+            .execute(
+                "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id) VALUES ($1, $2, $3, $4, $5)",
+                &[&target.to_string(), &b.no, &b.lower, &b.upper, &run_id],
+            )
+            .await
+            .map_err(Error::db(format!("splitting a batch of {target}")))?;
+    }
+    Ok(())
+}
+
+/// Narrows a batch's range (the first part of a split), keeping it unwritten.
+pub async fn narrow_batch(
+    client: &impl GenericClient,
+    target: &QualifiedName,
+    batch: &Batch,
+) -> Result<(), Error> {
+    client
+        .execute(
+            "UPDATE shadan.batches SET lower_key = $3, upper_key = $4, rows = NULL, lanes = NULL \
+             WHERE target_table = $1 AND batch_no = $2",
+            &[&target.to_string(), &batch.no, &batch.lower, &batch.upper],
+        )
+        .await
+        .map_err(Error::db(format!("splitting a batch of {target}")))?;
+    Ok(())
+}

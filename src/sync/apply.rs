@@ -1,0 +1,235 @@
+//! Writing one batch's changes to the target, in one transaction with its checkpoint.
+//!
+//! The source rows of the batch are held (bounded by the batch size) while the target's
+//! rows of the same key range are read as key -> row hash. Rows to insert or update are
+//! staged with binary COPY into a session-local temporary table and applied with one
+//! `INSERT ... ON CONFLICT (key) DO UPDATE`; vanished keys are staged likewise and
+//! deleted. Only rows that differ are written.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::pin::pin;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+use crate::batch::Batch;
+use crate::copy::tuple::{encode_tuple, fields, key_bytes, EMPTY_STREAM_HEADER};
+use crate::digest::{row_hash, Accumulator};
+use crate::error::Error;
+use crate::ident::quote_ident;
+use crate::manifest::Changes;
+use crate::plan::{Class, TablePlan};
+use crate::target::state;
+
+/// Bytes sent per COPY message when staging rows.
+const STAGE_MESSAGE_BYTES: usize = 1 << 20;
+
+/// The source rows of one batch, held contiguously.
+#[derive(Debug, Default)]
+pub struct SourceRows {
+    bytes: Vec<u8>,
+    tuples: Vec<Range<usize>>,
+    /// Digest of the rows.
+    pub digest: Accumulator,
+}
+
+impl SourceRows {
+    /// Adds one tuple.
+    pub fn push(&mut self, tuple: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(tuple);
+        self.tuples.push(start..self.bytes.len());
+        self.digest.add_row(tuple);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.tuples.iter().map(|r| &self.bytes[r.clone()])
+    }
+}
+
+/// Makes the target's rows in `batch` equal to `rows` and stores the batch's checkpoint,
+/// in one transaction. `client` has the batch's key bounds bound. Returns what was
+/// written.
+pub async fn apply_batch(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    rows: &SourceRows,
+    run_id: i64,
+) -> Result<Changes, Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(Error::db(context()))?;
+    let own_positions: Vec<usize> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.class == Class::Own)
+        .map(|(i, _)| i)
+        .collect();
+    let owns_anything = |tuple: &[u8]| {
+        let values: Vec<Option<&[u8]>> = fields(tuple).collect();
+        own_positions.iter().any(|&i| values[i].is_some())
+    };
+    let mut held = crate::copy::fold(
+        client,
+        &table.target_copy_out(batch.shape()),
+        context,
+        HashMap::new(),
+        |held: &mut HashMap<Vec<u8>, ([u8; 32], bool)>, tuple| {
+            held.insert(
+                key_bytes(tuple, table.key_len).to_vec(),
+                (row_hash(tuple), owns_anything(tuple)),
+            );
+        },
+    )
+    .await?;
+
+    let mut changes = Changes::default();
+    let mut upserts = Vec::new();
+    for tuple in rows.iter() {
+        match held.remove(key_bytes(tuple, table.key_len)) {
+            None => {
+                changes.inserted += 1;
+                upserts.push(tuple);
+            }
+            Some((hash, owned_before)) if hash != row_hash(tuple) => {
+                if owned_before && !owns_anything(tuple) {
+                    changes.purged += 1;
+                } else {
+                    changes.updated += 1;
+                }
+                upserts.push(tuple);
+            }
+            Some(_) => {}
+        }
+    }
+    let mut gone: Vec<Vec<u8>> = held.into_keys().collect();
+    gone.sort();
+    changes.deleted = gone.len() as u64;
+
+    if !upserts.is_empty() {
+        let stage = format!("shadan_stage_{}", table.index + 1);
+        client
+            .batch_execute(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS",
+                quote_ident(&stage),
+                table.target.sql()
+            ))
+            .await
+            .map_err(Error::db(context()))?;
+        let copy = format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            quote_ident(&stage),
+            table.target_column_list()
+        );
+        send(client, &copy, upserts.iter().copied(), context).await?;
+        client
+            .execute(&upsert_sql(table, &stage), &[])
+            .await
+            .map_err(Error::db(context()))?;
+    }
+    if !gone.is_empty() {
+        let stage = format!("shadan_gone_{}", table.index + 1);
+        let keys: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
+        client
+            .batch_execute(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA",
+                quote_ident(&stage),
+                keys.join(", "),
+                table.target.sql()
+            ))
+            .await
+            .map_err(Error::db(context()))?;
+        let key_tuples: Vec<Vec<u8>> = gone
+            .iter()
+            .map(|key| {
+                let mut t = Vec::with_capacity(key.len() + 2);
+                encode_tuple(&mut t, crate::key::key_fields(key).into_iter().map(Some));
+                t
+            })
+            .collect();
+        let copy = format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            quote_ident(&stage),
+            keys.join(", ")
+        );
+        send(client, &copy, key_tuples.iter().map(Vec::as_slice), context).await?;
+        let matches: Vec<String> = keys.iter().map(|k| format!("t.{k} = g.{k}")).collect();
+        client
+            .execute(
+                &format!(
+                    "DELETE FROM {} AS t USING {} AS g WHERE {}",
+                    table.target.sql(),
+                    quote_ident(&stage),
+                    matches.join(" AND ")
+                ),
+                &[],
+            )
+            .await
+            .map_err(Error::db(context()))?;
+    }
+    state::store_digest(client, &table.target, batch, &rows.digest, run_id).await?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(Error::db(context()))?;
+    Ok(changes)
+}
+
+/// `INSERT INTO target (cols) SELECT cols FROM stage ON CONFLICT (key) DO UPDATE SET ...`.
+fn upsert_sql(table: &TablePlan, stage: &str) -> String {
+    let cols = table.target_column_list();
+    let keys: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
+    let sets: Vec<String> = table.columns[table.key_len..]
+        .iter()
+        .map(|c| {
+            let col = quote_ident(&c.target);
+            format!("{col} = EXCLUDED.{col}")
+        })
+        .collect();
+    let action = if sets.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", sets.join(", "))
+    };
+    format!(
+        "INSERT INTO {} ({cols}) SELECT {cols} FROM {} ON CONFLICT ({}) {action}",
+        table.target.sql(),
+        quote_ident(stage),
+        keys.join(", ")
+    )
+}
+
+/// Sends tuples as one binary COPY stream.
+async fn send<'a>(
+    client: &Client,
+    copy: &str,
+    tuples: impl Iterator<Item = &'a [u8]>,
+    context: impl Fn() -> String,
+) -> Result<(), Error> {
+    let sink = client
+        .copy_in::<_, Bytes>(copy)
+        .await
+        .map_err(Error::db(context()))?;
+    let mut sink = pin!(sink);
+    let mut buf = EMPTY_STREAM_HEADER.to_vec();
+    for tuple in tuples {
+        buf.extend_from_slice(tuple);
+        if buf.len() >= STAGE_MESSAGE_BYTES {
+            sink.feed(Bytes::from(std::mem::take(&mut buf)))
+                .await
+                .map_err(Error::db(context()))?;
+        }
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    sink.feed(Bytes::from(buf))
+        .await
+        .map_err(Error::db(context()))?;
+    sink.as_mut().finish().await.map_err(Error::db(context()))?;
+    Ok(())
+}

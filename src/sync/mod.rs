@@ -1,0 +1,257 @@
+//! `shadan sync`: the nightly refresh. Makes the target equal to the current permitted
+//! projection, writing only what changed.
+//!
+//! Every batch of the stored layout is read from the source (one snapshot for the run)
+//! and digested; a batch whose digest equals its checkpoint is done without touching the
+//! target. Otherwise the batch's target rows are compared row by row and the differences
+//! written with the new checkpoint in one transaction ([`apply`]): inserts, updates,
+//! deletes, and rows that left the scope (deleted, or their `own` columns cleared). A
+//! killed sync leaves every batch either old-and-checkpointed or new-and-checkpointed, so
+//! the next sync (or verify) finds the truth. Batches that grew past twice `--batch-rows`
+//! are split at the end of the run.
+
+pub mod apply;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio_postgres::Client;
+
+use crate::batch::{self, Batch};
+use crate::connect::Endpoint;
+use crate::error::Error;
+use crate::manifest::{self, Changes};
+use crate::plan::{Plan, TablePlan};
+use crate::progress::{self, Progress};
+use crate::shutdown::Shutdown;
+use crate::snapshot::{bind, Session, Snapshot};
+use crate::target::lock::TargetLock;
+use crate::target::state;
+use crate::workers;
+use apply::SourceRows;
+
+/// What the user asked of a sync.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Parallel workers (each one source and one target connection).
+    pub jobs: usize,
+    /// Target rows per batch; a batch grown past twice this is split.
+    pub batch_rows: u64,
+    /// How progress is shown.
+    pub progress: progress::Style,
+}
+
+/// Runs a sync; returns the manifest recorded in the target.
+pub async fn run(
+    plan: &Plan,
+    source: &Endpoint,
+    target: &Endpoint,
+    opts: &Options,
+    shutdown: &Shutdown,
+) -> Result<Value, Error> {
+    plan.require_exact_targets()?;
+    let lock = TargetLock::acquire(target, "sync").await?;
+    state::ensure_schema(lock.client()).await?;
+    let snapshot = Arc::new(Snapshot::export(source).await?);
+    let run_id = state::start_run(lock.client(), "sync", plan, &snapshot.id).await?;
+    let changes: Arc<Mutex<Vec<Changes>>> =
+        Arc::new(Mutex::new(vec![Changes::default(); plan.tables.len()]));
+    let outcome = sync_all(
+        plan, source, target, opts, shutdown, &snapshot, run_id, &lock, &changes,
+    )
+    .await;
+
+    let mut manifest = manifest::header(run_id, "sync", plan, &snapshot, false);
+    let changes = changes.lock().map(|c| c.clone()).unwrap_or_default();
+    let mut tables = Vec::new();
+    for t in &plan.tables {
+        tables.push(manifest::table_entry(lock.client(), t, run_id, Some(changes[t.index])).await?);
+    }
+    manifest["tables"] = Value::Array(tables);
+    let status = match &outcome {
+        Ok(()) => "done",
+        Err(Error::Interrupted) => "interrupted",
+        Err(_) => "failed",
+    };
+    let stored = state::finish_run(lock.client(), run_id, status, &manifest).await;
+    outcome?;
+    stored
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sync_all(
+    plan: &Plan,
+    source: &Endpoint,
+    target: &Endpoint,
+    opts: &Options,
+    shutdown: &Shutdown,
+    snapshot: &Arc<Snapshot>,
+    run_id: i64,
+    lock: &TargetLock,
+    changes: &Arc<Mutex<Vec<Changes>>>,
+) -> Result<(), Error> {
+    // The stored layout of each table; a table never copied gets one now.
+    let layout_session = Session::open(source, snapshot, plan).await?;
+    let mut queue = VecDeque::new();
+    let mut shown = Vec::new();
+    for table in &plan.tables {
+        let stored = state::batches(lock.client(), table.index, &table.target).await?;
+        let rows: u64 = stored
+            .iter()
+            .filter_map(|b| b.written.map(|a| a.rows))
+            .sum();
+        if stored.is_empty() {
+            let (batches, total) =
+                batch::layout(layout_session.client(), table, opts.batch_rows, None).await?;
+            state::save_layout(lock.client(), &table.target, &batches, run_id).await?;
+            queue.extend(batches.into_iter().map(|b| (b, None)));
+            shown.push((table.target.to_string(), total, 0));
+        } else {
+            queue.extend(stored.into_iter().map(|s| (s.batch, s.written)));
+            shown.push((table.target.to_string(), rows, 0));
+        }
+    }
+    drop(layout_session);
+
+    let progress = Progress::start("sync", opts.progress, shown);
+    let counters: Vec<_> = (0..plan.tables.len())
+        .map(|i| progress.counter(i))
+        .collect();
+    let grown: Arc<Mutex<Vec<Batch>>> = Arc::default();
+    let plan_shared = Arc::new(plan.clone());
+    let open = {
+        let (plan, source, target, snapshot) = (
+            plan_shared.clone(),
+            source.clone(),
+            target.clone(),
+            snapshot.clone(),
+        );
+        move || {
+            let (plan, source, target, snapshot) = (
+                plan.clone(),
+                source.clone(),
+                target.clone(),
+                snapshot.clone(),
+            );
+            async move {
+                Ok((
+                    Session::open(&source, &snapshot, &plan).await?,
+                    target.connect().await?,
+                ))
+            }
+        }
+    };
+    let work = {
+        let (changes, grown, batch_rows) = (changes.clone(), grown.clone(), opts.batch_rows);
+        move |(session, client): (Session, Client),
+              (batch, stored): (Batch, Option<crate::digest::Accumulator>)| {
+            let (plan, changes, grown, counter) = (
+                plan_shared.clone(),
+                changes.clone(),
+                grown.clone(),
+                counters[batch.table].clone(),
+            );
+            async move {
+                let table = &plan.tables[batch.table];
+                let rows = read_source(&session, table, &batch).await?;
+                counter
+                    .done
+                    .fetch_add(rows.digest.rows, std::sync::atomic::Ordering::Relaxed);
+                if stored != Some(rows.digest) {
+                    bind(&client, &batch.settings()).await?;
+                    let written = apply::apply_batch(&client, table, &batch, &rows, run_id).await?;
+                    if let Ok(mut all) = changes.lock() {
+                        let c = &mut all[batch.table];
+                        c.inserted += written.inserted;
+                        c.updated += written.updated;
+                        c.deleted += written.deleted;
+                        c.purged += written.purged;
+                    }
+                }
+                if rows.digest.rows > 2 * batch_rows {
+                    if let Ok(mut g) = grown.lock() {
+                        g.push(batch);
+                    }
+                }
+                Ok((session, client))
+            }
+        }
+    };
+    let outcome = workers::for_each(opts.jobs, queue, shutdown, open, work).await;
+    progress.finish().await;
+    outcome?;
+    let grown = grown.lock().map(|g| g.clone()).unwrap_or_default();
+    split_grown(plan, source, snapshot, lock, run_id, opts.batch_rows, grown).await
+}
+
+/// Reads the source rows of one batch into memory (bounded by the batch size).
+async fn read_source(
+    session: &Session,
+    table: &TablePlan,
+    batch: &Batch,
+) -> Result<SourceRows, Error> {
+    session.bind_batch(batch).await?;
+    crate::copy::fold(
+        session.client(),
+        &table.source_copy(batch.shape()),
+        || format!("reading {} {}", table.source, batch.describe()),
+        SourceRows::default(),
+        |rows, tuple| rows.push(tuple),
+    )
+    .await
+}
+
+/// Splits batches that grew past twice `batch_rows` into parts of about `batch_rows`,
+/// each checkpointed with the digest of its source rows (which the target now equals).
+async fn split_grown(
+    plan: &Plan,
+    source: &Endpoint,
+    snapshot: &Snapshot,
+    lock: &TargetLock,
+    run_id: i64,
+    batch_rows: u64,
+    grown: Vec<Batch>,
+) -> Result<(), Error> {
+    if grown.is_empty() {
+        return Ok(());
+    }
+    let session = Session::open(source, snapshot, plan).await?;
+    for batch in grown {
+        let table = &plan.tables[batch.table];
+        let (mut parts, _) =
+            batch::layout(session.client(), table, batch_rows, Some(&batch)).await?;
+        let next: i32 = lock
+            .client()
+            .query_one(
+                "SELECT coalesce(max(batch_no), 0) + 1 FROM shadan.batches WHERE target_table = $1",
+                &[&table.target.to_string()],
+            )
+            .await
+            .map_err(Error::db(format!("splitting a batch of {}", table.target)))?
+            .get(0);
+        parts[0].no = batch.no;
+        for (i, part) in parts.iter_mut().enumerate().skip(1) {
+            part.no = next + i as i32 - 1;
+        }
+        let mut digests = Vec::new();
+        for part in &parts {
+            digests.push(read_source(&session, table, part).await?.digest);
+        }
+        lock.client()
+            .batch_execute("BEGIN")
+            .await
+            .map_err(Error::db("splitting a batch"))?;
+        state::narrow_batch(lock.client(), &table.target, &parts[0]).await?;
+        state::add_batches(lock.client(), &table.target, &parts[1..], run_id).await?;
+        for (part, digest) in parts.iter().zip(&digests) {
+            state::store_digest(lock.client(), &table.target, part, digest, run_id).await?;
+        }
+        lock.client()
+            .batch_execute("COMMIT")
+            .await
+            .map_err(Error::db("splitting a batch"))?;
+        tracing::info!(table = %table.target, batch = batch.no, parts = parts.len(), "split a grown batch");
+    }
+    Ok(())
+}
