@@ -103,6 +103,34 @@ for mode in plain deep; do
     rss[verify_$mode]=$(( $(cat "$SHADAN_LOCAL_DIR/rss") / 1024 ))
 done
 
+# sync after nothing changed, then after changing 1% of contracts (switches away and
+# to the own retailer, moves out, address and capacity changes).
+written() {
+    $psql -At -d "$SHADAN_TARGET" -c "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables WHERE schemaname = 'retail'"
+}
+sync_run() { # key
+    local before; before=$(written)
+    start=$(now)
+    /usr/bin/time -f %M -o "$SHADAN_LOCAL_DIR/rss" "$shadan" sync --mapping "$mapping" --jobs 2 --json \
+        >"$SHADAN_LOCAL_DIR/manifest" 2>"$SHADAN_LOCAL_DIR/err" || { cat "$SHADAN_LOCAL_DIR/err" >&2; exit 1; }
+    secs[$1]=$(since "$start")
+    rss[$1]=$(( $(cat "$SHADAN_LOCAL_DIR/rss") / 1024 ))
+    sleep 1 # let the server publish the table counters
+    written_rows[$1]=$(( $(written) - before ))
+    changed_rows[$1]=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(sum(sum(t['changes'].values()) for t in m['tables']))" "$SHADAN_LOCAL_DIR/manifest")
+}
+declare -A written_rows changed_rows
+sync_run sync_none
+$psql -d "$SHADAN_SOURCE" >/dev/null <<'SQL'
+UPDATE joint.contracts SET retailer_code = 'R0002' WHERE contract_id % 1000 = 1 AND retailer_code = 'R0001';
+UPDATE joint.contracts SET retailer_code = 'R0001' WHERE contract_id % 1000 = 2 AND supply_kind = 'retail';
+DELETE FROM joint.contracts WHERE contract_id % 1000 = 3;
+UPDATE joint.contracts SET contracted_capacity_kva = 6.0, phone = '022-999-0000' WHERE contract_id % 1000 IN (4, 5, 6, 7);
+UPDATE joint.supply_points SET address = address || ' 2F' WHERE right(supply_point_id, 3) IN ('008', '009', '010');
+UPDATE joint.contracts SET wheeling_rate_plan = 'changed' WHERE contract_id % 1000 = 11;
+SQL
+sync_run sync_1pct
+
 row() { # label key [baseline key]
     python3 - "$1" "$rows" "${secs[$2]}" "${secs[${3:-pipe}]}" "${rss[$2]:--}" <<'PY'
 import sys
@@ -121,3 +149,9 @@ row "raw binary read, both sides" read read
 row "shadan verify --jobs 2" verify_plain read
 row "shadan verify --deep --jobs 2" verify_deep read
 python3 -c "import sys; print(f'verify --deep / verify: {float(sys.argv[1])/float(sys.argv[2]):.2f}x')" "${secs[verify_deep]}" "${secs[verify_plain]}"
+printf '%-30s %9s %14s %11s %10s\n' "" "" "" "vs cutover" ""
+row "shadan sync, nothing changed" sync_none cutover2
+row "shadan sync, 1% changed" sync_1pct cutover2
+for k in sync_none sync_1pct; do
+    echo "$k: rows written (pg_stat_user_tables) ${written_rows[$k]}, rows changed (manifest) ${changed_rows[$k]}"
+done

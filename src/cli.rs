@@ -72,6 +72,27 @@ pub enum Command {
     ///
     /// Example: shadan sync --mapping mappings/retail.toml --log-format json
     Sync(SyncArgs),
+    /// Print least-privilege SQL for the source DBA: column-level SELECT on exactly the
+    /// columns the mapping reads, or with --views security-barrier export views that keep
+    /// non-public columns inside the source server.
+    ///
+    /// Example: shadan grants --mapping mappings/retail.toml --views > grants.sql
+    Grants(GrantsArgs),
+}
+
+/// `shadan grants`.
+#[derive(Debug, Args)]
+pub struct GrantsArgs {
+    /// The mapping file.
+    #[arg(long)]
+    pub mapping: PathBuf,
+    /// The login role shadan will connect to the source as.
+    #[arg(long, default_value = crate::grants::DEFAULT_ROLE)]
+    pub role: String,
+    /// Create export views computing the projection inside the source; the role may read
+    /// only those (set `source_access = "views"` in the mapping to use them).
+    #[arg(long)]
+    pub views: bool,
 }
 
 /// `shadan sync`.
@@ -172,6 +193,14 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             print_manifest(&manifest, args.json);
             Ok(crate::error::EXIT_OK)
         }
+        Command::Grants(args) => {
+            let mut mapping = Mapping::load(&args.mapping)?;
+            // The script creates the export views, so they need not exist yet.
+            mapping.source_access = None;
+            let (plan, _, _) = build(&cli.global, &mapping).await?;
+            print!("{}", crate::grants::script(&plan, &args.role, args.views));
+            Ok(crate::error::EXIT_OK)
+        }
         Command::Sync(args) => {
             let (plan, source, target) = open(&cli.global, &args.mapping).await?;
             let opts = crate::sync::Options {
@@ -219,12 +248,19 @@ pub async fn open(
     global: &GlobalArgs,
     mapping: &std::path::Path,
 ) -> Result<(Plan, Endpoint, Endpoint), Error> {
-    let mapping = Mapping::load(mapping)?;
+    build(global, &Mapping::load(mapping)?).await
+}
+
+/// Reads both catalogs and builds the plan of a loaded mapping.
+async fn build(
+    global: &GlobalArgs,
+    mapping: &Mapping,
+) -> Result<(Plan, Endpoint, Endpoint), Error> {
     let source = Endpoint::new(Side::Source, global.source.as_deref())?;
     let target = Endpoint::new(Side::Target, global.target.as_deref())?;
     let (source_catalog, target_catalog) =
         tokio::try_join!(read_catalog(&source), read_catalog(&target))?;
-    let plan = Plan::build(&mapping, &source_catalog, &target_catalog)?;
+    let plan = Plan::build(mapping, &source_catalog, &target_catalog)?;
     Ok((plan, source, target))
 }
 

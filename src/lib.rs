@@ -22,6 +22,7 @@
 //! - [`manifest`]: what each run records and prints.
 //! - [`cutover`]: the first bulk copy.
 //! - [`sync`]: the nightly refresh, writing only what changed.
+//! - [`grants`]: least-privilege SQL (and export views) for the source DBA.
 //! - [`verify`]: the independent proof, with the leak audit.
 //! - [`workers`]: the bounded worker pool every parallel step uses.
 //! - [`progress`], [`shutdown`]: what the operator sees, and the one stop signal.
@@ -37,6 +38,7 @@ pub mod copy;
 pub mod cutover;
 pub mod digest;
 pub mod error;
+pub mod grants;
 pub mod ident;
 pub mod key;
 pub mod manifest;

@@ -4,6 +4,7 @@
 mod support;
 
 mod cutover;
+mod grants;
 mod plan;
 mod sync;
 mod verify;

@@ -11,7 +11,8 @@ SELECT n.nspname::text                                   AS schema_name,
        a.attgenerated <> ''                              AS generated,
        t.typtype::text                                   AS type_kind,
        t.typcategory::text                               AS type_category,
-       coalesce(et.oid >= 16384, false)                  AS element_user_defined
+       coalesce(et.oid >= 16384, false)                  AS element_user_defined,
+       pg_catalog.obj_description(c.oid, 'pg_class')     AS table_comment
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped

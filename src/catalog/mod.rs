@@ -26,6 +26,8 @@ pub struct TableInfo {
     pub columns: Vec<ColumnInfo>,
     /// Unique keys: the primary key first (if any), then plain unique indexes.
     pub unique_keys: Vec<UniqueKey>,
+    /// `COMMENT ON` text, if any (export views carry their mapping's digest there).
+    pub comment: Option<String>,
 }
 
 /// A primary key or plain unique index.
@@ -96,6 +98,7 @@ impl Catalog {
                 kind: kind.chars().next().unwrap_or('r'),
                 columns: Vec::new(),
                 unique_keys: Vec::new(),
+                comment: row.get(11),
             });
             let type_kind: String = row.get(8);
             let type_category: String = row.get(9);

@@ -116,6 +116,75 @@ pub struct TablePlan {
     pub target_text_columns: Vec<String>,
 }
 
+impl TablePlan {
+    /// blake3 of what this table's projection is (own_retailer, scope, owner, `only`, and
+    /// every copied column with class and type): an export view records it, and `plan`
+    /// refuses a view whose projection differs from the mapping's.
+    pub fn projection_digest(&self, own_retailer: &str) -> String {
+        let canonical = serde_json::json!({
+            "own_retailer": own_retailer,
+            "source": self.source,
+            "scope": self.scope,
+            "owner": self.owner,
+            "only": self.only,
+            "columns": self.columns,
+        });
+        blake3::hash(canonical.to_string().as_bytes())
+            .to_hex()
+            .to_string()
+    }
+}
+
+/// With `source_access = "views"`: the export view must exist, have exactly the copied
+/// columns with identical types, and compute this table's projection.
+fn check_export_view(
+    table: &TablePlan,
+    own_retailer: &str,
+    source: &Catalog,
+    line: usize,
+    problems: &mut Vec<Problem>,
+) {
+    let view = query::export_view(&table.source);
+    let fix = "run `shadan grants --views` for this mapping and have the source DBA apply it";
+    let label = table.source.to_string();
+    let Some(info) = source.table(&view).filter(|v| v.kind == 'v') else {
+        problems.push(Problem::table(
+            line,
+            Some(&label),
+            format!(
+                "the export view {} does not exist or the role cannot see it; {fix}",
+                view.sql()
+            ),
+        ));
+        return;
+    };
+    let expected: BTreeSet<(&str, &str)> = table
+        .columns
+        .iter()
+        .map(|c| (c.source.as_str(), c.type_name.as_str()))
+        .collect();
+    let actual: BTreeSet<(&str, &str)> = info
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.type_name.as_str()))
+        .collect();
+    let made_for = format!(
+        "{}{}",
+        crate::grants::VIEW_COMMENT_PREFIX,
+        table.projection_digest(own_retailer)
+    );
+    if expected != actual || info.comment.as_deref() != Some(made_for.as_str()) {
+        problems.push(Problem::table(
+            line,
+            Some(&label),
+            format!(
+                "the export view {} computes a different projection than this mapping; {fix}",
+                view.sql()
+            ),
+        ));
+    }
+}
+
 /// A column name with its exact type.
 #[derive(Debug, Clone, Serialize)]
 pub struct TypedColumn {
@@ -215,6 +284,9 @@ impl Plan {
             let Some((table, extra)) = checked else {
                 continue;
             };
+            if source_access == SourceAccess::Views {
+                check_export_view(&table, &own_retailer, source, mapped.line, &mut problems);
+            }
             if let Some(first) = seen_sources.insert(table.source.clone(), mapped.line) {
                 problems.push(Problem::table(
                     mapped.source.line,

@@ -67,7 +67,8 @@ impl Buckets {
 }
 
 /// Cuts a relation into about `parts` physical chunks by heap pages; a single unbounded
-/// read when the relation has no heap of its own (views, partitioned tables) or is small.
+/// read when the relation has no heap of its own (views, partitioned tables), is small,
+/// or the role may read only some of its columns.
 pub async fn chunks(
     client: &Client,
     relation_sql: &str,
@@ -75,7 +76,8 @@ pub async fn chunks(
 ) -> Result<Vec<Option<Chunk>>, Error> {
     let row = client
         .query_one(
-            "SELECT c.relkind::text, pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int8 \
+            "SELECT c.relkind::text, pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int8, \
+                    pg_catalog.has_table_privilege(c.oid, 'SELECT') \
              FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
             &[&relation_sql],
         )
@@ -83,8 +85,11 @@ pub async fn chunks(
         .map_err(Error::db(format!("sizing {relation_sql}")))?;
     let kind: String = row.get(0);
     let pages: i64 = row.get(1);
+    // Reading `ctid` needs SELECT on the whole table; a role granted only some columns
+    // (see `shadan grants`) reads the relation as one stream.
+    let whole_table: bool = row.get(2);
     let pages = pages.max(0) as u64;
-    if kind != "r" || parts <= 1 || pages < 64 {
+    if kind != "r" || !whole_table || parts <= 1 || pages < 64 {
         return Ok(vec![None]);
     }
     let step = pages.div_ceil(parts as u64);

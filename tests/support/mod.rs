@@ -269,3 +269,28 @@ impl TestDb {
         }
     }
 }
+
+impl TestDb {
+    /// The source URL for logging in as `role` (the test clusters trust local logins).
+    pub fn source_url_as(&self, role: &str) -> String {
+        format!(
+            "postgres://{role}@127.0.0.1:{}/{}",
+            self.source_cluster.port, self.name
+        )
+    }
+
+    /// Runs SQL on the source as `role`; returns stdout, or stderr when it fails.
+    pub fn source_sql_as(&self, role: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(cluster::pg_bin().join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.source_url_as(role))
+            .args(["-c", sql])
+            .output()
+            .expect("running psql");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
