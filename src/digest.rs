@@ -51,18 +51,35 @@ impl Default for Accumulator {
 }
 
 impl Accumulator {
-    /// Adds one row given as its binary tuple.
-    pub fn add_row(&mut self, tuple: &[u8]) {
+    /// Adds one row given as its binary tuple and returns its [`row_hash`] (the first 32
+    /// bytes of the same XOF output), so a row is hashed once for both uses.
+    pub fn add_row_hashed(&mut self, tuple: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; LANES * 8];
         let mut hasher = blake3::Hasher::new_keyed(row_key());
         hasher.update(tuple);
-        let mut out = [0u8; LANES * 8];
         hasher.finalize_xof().fill(&mut out);
+        self.add_lanes(&out);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&out[..32]);
+        hash
+    }
+
+    fn add_lanes(&mut self, out: &[u8; LANES * 8]) {
         for i in 0..LANES {
             let mut word = [0u8; 8];
             word.copy_from_slice(&out[i * 8..i * 8 + 8]);
             self.lanes[i] = self.lanes[i].wrapping_add(u64::from_le_bytes(word));
         }
         self.rows += 1;
+    }
+
+    /// Adds one row given as its binary tuple.
+    pub fn add_row(&mut self, tuple: &[u8]) {
+        let mut hasher = blake3::Hasher::new_keyed(row_key());
+        hasher.update(tuple);
+        let mut out = [0u8; LANES * 8];
+        hasher.finalize_xof().fill(&mut out);
+        self.add_lanes(&out);
     }
 
     /// Adds another accumulator (the union of two multisets).
@@ -132,6 +149,15 @@ mod tests {
         crate::copy::tuple::encode_tuple(&mut short, [Some(&b"k"[..]), None].into_iter());
         assert_eq!(row_hash_of_prefix(&long, 2), row_hash(&short));
         assert_ne!(row_hash_of_prefix(&long, 1), row_hash(&short));
+    }
+
+    #[test]
+    fn the_xof_prefix_is_the_row_hash() {
+        let mut acc = Accumulator::default();
+        assert_eq!(acc.add_row_hashed(b"tuple"), row_hash(b"tuple"));
+        let mut plain = Accumulator::default();
+        plain.add_row(b"tuple");
+        assert_eq!(acc, plain);
     }
 
     #[test]

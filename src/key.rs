@@ -3,12 +3,43 @@
 //! trip), and rendered for reports. Keys are public by rule (the plan enforces it), so
 //! they are the only row data that may appear in a report.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use bytes::BytesMut;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::plan::TablePlan;
+
+/// FNV-1a: a fast hasher for maps keyed by encoded keys. Keys are public and come from
+/// the two databases, not from an adversary choosing them to collide, so a DoS-resistant
+/// hasher buys nothing here.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// A map from encoded keys to `V`.
+pub type KeyMap<V> = HashMap<Vec<u8>, V, BuildHasherDefault<Fnv>>;
 
 /// A value already in PostgreSQL's binary format for the parameter's type, sent as is.
 /// Used only for key fields read from a binary COPY of a column of that exact type.

@@ -1,12 +1,11 @@
 //! Writing one batch's changes to the target, in one transaction with its checkpoint.
 //!
 //! The source rows of the batch are held (bounded by the batch size) while the target's
-//! rows of the same key range are read as key -> row hash. Rows to insert or update are
+//! rows of the same key range are read as key -> row hash, in the write transaction. Rows to insert or update are
 //! staged with binary COPY into a session-local temporary table and applied with one
 //! `INSERT ... ON CONFLICT (key) DO UPDATE`; vanished keys are staged likewise and
 //! deleted. Only rows that differ are written.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::pin::pin;
 
@@ -19,6 +18,7 @@ use crate::copy::tuple::{encode_tuple, fields, key_bytes, EMPTY_STREAM_HEADER};
 use crate::digest::{row_hash, Accumulator};
 use crate::error::Error;
 use crate::ident::quote_ident;
+use crate::key::KeyMap;
 use crate::manifest::Changes;
 use crate::plan::{Class, TablePlan};
 use crate::target::state;
@@ -26,11 +26,11 @@ use crate::target::state;
 /// Bytes sent per COPY message when staging rows.
 const STAGE_MESSAGE_BYTES: usize = 1 << 20;
 
-/// The source rows of one batch, held contiguously.
+/// The source rows of one batch, held contiguously, with each row's hash.
 #[derive(Debug, Default)]
 pub struct SourceRows {
     bytes: Vec<u8>,
-    tuples: Vec<Range<usize>>,
+    tuples: Vec<(Range<usize>, [u8; 32])>,
     /// Digest of the rows.
     pub digest: Accumulator,
 }
@@ -40,65 +40,93 @@ impl SourceRows {
     pub fn push(&mut self, tuple: &[u8]) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(tuple);
-        self.tuples.push(start..self.bytes.len());
-        self.digest.add_row(tuple);
+        let hash = self.digest.add_row_hashed(tuple);
+        self.tuples.push((start..self.bytes.len(), hash));
     }
 
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.tuples.iter().map(|r| &self.bytes[r.clone()])
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8; 32])> {
+        self.tuples.iter().map(|(r, h)| (&self.bytes[r.clone()], h))
     }
 }
 
-/// Makes the target's rows in `batch` equal to `rows` and stores the batch's checkpoint,
-/// in one transaction. `client` has the batch's key bounds bound. Returns what was
-/// written.
-pub async fn apply_batch(
-    client: &Client,
-    table: &TablePlan,
-    batch: &Batch,
-    rows: &SourceRows,
-    run_id: i64,
-) -> Result<Changes, Error> {
-    let context = || format!("syncing {} {}", table.target, batch.describe());
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(Error::db(context()))?;
-    let own_positions: Vec<usize> = table
+/// The target's rows of one batch: key -> (row hash, whether any `own` column is set).
+pub type TargetRows = KeyMap<([u8; 32], bool)>;
+
+/// Positions of a table's `own` columns in the projection.
+fn own_positions(table: &TablePlan) -> Vec<usize> {
+    table
         .columns
         .iter()
         .enumerate()
         .filter(|(_, c)| c.class == Class::Own)
         .map(|(i, _)| i)
-        .collect();
-    let owns_anything = |tuple: &[u8]| {
-        let values: Vec<Option<&[u8]>> = fields(tuple).collect();
-        own_positions.iter().any(|&i| values[i].is_some())
-    };
-    let mut held = crate::copy::fold(
+        .collect()
+}
+
+/// Whether any `own` column of the tuple holds a value.
+fn has_own_value(tuple: &[u8], positions: &[usize]) -> bool {
+    let values: Vec<Option<&[u8]>> = fields(tuple).collect();
+    positions.iter().any(|&i| values[i].is_some())
+}
+
+/// Opens the batch's write transaction and reads the target's rows of the batch.
+/// `client` has the batch's key bounds bound.
+pub async fn begin_and_read(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+) -> Result<TargetRows, Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(Error::db(context()))?;
+    let positions = own_positions(table);
+    crate::copy::fold(
         client,
         &table.target_copy_out(batch.shape()),
         context,
-        HashMap::new(),
-        |held: &mut HashMap<Vec<u8>, ([u8; 32], bool)>, tuple| {
+        TargetRows::default(),
+        |held, tuple| {
             held.insert(
                 key_bytes(tuple, table.key_len).to_vec(),
-                (row_hash(tuple), owns_anything(tuple)),
+                (row_hash(tuple), has_own_value(tuple, &positions)),
             );
         },
     )
-    .await?;
+    .await
+}
 
+/// Ends a transaction opened by [`begin_and_read`] without writing (the batch was clean).
+pub async fn abandon(client: &Client) -> Result<(), Error> {
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .map_err(Error::db("ending a sync transaction"))
+}
+
+/// Makes the target's rows in `batch` equal to `rows`, stores the batch's checkpoint and
+/// commits, in the transaction opened by [`begin_and_read`]. Returns what was written.
+pub async fn write(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    rows: &SourceRows,
+    mut held: TargetRows,
+    run_id: i64,
+) -> Result<Changes, Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
+    let positions = own_positions(table);
     let mut changes = Changes::default();
     let mut upserts = Vec::new();
-    for tuple in rows.iter() {
+    for (tuple, hash) in rows.iter() {
         match held.remove(key_bytes(tuple, table.key_len)) {
             None => {
                 changes.inserted += 1;
                 upserts.push(tuple);
             }
-            Some((hash, owned_before)) if hash != row_hash(tuple) => {
-                if owned_before && !owns_anything(tuple) {
+            Some((old, owned_before)) if old != *hash => {
+                if owned_before && !has_own_value(tuple, &positions) {
                     changes.purged += 1;
                 } else {
                     changes.updated += 1;
@@ -134,44 +162,7 @@ pub async fn apply_batch(
             .map_err(Error::db(context()))?;
     }
     if !gone.is_empty() {
-        let stage = format!("shadan_gone_{}", table.index + 1);
-        let keys: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
-        client
-            .batch_execute(&format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA",
-                quote_ident(&stage),
-                keys.join(", "),
-                table.target.sql()
-            ))
-            .await
-            .map_err(Error::db(context()))?;
-        let key_tuples: Vec<Vec<u8>> = gone
-            .iter()
-            .map(|key| {
-                let mut t = Vec::with_capacity(key.len() + 2);
-                encode_tuple(&mut t, crate::key::key_fields(key).into_iter().map(Some));
-                t
-            })
-            .collect();
-        let copy = format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            quote_ident(&stage),
-            keys.join(", ")
-        );
-        send(client, &copy, key_tuples.iter().map(Vec::as_slice), context).await?;
-        let matches: Vec<String> = keys.iter().map(|k| format!("t.{k} = g.{k}")).collect();
-        client
-            .execute(
-                &format!(
-                    "DELETE FROM {} AS t USING {} AS g WHERE {}",
-                    table.target.sql(),
-                    quote_ident(&stage),
-                    matches.join(" AND ")
-                ),
-                &[],
-            )
-            .await
-            .map_err(Error::db(context()))?;
+        delete_keys(client, table, &gone, context).await?;
     }
     state::store_digest(client, &table.target, batch, &rows.digest, run_id).await?;
     client
@@ -179,6 +170,60 @@ pub async fn apply_batch(
         .await
         .map_err(Error::db(context()))?;
     Ok(changes)
+}
+
+/// Deletes the target rows with the given encoded keys (staged with binary COPY).
+async fn delete_keys(
+    client: &Client,
+    table: &TablePlan,
+    gone: &[Vec<u8>],
+    context: impl Fn() -> String,
+) -> Result<(), Error> {
+    let stage = format!("shadan_gone_{}", table.index + 1);
+    let keys: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA",
+            quote_ident(&stage),
+            keys.join(", "),
+            table.target.sql()
+        ))
+        .await
+        .map_err(Error::db(context()))?;
+    let key_tuples: Vec<Vec<u8>> = gone
+        .iter()
+        .map(|key| {
+            let mut t = Vec::with_capacity(key.len() + 2);
+            encode_tuple(&mut t, crate::key::key_fields(key).into_iter().map(Some));
+            t
+        })
+        .collect();
+    let copy = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        quote_ident(&stage),
+        keys.join(", ")
+    );
+    send(
+        client,
+        &copy,
+        key_tuples.iter().map(Vec::as_slice),
+        &context,
+    )
+    .await?;
+    let matches: Vec<String> = keys.iter().map(|k| format!("t.{k} = g.{k}")).collect();
+    client
+        .execute(
+            &format!(
+                "DELETE FROM {} AS t USING {} AS g WHERE {}",
+                table.target.sql(),
+                quote_ident(&stage),
+                matches.join(" AND ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(Error::db(context()))?;
+    Ok(())
 }
 
 /// `INSERT INTO target (cols) SELECT cols FROM stage ON CONFLICT (key) DO UPDATE SET ...`.

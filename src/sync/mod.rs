@@ -20,6 +20,7 @@ use tokio_postgres::Client;
 
 use crate::batch::{self, Batch};
 use crate::connect::Endpoint;
+use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::manifest::{self, Changes};
 use crate::plan::{Plan, TablePlan};
@@ -135,17 +136,18 @@ async fn sync_all(
                 snapshot.clone(),
             );
             async move {
-                Ok((
-                    Session::open(&source, &snapshot, &plan).await?,
-                    target.connect().await?,
-                ))
+                let session = Session::open(&source, &snapshot, &plan).await?;
+                Ok(Worker {
+                    session,
+                    client: target.connect().await?,
+                    last_dirty: false,
+                })
             }
         }
     };
     let work = {
         let (changes, grown, batch_rows) = (changes.clone(), grown.clone(), opts.batch_rows);
-        move |(session, client): (Session, Client),
-              (batch, stored): (Batch, Option<crate::digest::Accumulator>)| {
+        move |mut w: Worker, (batch, stored): (Batch, Option<Accumulator>)| {
             let (plan, changes, grown, counter) = (
                 plan_shared.clone(),
                 changes.clone(),
@@ -154,27 +156,23 @@ async fn sync_all(
             );
             async move {
                 let table = &plan.tables[batch.table];
-                let rows = read_source(&session, table, &batch).await?;
+                let (rows, written) = w.sync_batch(table, &batch, stored, run_id).await?;
                 counter
                     .done
-                    .fetch_add(rows.digest.rows, std::sync::atomic::Ordering::Relaxed);
-                if stored != Some(rows.digest) {
-                    bind(&client, &batch.settings()).await?;
-                    let written = apply::apply_batch(&client, table, &batch, &rows, run_id).await?;
-                    if let Ok(mut all) = changes.lock() {
-                        let c = &mut all[batch.table];
-                        c.inserted += written.inserted;
-                        c.updated += written.updated;
-                        c.deleted += written.deleted;
-                        c.purged += written.purged;
-                    }
+                    .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+                if let (Some(written), Ok(mut all)) = (written, changes.lock()) {
+                    let c = &mut all[batch.table];
+                    c.inserted += written.inserted;
+                    c.updated += written.updated;
+                    c.deleted += written.deleted;
+                    c.purged += written.purged;
                 }
-                if rows.digest.rows > 2 * batch_rows {
+                if rows > 2 * batch_rows {
                     if let Ok(mut g) = grown.lock() {
                         g.push(batch);
                     }
                 }
-                Ok((session, client))
+                Ok(w)
             }
         }
     };
@@ -185,13 +183,62 @@ async fn sync_all(
     split_grown(plan, source, snapshot, lock, run_id, opts.batch_rows, grown).await
 }
 
-/// Reads the source rows of one batch into memory (bounded by the batch size).
+/// One sync worker: a source session on the run's snapshot and a target connection.
+struct Worker {
+    session: Session,
+    client: Client,
+    /// Whether this worker's previous batch had changes: then the next one likely has too
+    /// (changes spread over the table), and both sides are read at once.
+    last_dirty: bool,
+}
+
+impl Worker {
+    /// Syncs one batch; returns the source rows in it and, if the batch changed, what was
+    /// written.
+    async fn sync_batch(
+        &mut self,
+        table: &TablePlan,
+        batch: &Batch,
+        stored: Option<Accumulator>,
+        run_id: i64,
+    ) -> Result<(u64, Option<Changes>), Error> {
+        self.session.bind_batch(batch).await?;
+        bind(&self.client, &batch.settings()).await?;
+        if !self.last_dirty && stored.is_some() {
+            // Likely clean: digest the source without holding it or reading the target.
+            let digest = crate::copy::fold(
+                self.session.client(),
+                &table.source_copy(batch.shape()),
+                || format!("reading {} {}", table.source, batch.describe()),
+                Accumulator::default(),
+                |acc, tuple| acc.add_row(tuple),
+            )
+            .await?;
+            if stored == Some(digest) {
+                return Ok((digest.rows, None));
+            }
+        }
+        let (rows, held) = tokio::try_join!(
+            read_source(&self.session, table, batch),
+            apply::begin_and_read(&self.client, table, batch)
+        )?;
+        self.last_dirty = stored != Some(rows.digest);
+        if !self.last_dirty {
+            apply::abandon(&self.client).await?;
+            return Ok((rows.digest.rows, None));
+        }
+        let written = apply::write(&self.client, table, batch, &rows, held, run_id).await?;
+        Ok((rows.digest.rows, Some(written)))
+    }
+}
+
+/// Reads the source rows of one batch into memory (bounded by the batch size); the
+/// batch's bounds must be bound on the session.
 async fn read_source(
     session: &Session,
     table: &TablePlan,
     batch: &Batch,
 ) -> Result<SourceRows, Error> {
-    session.bind_batch(batch).await?;
     crate::copy::fold(
         session.client(),
         &table.source_copy(batch.shape()),
@@ -236,6 +283,7 @@ async fn split_grown(
         }
         let mut digests = Vec::new();
         for part in &parts {
+            session.bind_batch(part).await?;
             digests.push(read_source(&session, table, part).await?.digest);
         }
         lock.client()

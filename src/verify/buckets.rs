@@ -20,12 +20,9 @@ pub const BUCKETS: usize = 4096;
 
 /// The bucket of an encoded key (FNV-1a; only spreads keys, proves nothing).
 pub fn bucket_of(key: &[u8]) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % BUCKETS as u64) as usize
+    let mut h = crate::key::Fnv::default();
+    std::hash::Hasher::write(&mut h, key);
+    (std::hash::Hasher::finish(&h) % BUCKETS as u64) as usize
 }
 
 /// One side of one table, digested per bucket.

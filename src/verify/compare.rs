@@ -2,7 +2,7 @@
 //! rows of those buckets are held as key -> row hash; the source's rows of those buckets
 //! stream past them. Memory is bounded by the rows of differing buckets, not the table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
@@ -11,7 +11,7 @@ use super::buckets::bucket_of;
 use crate::copy::tuple::{fields, key_bytes};
 use crate::digest::{row_hash, row_hash_of_prefix};
 use crate::error::Error;
-use crate::key::{key_fields, RawValue};
+use crate::key::{key_fields, KeyMap, RawValue};
 use crate::plan::{Class, SourceAccess, TablePlan};
 
 /// Keys kept per finding for reports (counts are always complete).
@@ -77,8 +77,8 @@ pub async fn diff_table(
         target,
         &table.target_copy_chunk(None),
         || format!("reading {} for a row comparison", table.target),
-        HashMap::new(),
-        |rows: &mut HashMap<Vec<u8>, TargetRow>, tuple| {
+        KeyMap::default(),
+        |rows: &mut KeyMap<TargetRow>, tuple| {
             let key = key_bytes(tuple, key_len);
             if !buckets.contains(&bucket_of(key)) {
                 return;
