@@ -2,13 +2,15 @@
 //!
 //! A connection string comes from `--source`/`--target`, else `SHADAN_SOURCE`/
 //! `SHADAN_TARGET`; parts it leaves out are filled from the standard `PG*` variables like
-//! libpq does. What is shown of an endpoint in messages is `user@host:port/dbname`:
-//! the password is never printed or logged.
+//! libpq does; TLS options follow libpq too ([`crate::tls`]). What is shown of an
+//! endpoint in messages is `user@host:port/dbname`: the password is never printed or
+//! logged.
 
 use std::fmt;
 
+use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use crate::error::DbError;
 
@@ -42,6 +44,7 @@ pub struct Endpoint {
     /// Source or target.
     pub side: Side,
     config: Config,
+    tls: MakeTlsConnector,
 }
 
 /// Connecting failed or the connection settings are unusable.
@@ -83,28 +86,29 @@ impl Endpoint {
             Side::Target => "SHADAN_TARGET",
         };
         let value = value.ok_or(ConnectError::Missing { side, var })?;
-        let mut config: Config =
-            value
-                .parse()
-                .map_err(|e: tokio_postgres::Error| ConnectError::Invalid {
-                    side,
-                    message: e.to_string(),
-                })?;
+        let invalid = |message: String| ConnectError::Invalid { side, message };
+        let (rest, tls) = crate::tls::split_options(value).map_err(invalid)?;
+        let mut config: Config = rest
+            .parse()
+            .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+        config.ssl_mode(tls.mode.negotiation());
         fill_from_environment(&mut config);
-        Ok(Self { side, config })
+        let tls = crate::tls::connector(&tls).map_err(invalid)?;
+        Ok(Self { side, config, tls })
     }
 
     /// Opens one connection; its driver task runs on the current runtime.
     pub async fn connect(&self) -> Result<Client, ConnectError> {
-        let (client, connection) =
-            self.config
-                .connect(NoTls)
-                .await
-                .map_err(|e| ConnectError::Unreachable {
-                    side: self.side,
-                    endpoint: self.to_string(),
-                    cause: DbError::from(e),
-                })?;
+        let unreachable = |e| ConnectError::Unreachable {
+            side: self.side,
+            endpoint: self.to_string(),
+            cause: DbError::from(e),
+        };
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(unreachable)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %DbError::from(e), "connection closed with an error");
@@ -113,11 +117,7 @@ impl Endpoint {
         client
             .batch_execute(SESSION_SETUP)
             .await
-            .map_err(|e| ConnectError::Unreachable {
-                side: self.side,
-                endpoint: self.to_string(),
-                cause: DbError::from(e),
-            })?;
+            .map_err(unreachable)?;
         Ok(client)
     }
 }

@@ -26,7 +26,8 @@
 //! - [`verify`]: the independent proof, with the leak audit.
 //! - [`workers`]: the bounded worker pool every parallel step uses.
 //! - [`progress`], [`shutdown`]: what the operator sees, and the one stop signal.
-//! - [`connect`]: endpoints, with passwords kept out of every message.
+//! - [`connect`]: endpoints, with passwords kept out of every message; [`tls`]: libpq's
+//!   sslmode and sslrootcert.
 //! - [`error`]: the top-level error and the exit-code policy.
 //! - [`cli`]: arguments and dispatch; `main.rs` only parses, runs and exits.
 
@@ -49,5 +50,6 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod sync;
 pub mod target;
+pub mod tls;
 pub mod verify;
 pub mod workers;

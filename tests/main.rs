@@ -3,6 +3,7 @@
 
 mod support;
 
+mod connect;
 mod cutover;
 mod grants;
 mod plan;

@@ -12,7 +12,14 @@ use std::sync::OnceLock;
 pub struct Cluster {
     /// TCP port on 127.0.0.1.
     pub port: u16,
+    /// The CA that signed the server certificate, when the cluster serves TLS.
+    pub ca_cert: Option<PathBuf>,
 }
+
+/// A role of the TLS cluster that may only log in over TLS.
+pub const TLS_ONLY_ROLE: &str = "shadan_tls_only";
+/// A role of the TLS cluster that logs in with a password (SCRAM).
+pub const PASSWORD_ROLE: &str = "shadan_pw_user";
 
 /// The two clusters of this test binary.
 pub struct Clusters {
@@ -27,8 +34,10 @@ static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
 /// The clusters of this test binary, started on first use.
 pub fn clusters() -> &'static Clusters {
     CLUSTERS.get_or_init(|| {
-        let source = std::thread::spawn(|| Cluster::start("source"));
-        let target = Cluster::start("target");
+        // The source serves TLS (as a grid company's server would); the target does not,
+        // so both `sslmode=require` succeeding and being refused can be tested.
+        let source = std::thread::spawn(|| Cluster::start("source", true));
+        let target = Cluster::start("target", false);
         Clusters {
             source: source.join().expect("starting the source cluster"),
             target,
@@ -93,7 +102,7 @@ fn run(mut command: Command, what: &str) {
 }
 
 impl Cluster {
-    fn start(name: &str) -> Self {
+    fn start(name: &str, tls: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("shadan-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the cluster directory");
@@ -120,11 +129,23 @@ impl Cluster {
         ]);
         run(initdb, "initdb");
         let port = free_port();
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
             dir.display()
         );
+        let ca_cert = tls.then(|| {
+            let (ca, cert, key) = make_certificates(&dir);
+            options.push_str(&format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", cert.display(), key.display()));
+            let hba = data.join("pg_hba.conf");
+            let rules = format!(
+                "hostssl all {TLS_ONLY_ROLE} 127.0.0.1/32 trust\nhost all {TLS_ONLY_ROLE} 127.0.0.1/32 reject\n\
+                 host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n{}",
+                std::fs::read_to_string(&hba).expect("reading pg_hba.conf")
+            );
+            std::fs::write(&hba, rules).expect("writing pg_hba.conf");
+            ca
+        });
         let mut ctl = pg_command("pg_ctl");
         ctl.arg("-D")
             .arg(&data)
@@ -133,7 +154,7 @@ impl Cluster {
             .args(["-o", &options, "-w", "start"]);
         run(ctl, "pg_ctl start");
         spawn_watchdog(&data, &dir);
-        Cluster { port }
+        Cluster { port, ca_cert }
     }
 
     /// A connection URL for database `db` as the superuser.
@@ -156,6 +177,77 @@ impl Cluster {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
+}
+
+/// A throwaway CA and a server certificate for localhost and 127.0.0.1 signed by it, the
+/// key readable only by the server. Returns (CA certificate, server certificate, key).
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let path = |f: &str| dir.join(f);
+    let openssl = |args: &[&str]| {
+        let mut c = Command::new("openssl");
+        c.args(args).current_dir(dir);
+        run(c, "openssl");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3",
+        "-subj",
+        "/CN=shadan test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        path("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("writing san.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path("server.key"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod server.key");
+    if running_as_root() {
+        let mut c = Command::new("chown");
+        c.arg("postgres:")
+            .arg(path("server.key"))
+            .arg(path("server.crt"));
+        run(c, "chown server key");
+    }
+    (path("ca.crt"), path("server.crt"), path("server.key"))
 }
 
 /// Stops the cluster and removes its directory once this test process is gone.

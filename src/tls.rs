@@ -1,0 +1,250 @@
+//! TLS for both connections, with libpq's meaning of `sslmode` and `sslrootcert`.
+//!
+//! tokio-postgres knows `sslmode` only up to `require` and rejects `sslrootcert`, so
+//! these options are taken out of the connection string here (URL query or key=value
+//! form, else `PGSSLMODE`/`PGSSLROOTCERT`) and turn into a connector:
+//! `disable` no TLS; `prefer` (the default) and `require` encrypt without verifying,
+//! unless a root certificate is given, which makes them verify the chain as libpq does;
+//! `verify-ca` verifies the chain; `verify-full` also the host name. Without
+//! `sslrootcert`, verification uses the system's trusted roots.
+
+use std::path::PathBuf;
+
+use native_tls::{Certificate, TlsConnector};
+use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::config::SslMode;
+
+/// The `sslmode` values shadan accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Never TLS.
+    Disable,
+    /// TLS if the server offers it.
+    Prefer,
+    /// TLS or fail.
+    Require,
+    /// TLS with a verified certificate chain.
+    VerifyCa,
+    /// TLS with a verified chain and host name.
+    VerifyFull,
+}
+
+impl TlsMode {
+    fn parse(value: &str) -> Result<Self, String> {
+        Ok(match value {
+            "disable" => TlsMode::Disable,
+            "allow" | "prefer" => TlsMode::Prefer,
+            "require" => TlsMode::Require,
+            "verify-ca" => TlsMode::VerifyCa,
+            "verify-full" => TlsMode::VerifyFull,
+            other => return Err(format!(
+                "unknown sslmode `{other}`; use disable, prefer, require, verify-ca or verify-full"
+            )),
+        })
+    }
+
+    /// The mode tokio-postgres negotiates with (verification is the connector's job).
+    pub fn negotiation(self) -> SslMode {
+        match self {
+            TlsMode::Disable => SslMode::Disable,
+            TlsMode::Prefer => SslMode::Prefer,
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
+        }
+    }
+}
+
+/// TLS settings of one endpoint.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// `sslmode`.
+    pub mode: TlsMode,
+    /// `sslrootcert`: PEM file with the CA certificate(s) to trust.
+    pub root_cert: Option<PathBuf>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a connection string. Returns the rest (for
+/// tokio-postgres) and the TLS options, with the `PG*` variables as fallback.
+pub fn split_options(conn: &str) -> Result<(String, TlsOptions), String> {
+    let mut mode = None;
+    let mut root = None;
+    let mut take = |key: &str, value: String| -> bool {
+        match key {
+            "sslmode" => mode = Some(value),
+            "sslrootcert" => root = Some(value),
+            _ => return false,
+        }
+        true
+    };
+    let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+        match conn.split_once('?') {
+            None => conn.to_string(),
+            Some((base, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        !take(k, percent_decode(v))
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+        }
+    } else {
+        let mut kept = Vec::new();
+        for (key, raw, value) in key_values(conn)? {
+            if !take(&key, value) {
+                kept.push(format!("{key}={raw}"));
+            }
+        }
+        kept.join(" ")
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mode = match mode.or_else(|| env("PGSSLMODE")) {
+        Some(m) => TlsMode::parse(&m)?,
+        None => TlsMode::Prefer,
+    };
+    let root_cert = root.or_else(|| env("PGSSLROOTCERT")).map(PathBuf::from);
+    Ok((rest, TlsOptions { mode, root_cert }))
+}
+
+/// Builds the connector for `options`.
+pub fn connector(options: &TlsOptions) -> Result<MakeTlsConnector, String> {
+    let mut builder = TlsConnector::builder();
+    let verify_chain = matches!(options.mode, TlsMode::VerifyCa | TlsMode::VerifyFull)
+        || (options.mode == TlsMode::Require && options.root_cert.is_some());
+    if let Some(path) = &options.root_cert {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| {
+            format!(
+                "sslrootcert {} is not a PEM certificate: {e}",
+                path.display()
+            )
+        })?;
+        builder
+            .add_root_certificate(cert)
+            .disable_built_in_roots(true);
+    }
+    builder
+        .danger_accept_invalid_certs(!verify_chain)
+        .danger_accept_invalid_hostnames(options.mode != TlsMode::VerifyFull);
+    let connector = builder
+        .build()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    Ok(MakeTlsConnector::new(connector))
+}
+
+/// `key=value` pairs of a libpq connection string: (key, value as written, value).
+fn key_values(conn: &str) -> Result<Vec<(String, String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = conn.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(format!(
+                "expected `=` after `{key}` in the connection string"
+            ));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let (mut raw, mut value) = (String::new(), String::new());
+        if chars.peek() == Some(&'\'') {
+            raw.push(chars.next().unwrap_or('\''));
+            loop {
+                match chars.next() {
+                    Some('\\') => {
+                        raw.push('\\');
+                        if let Some(c) = chars.next() {
+                            raw.push(c);
+                            value.push(c);
+                        }
+                    }
+                    Some('\'') => {
+                        raw.push('\'');
+                        break;
+                    }
+                    Some(c) => {
+                        raw.push(c);
+                        value.push(c);
+                    }
+                    None => return Err("unterminated quote in the connection string".into()),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                raw.push(c);
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push((key, raw, value));
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_options_are_taken_out_and_the_rest_kept() {
+        let (rest, tls) =
+            split_options("postgres://u:p@h:5/db?sslmode=verify-full&application_name=x&sslrootcert=%2Ftmp%2Fca.crt").unwrap();
+        assert_eq!(rest, "postgres://u:p@h:5/db?application_name=x");
+        assert_eq!(tls.mode, TlsMode::VerifyFull);
+        assert_eq!(tls.root_cert, Some(PathBuf::from("/tmp/ca.crt")));
+    }
+
+    #[test]
+    fn key_value_options_are_taken_out_and_quoting_survives() {
+        let (rest, tls) = split_options(
+            "host=h password='a b\\'c' sslmode=require sslrootcert='/x y/ca.pem' dbname=d",
+        )
+        .unwrap();
+        assert_eq!(rest, "host=h password='a b\\'c' dbname=d");
+        assert_eq!(tls.mode, TlsMode::Require);
+        assert_eq!(tls.root_cert, Some(PathBuf::from("/x y/ca.pem")));
+        assert!(split_options("host=h sslmode=sometimes").is_err());
+    }
+}
