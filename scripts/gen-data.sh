@@ -10,7 +10,7 @@
 # the grid company (N0001), ~1% FIT purchase contracts still under R0001 (the legacy
 # case the `only` filter must keep out). Names, phones, capacities and wheeling numbers
 # are realistic in shape; ~5% of phones and kana are NULL, some names are empty strings.
-# Rows are appended after the highest existing id, so the script can be run again.
+# Rows are appended after the highest existing number, so the script can be run again.
 set -euo pipefail
 n=${1:?usage: gen-data.sh N [SOURCE_URL]}
 url=${2:-${SHADAN_SOURCE:?set SHADAN_SOURCE or pass the source URL}}
@@ -29,8 +29,10 @@ ON CONFLICT DO NOTHING;
 CREATE TEMP TABLE gen AS
 SELECT i, md5(i::text) AS h,
        ('x' || substr(md5(i::text), 1, 8))::bit(32)::int & 2147483647 AS r
-FROM generate_series(coalesce((SELECT max(contract_id) FROM joint.contracts), 0) + 1,
-                     coalesce((SELECT max(contract_id) FROM joint.contracts), 0) + :n) i;
+FROM (SELECT greatest(coalesce((SELECT max(contract_id) FROM joint.contracts), 0),
+                      coalesce((SELECT max(substr(supply_point_id, 3)::bigint) FROM joint.supply_points
+                                WHERE supply_point_id ~ '^03[0-9]{20}$'), 0)) AS last) l,
+     generate_series(l.last + 1, l.last + :n) i;
 
 INSERT INTO joint.supply_points (supply_point_id, address, postal_code, voltage_class, area, meter_id, updated_at)
 SELECT '03' || lpad(i::text, 20, '0'),

@@ -140,10 +140,10 @@ async fn show(
                     tracing::info!(table = %c.name, rows = done, total = c.total, elapsed_s = elapsed, "{verb} progress");
                 }
                 (None, _) => {
+                    let of = if c.total == 0 { String::new() } else { format!("/{}", c.total) };
                     eprintln!(
-                        "shadan {verb}: {} {done}/{} rows{} ({:.0} rows/s overall)",
+                        "shadan {verb}: {} {done}{of} rows{} ({:.0} rows/s overall)",
                         c.name,
-                        c.total,
                         percent(done, c.total),
                         done as f64 / elapsed
                     );
