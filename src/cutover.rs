@@ -80,22 +80,12 @@ pub async fn run(
     )
     .await;
 
-    let mut manifest = manifest::header(run_id, "cutover", plan, &snapshot, resumed);
+    let header = manifest::header(run_id, "cutover", plan, &snapshot, resumed);
     let mut tables = Vec::new();
     for t in plan.select_tables(&opts.tables).map_err(Error::Usage)? {
         tables.push(manifest::table_entry(lock.client(), t, run_id, None).await?);
     }
-    manifest["tables"] = Value::Array(tables);
-    let status = match &outcome {
-        Ok(()) => "done",
-        Err(Error::Interrupted) => "interrupted",
-        Err(_) => "failed",
-    };
-    // A lost target connection is the common failure; recording it may fail too, and the
-    // original error is the one worth reporting.
-    let stored = state::finish_run(lock.client(), run_id, status, &manifest).await;
-    outcome?;
-    stored
+    manifest::finish_run(lock.client(), run_id, header, tables, outcome).await
 }
 
 /// Decides whether a table starts fresh or continues from its checkpoints.

@@ -91,6 +91,27 @@ pub async fn table_entry(
     Ok(entry)
 }
 
+/// Records the end of a run: its status (from `outcome`) and its manifest with `tables`.
+/// Returns the stored manifest, or the run's own error, which wins over a failure to
+/// record it (a lost target connection usually causes both).
+pub async fn finish_run(
+    client: &Client,
+    run_id: i64,
+    mut manifest: Value,
+    tables: Vec<Value>,
+    outcome: Result<(), Error>,
+) -> Result<Value, Error> {
+    manifest["tables"] = Value::Array(tables);
+    let status = match &outcome {
+        Ok(()) => "done",
+        Err(Error::Interrupted) => "interrupted",
+        Err(_) => "failed",
+    };
+    let stored = state::finish_run(client, run_id, status, &manifest).await;
+    outcome?;
+    stored
+}
+
 /// A manifest for a person: one line per table and a closing line.
 pub fn summary(manifest: &Value) -> String {
     let mut out = String::new();

@@ -140,7 +140,11 @@ async fn show(
                     tracing::info!(table = %c.name, rows = done, total = c.total, elapsed_s = elapsed, "{verb} progress");
                 }
                 (None, _) => {
-                    let of = if c.total == 0 { String::new() } else { format!("/{}", c.total) };
+                    let of = if c.total == 0 {
+                        String::new()
+                    } else {
+                        format!("/{}", c.total)
+                    };
                     eprintln!(
                         "shadan {verb}: {} {done}{of} rows{} ({:.0} rows/s overall)",
                         c.name,

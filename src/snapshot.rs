@@ -90,14 +90,6 @@ impl Session {
         Ok(session)
     }
 
-    /// Opens a session of its own (not on a shared snapshot), for single-query work.
-    pub async fn open_alone(endpoint: &Endpoint, plan: &Plan) -> Result<Self, Error> {
-        let client = endpoint.connect().await?;
-        let session = Self { client };
-        session.bind(&plan_settings(plan)).await?;
-        Ok(session)
-    }
-
     /// The connection, for running the plan's queries.
     pub fn client(&self) -> &Client {
         &self.client

@@ -37,9 +37,11 @@ impl TlsMode {
             "require" => TlsMode::Require,
             "verify-ca" => TlsMode::VerifyCa,
             "verify-full" => TlsMode::VerifyFull,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown sslmode `{other}`; use disable, prefer, require, verify-ca or verify-full"
-            )),
+            ))
+            }
         })
     }
 

@@ -100,20 +100,15 @@ fn nulls_empty_strings_japanese_text_numeric_scale_dates_and_times_survive_byte_
 fn killed_mid_copy_then_resume_copies_every_row_exactly_once() {
     let db = TestDb::with_reference_schema();
     reference_data(&db, 20_000);
-    let mut child = db
-        .command(&[
-            "cutover",
-            "--mapping",
-            MAPPING,
-            "--jobs",
-            "2",
-            "--batch-rows",
-            "100",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = db.spawn_quiet(&[
+        "cutover",
+        "--mapping",
+        MAPPING,
+        "--jobs",
+        "2",
+        "--batch-rows",
+        "100",
+    ]);
     db.wait_for_batches(&mut child, 20);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -183,20 +178,15 @@ fn a_terminated_target_connection_exits_1_and_resume_completes() {
 fn a_second_concurrent_run_is_refused() {
     let db = TestDb::with_reference_schema();
     reference_data(&db, 20_000);
-    let mut first = db
-        .command(&[
-            "cutover",
-            "--mapping",
-            MAPPING,
-            "--jobs",
-            "1",
-            "--batch-rows",
-            "50",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = db.spawn_quiet(&[
+        "cutover",
+        "--mapping",
+        MAPPING,
+        "--jobs",
+        "1",
+        "--batch-rows",
+        "50",
+    ]);
     db.wait_for_batches(&mut first, 3);
     let second = db.shadan(&["cutover", "--mapping", MAPPING, "--resume"]);
     assert!(

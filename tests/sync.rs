@@ -2,8 +2,6 @@
 //! independently on the source, only changed rows are written, a customer who left the
 //! own retailer keeps no own field, and a killed sync is repaired by the next one.
 
-use std::process::Stdio;
-
 use serde_json::Value;
 
 use crate::support::{reference_data, reference_mapping, s, write_mapping, TestDb};
@@ -163,12 +161,7 @@ fn a_sync_killed_midway_is_repaired_by_the_next_sync() {
          UPDATE joint.contracts SET retailer_code = 'R0002' WHERE contract_id % 10 = 3 AND retailer_code = 'R0001';
          UPDATE joint.contracts SET retailer_code = 'R0001' WHERE contract_id % 10 = 4 AND supply_kind = 'retail';",
     );
-    let mut child = db
-        .command(&["sync", "--mapping", MAPPING, "--jobs", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = db.spawn_quiet(&["sync", "--mapping", MAPPING, "--jobs", "2"]);
     let synced = "SELECT count(*) FROM shadan.batches WHERE run_id = (SELECT max(run_id) FROM shadan.runs WHERE command = 'sync')";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while db

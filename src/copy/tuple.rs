@@ -7,7 +7,7 @@
 /// The 11-byte signature that opens every binary COPY stream.
 pub const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
-/// A complete binary COPY stream with no tuples: signature, flags, empty extension, trailer.
+/// The 19-byte header that opens a binary COPY stream: signature, no flags, no extension.
 pub const EMPTY_STREAM_HEADER: [u8; 19] = *b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
 /// The stream is not well-formed binary COPY data.

@@ -63,21 +63,13 @@ pub async fn run(
     )
     .await;
 
-    let mut manifest = manifest::header(run_id, "sync", plan, &snapshot, false);
+    let header = manifest::header(run_id, "sync", plan, &snapshot, false);
     let changes = changes.lock().map(|c| c.clone()).unwrap_or_default();
     let mut tables = Vec::new();
     for t in &plan.tables {
         tables.push(manifest::table_entry(lock.client(), t, run_id, Some(changes[t.index])).await?);
     }
-    manifest["tables"] = Value::Array(tables);
-    let status = match &outcome {
-        Ok(()) => "done",
-        Err(Error::Interrupted) => "interrupted",
-        Err(_) => "failed",
-    };
-    let stored = state::finish_run(lock.client(), run_id, status, &manifest).await;
-    outcome?;
-    stored
+    manifest::finish_run(lock.client(), run_id, header, tables, outcome).await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -84,6 +84,16 @@ impl TestDb {
         c
     }
 
+    /// Starts `shadan` in the background with its output discarded (to be killed or
+    /// waited for by the test).
+    pub fn spawn_quiet(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting shadan")
+    }
+
     /// Runs `shadan` to completion.
     pub fn shadan(&self, args: &[&str]) -> Run {
         Run::from(self.command(args).output().expect("running shadan"))
