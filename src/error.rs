@@ -53,13 +53,18 @@ pub enum Error {
 
 impl Error {
     /// The exit code the contract assigns to this error.
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(match self {
+    pub fn code(&self) -> u8 {
+        match self {
             Error::Mapping(_) | Error::Invalid(_) | Error::Usage(_) => EXIT_USAGE,
             Error::Connect(_) | Error::Database { .. } | Error::Runtime(_) | Error::Interrupted => {
                 EXIT_RUNTIME
             }
-        })
+        }
+    }
+
+    /// [`Error::code`] as a process exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
     }
 
     /// Wraps a database error with what the tool was doing.

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json_logs {
-                tracing::error!(exit_code = ?e.exit_code(), "{e}");
+                tracing::error!(exit_code = e.code(), "{e}");
             } else {
                 eprintln!("shadan: {e}");
             }

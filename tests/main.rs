@@ -6,6 +6,7 @@ mod support;
 mod connect;
 mod cutover;
 mod grants;
+mod operations;
 mod plan;
 mod sync;
 mod verify;

@@ -1,0 +1,116 @@
+//! What an operator relies on around the data: JSON logs a scheduler can parse, a stop
+//! signal that ends cleanly between batches, and help that shows how to call each command.
+
+use std::process::Stdio;
+
+use crate::support::{reference_data, Run, TestDb};
+
+const MAPPING: &str = "mappings/retail.toml";
+
+fn assert_json_lines(stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "something was logged");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn json_logs_are_one_json_object_per_line_for_every_command_and_for_errors() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 1000);
+    for command in ["cutover", "sync", "verify"] {
+        let run = db.shadan(&[command, "--mapping", MAPPING, "--log-format", "json"]);
+        run.expect_code(0);
+        assert_json_lines(&run.stderr);
+    }
+    db.source_sql("ALTER TABLE joint.contracts ADD COLUMN email text");
+    let failed = db.shadan(&["sync", "--mapping", MAPPING, "--log-format", "json"]);
+    failed.expect_code(2);
+    assert_json_lines(&failed.stderr);
+    let event: serde_json::Value =
+        serde_json::from_str(failed.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(event["level"], "ERROR");
+    assert_eq!(event["fields"]["exit_code"], 2);
+    assert!(event["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("joint.contracts.email"));
+}
+
+#[test]
+fn sigterm_stops_a_cutover_between_batches_and_resume_completes_it() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 20_000);
+    let mut child = db
+        .command(&[
+            "cutover",
+            "--mapping",
+            MAPPING,
+            "--jobs",
+            "2",
+            "--batch-rows",
+            "100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    db.wait_for_batches(&mut child, 10);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("interrupted; every committed batch is kept: rerun with --resume"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.target_sql("SELECT status FROM shadan.runs ORDER BY run_id DESC LIMIT 1"),
+        "interrupted"
+    );
+    assert_eq!(
+        db.target_sql("SELECT (SELECT count(*) FROM retail.contracts) + (SELECT count(*) FROM retail.supply_points)"),
+        db.target_sql("SELECT coalesce(sum(rows), 0) FROM shadan.batches"),
+        "every committed batch holds exactly its rows"
+    );
+    db.shadan(&["cutover", "--mapping", MAPPING, "--resume"])
+        .expect_code(0);
+    db.assert_reference_copy_exact();
+}
+
+#[test]
+fn every_command_explains_itself_with_an_example() {
+    let db = TestDb::new();
+    let top = db.shadan(&["--help"]);
+    top.expect_code(0);
+    assert!(
+        top.stdout
+            .contains("Exit codes: 0 ok, 1 runtime error, 2 usage error"),
+        "{}",
+        top.stdout
+    );
+    for command in ["plan", "cutover", "sync", "verify", "grants"] {
+        let help = db.shadan(&[command, "--help"]);
+        help.expect_code(0);
+        assert!(
+            help.stdout
+                .contains(&format!("Example: shadan {command} --mapping")),
+            "{command}: {}",
+            help.stdout
+        );
+    }
+    let usage = db.shadan(&["cutover"]);
+    usage.expect_code(2);
+    assert!(usage.stderr.contains("--mapping"), "{}", usage.stderr);
+}
