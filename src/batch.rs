@@ -4,12 +4,18 @@
 //! with its checkpoint in one target transaction, and digested on both sides by `verify`
 //! and `sync`. Bounds travel as the key's text form and are bound as parameters.
 
+use std::sync::{Arc, Mutex};
+
 use tokio_postgres::Client;
 
+use crate::connect::Endpoint;
 use crate::error::Error;
 use crate::ident::quote_ident;
 use crate::plan::query::{key_bound_settings, Bound, RangeShape, SessionSetting};
-use crate::plan::TablePlan;
+use crate::plan::{Plan, TablePlan};
+use crate::shutdown::Shutdown;
+use crate::snapshot::{Session, Snapshot};
+use crate::workers;
 
 /// Default rows per batch: large enough that per-batch overhead (one query on each side,
 /// one commit) is noise, small enough that a lost batch costs seconds, not minutes.
@@ -125,4 +131,61 @@ pub async fn layout(
         upper,
     });
     Ok((batches, total.max(0) as u64))
+}
+
+/// One table's batch layout.
+#[derive(Debug, Clone)]
+pub struct TableLayout {
+    /// Index of the table in the plan.
+    pub table: usize,
+    /// Its batches, in key order.
+    pub batches: Vec<Batch>,
+    /// Rows of the projection when it was laid out.
+    pub rows: u64,
+}
+
+/// Lays out several tables of `plan` at once (indexes in `tables`), with up to `jobs`
+/// sessions on the shared snapshot.
+pub async fn layout_all(
+    plan: &Arc<Plan>,
+    source: &Endpoint,
+    snapshot: &Arc<Snapshot>,
+    tables: Vec<usize>,
+    batch_rows: u64,
+    jobs: usize,
+    shutdown: &Shutdown,
+) -> Result<Vec<TableLayout>, Error> {
+    let done: Arc<Mutex<Vec<TableLayout>>> = Arc::default();
+    let open = {
+        let (plan, source, snapshot) = (plan.clone(), source.clone(), snapshot.clone());
+        move || {
+            let (plan, source, snapshot) = (plan.clone(), source.clone(), snapshot.clone());
+            async move { Session::open(&source, &snapshot, &plan).await }
+        }
+    };
+    let work = {
+        let (plan, done) = (plan.clone(), done.clone());
+        move |session: Session, table: usize| {
+            let (plan, done) = (plan.clone(), done.clone());
+            async move {
+                let (batches, rows) =
+                    layout(session.client(), &plan.tables[table], batch_rows, None).await?;
+                if let Ok(mut d) = done.lock() {
+                    d.push(TableLayout {
+                        table,
+                        batches,
+                        rows,
+                    });
+                }
+                Ok(session)
+            }
+        }
+    };
+    workers::for_each(jobs, tables.into_iter().collect(), shutdown, open, work).await?;
+    let done = std::mem::take(
+        &mut *done
+            .lock()
+            .map_err(|_| Error::Runtime("a layout worker panicked".into()))?,
+    );
+    Ok(done)
 }

@@ -158,9 +158,27 @@ async fn copy_all(
     lock: &TargetLock,
     work: Vec<TableWork<'_>>,
 ) -> Result<(), Error> {
-    // Cut fresh tables into batches on the snapshot and save the layouts first, so an
-    // interruption from here on is resumable.
-    let layout_session = Session::open(source, snapshot, plan).await?;
+    // Cut fresh tables into batches on the snapshot (in parallel) and save the layouts
+    // first, so an interruption from here on is resumable.
+    let plan_shared = Arc::new(plan.clone());
+    let fresh: Vec<usize> = work
+        .iter()
+        .filter(|w| w.pending.is_none())
+        .map(|w| w.table.index)
+        .collect();
+    let mut laid_out = batch::layout_all(
+        &plan_shared,
+        source,
+        snapshot,
+        fresh,
+        opts.batch_rows,
+        opts.jobs,
+        shutdown,
+    )
+    .await?
+    .into_iter()
+    .map(|l| (l.table, (l.batches, l.rows)))
+    .collect::<std::collections::HashMap<_, _>>();
     let mut queue = VecDeque::new();
     let mut shown = Vec::new();
     for w in work {
@@ -170,8 +188,9 @@ async fn copy_all(
                 (pending, w.done_rows + left)
             }
             None => {
-                let (batches, total) =
-                    batch::layout(layout_session.client(), w.table, opts.batch_rows, None).await?;
+                let (batches, total) = laid_out.remove(&w.table.index).ok_or_else(|| {
+                    Error::Runtime(format!("no batch layout for {}", w.table.target))
+                })?;
                 state::save_layout(lock.client(), &w.table.target, &batches, run_id).await?;
                 (batches, total)
             }
@@ -183,7 +202,6 @@ async fn copy_all(
         ));
         queue.extend(pending);
     }
-    drop(layout_session);
 
     let progress = Progress::start(
         "cutover",
@@ -194,7 +212,6 @@ async fn copy_all(
     for (i, (table_index, _)) in shown.iter().enumerate() {
         counters[*table_index] = Some(progress.counter(i));
     }
-    let plan_shared = Arc::new(plan.clone());
     let (source, target, snapshot) = (source.clone(), target.clone(), snapshot.clone());
     let open = {
         let plan = plan_shared.clone();

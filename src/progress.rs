@@ -97,22 +97,26 @@ async fn show(
     stop: Arc<tokio::sync::Notify>,
 ) {
     let started = Instant::now();
-    let bars = (style == Style::Bars).then(|| {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let bar_style = ProgressStyle::with_template(
-            "{prefix:<28} {bar:30.cyan/blue} {human_pos:>11}/{human_len:<11} {per_sec:>14} ETA {eta}",
+    let bars =
+        (style == Style::Bars).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let bar_style = ProgressStyle::with_template(
+            "{prefix:<28} {bar:30.cyan/blue} {human_pos:>11}/{human_len:<11} {rate:>14} ETA {eta}",
         )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-        counters
-            .iter()
-            .map(|c| {
-                let bar = multi.add(ProgressBar::new(c.total));
-                bar.set_style(bar_style.clone());
-                bar.set_prefix(c.name.clone());
-                bar
-            })
-            .collect::<Vec<_>>()
-    });
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0} rows/s", state.per_sec());
+        });
+            counters
+                .iter()
+                .map(|c| {
+                    let bar = multi.add(ProgressBar::new(c.total));
+                    bar.set_style(bar_style.clone());
+                    bar.set_prefix(c.name.clone());
+                    bar
+                })
+                .collect::<Vec<_>>()
+        });
     let interval = if bars.is_some() {
         BAR_INTERVAL
     } else {

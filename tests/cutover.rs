@@ -353,3 +353,27 @@ Secret = "non_public"
         "1\tmine"
     );
 }
+
+#[test]
+fn tables_named_in_any_order_are_each_laid_out_and_copied() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 1500);
+    let run = db.shadan(&[
+        "cutover",
+        "--mapping",
+        MAPPING,
+        "--batch-rows",
+        "300",
+        "--table",
+        "retail.contracts",
+        "--table",
+        "joint.supply_points",
+    ]);
+    run.expect_code(0);
+    db.assert_reference_copy_exact();
+    let layouts = db.target_sql("SELECT string_agg(target_table || ':' || count, ',' ORDER BY target_table) FROM (SELECT target_table, count(*) FROM shadan.batches GROUP BY 1) b");
+    assert_eq!(
+        layouts, "retail.contracts:4,retail.supply_points:6",
+        "each table has its own layout"
+    );
+}
