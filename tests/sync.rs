@@ -253,3 +253,79 @@ fn a_batch_that_grew_far_past_its_size_is_split() {
     );
     db.shadan(&["verify", "--mapping", MAPPING]).expect_code(0);
 }
+
+#[test]
+fn another_teams_schema_with_a_composite_text_key_copies_syncs_and_verifies() {
+    let db = TestDb::new();
+    db.source_sql(
+        "CREATE SCHEMA nw;
+         CREATE TABLE nw.meter_reading (area_code text NOT NULL, spid varchar(22) NOT NULL,
+            read_on date, kwh numeric(12,3), customer_name text, retailer int NOT NULL,
+            tariff_class smallint NOT NULL, meter_serial text, PRIMARY KEY (spid, area_code));
+         INSERT INTO nw.meter_reading
+         SELECT (ARRAY['仙台','Sendai','盛岡 北','a''b'])[1 + i % 4], lpad((i / 4)::text, 22, '0'),
+                date '2026-01-01' + i % 300, (i % 9973) / 7.0, '顧客' || i, 10 + i % 10, 1 + i % 5, 'MS' || i
+         FROM generate_series(1, 4000) i;",
+    );
+    db.target_sql(
+        "CREATE SCHEMA rt;
+         CREATE TABLE rt.readings (spid varchar(22) NOT NULL, area text NOT NULL, read_on date,
+            kwh numeric(12,3), name text, PRIMARY KEY (spid, area));",
+    );
+    let mapping = r#"
+[mapping]
+name = "gas-and-power"
+own_retailer = "17"
+
+[[table]]
+source = "nw.meter_reading"
+target = "rt.readings"
+key = ["area_code", "spid"]
+scope = "all"
+owner = "retailer"
+only = { tariff_class = [1, 2, 3] }
+
+[table.columns]
+area_code     = { class = "public", to = "area" }
+spid          = "public"
+read_on       = "public"
+kwh           = "own"
+customer_name = { class = "own", to = "name" }
+retailer      = "non_public"
+tariff_class  = "non_public"
+meter_serial  = "non_public"
+"#;
+    let path = write_mapping(&db, mapping);
+    let expected = "SELECT spid, area_code, read_on, CASE WHEN retailer = 17 THEN kwh END, \
+        CASE WHEN retailer = 17 THEN customer_name END FROM nw.meter_reading WHERE tariff_class IN (1, 2, 3) ORDER BY 1, 2";
+    let actual = "SELECT spid, area, read_on, kwh, name FROM rt.readings ORDER BY 1, 2";
+    db.shadan(&[
+        "cutover",
+        "--mapping",
+        s(&path),
+        "--batch-rows",
+        "250",
+        "--jobs",
+        "2",
+    ])
+    .expect_code(0);
+    assert_eq!(db.source_rows(expected), db.target_rows(actual));
+    db.shadan(&["verify", "--mapping", s(&path)]).expect_code(0);
+
+    db.source_sql(
+        "UPDATE nw.meter_reading SET retailer = 12 WHERE retailer = 17 AND spid < '0000000000000000000100';
+         UPDATE nw.meter_reading SET retailer = 17 WHERE retailer = 11 AND spid > '0000000000000000000900';
+         UPDATE nw.meter_reading SET tariff_class = 5 WHERE spid BETWEEN '0000000000000000000500' AND '0000000000000000000510';
+         DELETE FROM nw.meter_reading WHERE spid LIKE '%77';
+         INSERT INTO nw.meter_reading VALUES ('新区', '9999999999999999999999', '2026-11-21', 1.5, '新しい顧客', 17, 1, 'MSX');",
+    );
+    let manifest = sync(&db, s(&path));
+    assert_eq!(db.source_rows(expected), db.target_rows(actual));
+    let (inserted, updated, deleted, purged) = changes(&manifest, "rt.readings");
+    assert!(
+        inserted >= 1 && updated > 0 && deleted > 0 && purged > 0,
+        "{inserted} {updated} {deleted} {purged}"
+    );
+    db.shadan(&["verify", "--mapping", s(&path), "--deep"])
+        .expect_code(0);
+}
