@@ -101,11 +101,11 @@ pub async fn layout(
     let rows = client
         .query(&sql, &[&step])
         .await
-        .map_err(Error::db(context()))?;
+        .map_err(Error::db(&context))?;
     let total: i64 = client
         .query_one(&format!("SELECT count(*) FROM ({base}) AS projection"), &[])
         .await
-        .map_err(Error::db(context()))?
+        .map_err(Error::db(&context))?
         .get(0);
     let mut batches = Vec::with_capacity(rows.len() + 1);
     let mut lower = within.and_then(|w| w.lower.clone());

@@ -256,27 +256,27 @@ pub async fn copy_batch(
     target
         .batch_execute("BEGIN")
         .await
-        .map_err(Error::db(writing()))?;
+        .map_err(Error::db(&writing))?;
     let sink = target
         .copy_in::<_, Bytes>(&table.target_copy_in())
         .await
-        .map_err(Error::db(writing()))?;
+        .map_err(Error::db(&writing))?;
     let stream = source
         .client()
         .copy_out(&table.source_copy(batch.shape()))
         .await
-        .map_err(Error::db(reading()))?;
+        .map_err(Error::db(&reading))?;
     let mut sink = pin!(sink);
     let mut stream = pin!(stream);
     let mut split = TupleSplitter::new();
     let mut digest = Accumulator::default();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(Error::db(reading()))?;
+        let chunk = chunk.map_err(Error::db(&reading))?;
         let before = digest.rows;
         split
             .feed(&chunk, &mut |tuple| digest.add_row(tuple))
             .map_err(|e| Error::Runtime(format!("{}: {e}", reading())))?;
-        sink.feed(chunk).await.map_err(Error::db(writing()))?;
+        sink.feed(chunk).await.map_err(Error::db(&writing))?;
         if let Some(c) = counter {
             c.done
                 .fetch_add(digest.rows - before, std::sync::atomic::Ordering::Relaxed);
@@ -285,7 +285,7 @@ pub async fn copy_batch(
     split
         .finish()
         .map_err(|e| Error::Runtime(format!("{}: {e}", reading())))?;
-    let written = sink.as_mut().finish().await.map_err(Error::db(writing()))?;
+    let written = sink.as_mut().finish().await.map_err(Error::db(&writing))?;
     if written != digest.rows {
         return Err(Error::Runtime(format!(
             "{}: the target took {written} rows but {} were read; nothing of this batch was kept",
@@ -297,6 +297,6 @@ pub async fn copy_batch(
     target
         .batch_execute("COMMIT")
         .await
-        .map_err(Error::db(writing()))?;
+        .map_err(Error::db(&writing))?;
     Ok(digest)
 }

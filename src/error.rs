@@ -67,13 +67,37 @@ impl Error {
         ExitCode::from(self.code())
     }
 
-    /// Wraps a database error with what the tool was doing.
-    pub fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
-        let context = context.into();
+    /// Wraps a database error with what the tool was doing. Pass a closure by reference
+    /// (`Error::db(&reading)`) in loops: it is only called when an error happens.
+    pub fn db(context: impl Context) -> impl FnOnce(tokio_postgres::Error) -> Error {
         move |e| Error::Database {
-            context,
+            context: context.describe(),
             cause: DbError::from(e),
         }
+    }
+}
+
+/// What a statement was doing, for an error message; described only when needed.
+pub trait Context {
+    /// The description.
+    fn describe(self) -> String;
+}
+
+impl Context for &str {
+    fn describe(self) -> String {
+        self.to_string()
+    }
+}
+
+impl Context for String {
+    fn describe(self) -> String {
+        self
+    }
+}
+
+impl<F: Fn() -> String> Context for &F {
+    fn describe(self) -> String {
+        self()
     }
 }
 

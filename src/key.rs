@@ -97,7 +97,7 @@ pub async fn render(
         casts.join(", ")
     );
     let context = || format!("rendering sample keys of {}", table.target);
-    let statement = client.prepare(&sql).await.map_err(Error::db(context()))?;
+    let statement = client.prepare(&sql).await.map_err(Error::db(&context))?;
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let values: Vec<RawValue> = key_fields(key).into_iter().map(RawValue).collect();
@@ -106,7 +106,7 @@ pub async fn render(
         let row = client
             .query_one(&statement, &params)
             .await
-            .map_err(Error::db(context()))?;
+            .map_err(Error::db(&context))?;
         out.push(row.get(0));
     }
     Ok(out)

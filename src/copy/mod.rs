@@ -24,11 +24,11 @@ pub async fn fold<S>(
     mut state: S,
     mut on_tuple: impl FnMut(&mut S, &[u8]),
 ) -> Result<S, Error> {
-    let copy = client.copy_out(sql).await.map_err(Error::db(context()))?;
+    let copy = client.copy_out(sql).await.map_err(Error::db(&context))?;
     let mut copy = pin!(copy);
     let mut split = TupleSplitter::new();
     while let Some(chunk) = copy.next().await {
-        let chunk = chunk.map_err(Error::db(context()))?;
+        let chunk = chunk.map_err(Error::db(&context))?;
         split
             .feed(&chunk, &mut |tuple| on_tuple(&mut state, tuple))
             .map_err(|e| Error::Runtime(format!("{}: {e}", context())))?;

@@ -36,6 +36,14 @@ pub struct SourceRows {
 }
 
 impl SourceRows {
+    /// Room for about `rows` rows.
+    pub fn with_capacity(rows: usize) -> Self {
+        Self {
+            tuples: Vec::with_capacity(rows),
+            ..Self::default()
+        }
+    }
+
     /// Adds one tuple.
     pub fn push(&mut self, tuple: &[u8]) {
         let start = self.bytes.len();
@@ -69,24 +77,25 @@ fn has_own_value(tuple: &[u8], positions: &[usize]) -> bool {
     positions.iter().any(|&i| values[i].is_some())
 }
 
-/// Opens the batch's write transaction and reads the target's rows of the batch.
-/// `client` has the batch's key bounds bound.
+/// Opens the batch's write transaction and reads the target's rows of the batch (about
+/// `expected` of them). `client` has the batch's key bounds bound.
 pub async fn begin_and_read(
     client: &Client,
     table: &TablePlan,
     batch: &Batch,
+    expected: usize,
 ) -> Result<TargetRows, Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
     client
         .batch_execute("BEGIN")
         .await
-        .map_err(Error::db(context()))?;
+        .map_err(Error::db(&context))?;
     let positions = own_positions(table);
     crate::copy::fold(
         client,
         &table.target_copy_out(batch.shape()),
         context,
-        TargetRows::default(),
+        TargetRows::with_capacity_and_hasher(expected, Default::default()),
         |held, tuple| {
             held.insert(
                 key_bytes(tuple, table.key_len).to_vec(),
@@ -149,7 +158,7 @@ pub async fn write(
                 table.target.sql()
             ))
             .await
-            .map_err(Error::db(context()))?;
+            .map_err(Error::db(&context))?;
         let copy = format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
             quote_ident(&stage),
@@ -159,7 +168,7 @@ pub async fn write(
         client
             .execute(&upsert_sql(table, &stage), &[])
             .await
-            .map_err(Error::db(context()))?;
+            .map_err(Error::db(&context))?;
     }
     if !gone.is_empty() {
         delete_keys(client, table, &gone, context).await?;
@@ -168,7 +177,7 @@ pub async fn write(
     client
         .batch_execute("COMMIT")
         .await
-        .map_err(Error::db(context()))?;
+        .map_err(Error::db(&context))?;
     Ok(changes)
 }
 
@@ -189,7 +198,7 @@ async fn delete_keys(
             table.target.sql()
         ))
         .await
-        .map_err(Error::db(context()))?;
+        .map_err(Error::db(&context))?;
     let key_tuples: Vec<Vec<u8>> = gone
         .iter()
         .map(|key| {
@@ -222,7 +231,7 @@ async fn delete_keys(
             &[],
         )
         .await
-        .map_err(Error::db(context()))?;
+        .map_err(Error::db(&context))?;
     Ok(())
 }
 
@@ -260,7 +269,7 @@ async fn send<'a>(
     let sink = client
         .copy_in::<_, Bytes>(copy)
         .await
-        .map_err(Error::db(context()))?;
+        .map_err(Error::db(&context))?;
     let mut sink = pin!(sink);
     let mut buf = EMPTY_STREAM_HEADER.to_vec();
     for tuple in tuples {
@@ -268,13 +277,13 @@ async fn send<'a>(
         if buf.len() >= STAGE_MESSAGE_BYTES {
             sink.feed(Bytes::from(std::mem::take(&mut buf)))
                 .await
-                .map_err(Error::db(context()))?;
+                .map_err(Error::db(&context))?;
         }
     }
     buf.extend_from_slice(&(-1i16).to_be_bytes());
     sink.feed(Bytes::from(buf))
         .await
-        .map_err(Error::db(context()))?;
-    sink.as_mut().finish().await.map_err(Error::db(context()))?;
+        .map_err(Error::db(&context))?;
+    sink.as_mut().finish().await.map_err(Error::db(&context))?;
     Ok(())
 }

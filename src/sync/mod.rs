@@ -210,9 +210,11 @@ impl Worker {
                 return Ok((digest.rows, None));
             }
         }
+        // Room for the rows the checkpoint counted, and some growth.
+        let expected = stored.map_or(0, |s| s.rows as usize + s.rows as usize / 8);
         let (rows, held) = tokio::try_join!(
-            read_source(&self.session, table, batch),
-            apply::begin_and_read(&self.client, table, batch)
+            read_source(&self.session, table, batch, expected),
+            apply::begin_and_read(&self.client, table, batch, expected)
         )?;
         self.last_dirty = stored != Some(rows.digest);
         if !self.last_dirty {
@@ -230,12 +232,13 @@ async fn read_source(
     session: &Session,
     table: &TablePlan,
     batch: &Batch,
+    expected: usize,
 ) -> Result<SourceRows, Error> {
     crate::copy::fold(
         session.client(),
         &table.source_copy(batch.shape()),
         || format!("reading {} {}", table.source, batch.describe()),
-        SourceRows::default(),
+        SourceRows::with_capacity(expected),
         |rows, tuple| rows.push(tuple),
     )
     .await
@@ -276,7 +279,7 @@ async fn split_grown(
         let mut digests = Vec::new();
         for part in &parts {
             session.bind_batch(part).await?;
-            digests.push(read_source(&session, table, part).await?.digest);
+            digests.push(read_source(&session, table, part, 0).await?.digest);
         }
         lock.client()
             .batch_execute("BEGIN")

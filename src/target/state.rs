@@ -76,19 +76,19 @@ pub async fn save_layout(
             &[&name],
         )
         .await
-        .map_err(Error::db(context()))?;
+        .map_err(Error::db(&context))?;
     let statement = client
         .prepare(
             "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id) \
              VALUES ($1, $2, $3, $4, $5)",
         )
         .await
-        .map_err(Error::db(context()))?;
+        .map_err(Error::db(&context))?;
     for b in batches {
         client
             .execute(&statement, &[&name, &b.no, &b.lower, &b.upper, &run_id])
             .await
-            .map_err(Error::db(context()))?;
+            .map_err(Error::db(&context))?;
     }
     Ok(())
 }

@@ -151,7 +151,7 @@ pub async fn diff_table(
             source
                 .prepare(&table.source_key_exists())
                 .await
-                .map_err(Error::db(context()))?,
+                .map_err(Error::db(&context))?,
         ),
         // Through export views the tool cannot see rows outside the scope at all.
         SourceAccess::Views => None,
@@ -165,7 +165,7 @@ pub async fn diff_table(
             let exists: bool = source
                 .query_one(probe, &params)
                 .await
-                .map_err(Error::db(context()))?
+                .map_err(Error::db(&context))?
                 .get(0);
             if exists {
                 diff.out_of_scope.add(key);
