@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Benchmark: shadan against a raw binary COPY pipe of exactly the same projected rows,
-# measured side by side in one run on two fresh local clusters. Prints figures only:
-# timings on a shared machine are noisy, so read the ratios, not the absolute times.
+# Benchmark: shadan beside raw PostgreSQL on exactly the same rows, measured side by side
+# in one run on two fresh local clusters. Each figure is the median of RUNS runs (default
+# 3) with the slowest and fastest shown, because timings on a shared machine are noisy:
+# read the ratios, not the absolute times. Prints figures only; nothing here is a test.
 #
 #   scripts/bench.sh [N]          # N supply points and contracts (default 1,000,000)
 #
 #   pipe     psql -c "COPY (<shadan's own projection query>) TO STDOUT (FORMAT binary)" |
 #            psql -c "<shadan's own COPY target FROM STDIN (FORMAT binary)>", tables in parallel
 #   cutover  shadan cutover --jobs 1 and --jobs 2, the target emptied before each run
+#   read     COPY of the projection and of the target tables to /dev/null, all in parallel
+#   verify   shadan verify and verify --deep --jobs 2
+#   sync     shadan sync --jobs 2 after no change, and after changing 1% of contracts
+#            (switches both ways, move-outs, capacity and address changes)
 set -euo pipefail
 n=${1:-1000000}
+runs=${RUNS:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export SHADAN_LOCAL_DIR=${SHADAN_BENCH_DIR:-$root/.shadan-bench}
@@ -25,6 +31,7 @@ trap 'scripts/pg-local.sh stop >/dev/null' EXIT
 scripts/pg-local.sh stop >/dev/null 2>&1 || true
 scripts/pg-local.sh start >/dev/null
 eval "$(scripts/pg-local.sh env)"
+out=$SHADAN_LOCAL_DIR
 
 echo "generating $n supply points and contracts ..."
 PSQL="$bin/psql" scripts/gen-data.sh "$n" >/dev/null
@@ -33,9 +40,20 @@ plan_json=$("$shadan" plan --mapping "$mapping" --json)
 rows=$($psql -At -d "$SHADAN_SOURCE" -c "SELECT (SELECT count(*) FROM joint.supply_points) \
     + (SELECT count(*) FROM joint.contracts WHERE retailer_code = 'R0001' AND supply_kind = 'retail')")
 
+# Per table: PGOPTIONS for the source session (the values shadan binds), source query,
+# target COPY statement, target table; taken from shadan's own plan.
+mapfile -t tables < <(python3 - "$plan_json" <<'PY'
+import json, sys
+plan = json.loads(sys.argv[1])
+base = ["-c shadan.own_retailer=" + plan["mapping"]["own_retailer"]]
+for t in plan["tables"]:
+    opts = base + ["-c %s={%s}" % (s["name"], ",".join(s["value"])) for s in t["settings"]]
+    print("\t".join([" ".join(opts), t["query"], t["copy_in"], t["target"]]))
+PY
+)
+
 now() { date +%s.%N; }
-since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
-reset_target() {
+empty_target() {
     $psql -d "$SHADAN_TARGET" -c "DROP SCHEMA IF EXISTS shadan CASCADE" \
         -c "TRUNCATE retail.supply_points, retail.contracts" -c "CHECKPOINT" >/dev/null 2>&1
     $psql -d "$SHADAN_SOURCE" -c "CHECKPOINT" >/dev/null
@@ -43,115 +61,108 @@ reset_target() {
 target_rows() {
     $psql -At -d "$SHADAN_TARGET" -c "SELECT (SELECT count(*) FROM retail.supply_points) + (SELECT count(*) FROM retail.contracts)"
 }
-
-# Lines of: PGOPTIONS for the source session (the values shadan binds), TAB, source
-# query, TAB, target COPY statement; one line per table, taken from shadan's own plan.
-mapfile -t pipes < <(python3 - "$plan_json" <<'PY'
-import json, sys
-plan = json.loads(sys.argv[1])
-base = ["-c shadan.own_retailer=" + plan["mapping"]["own_retailer"]]
-for t in plan["tables"]:
-    opts = base + ["-c %s={%s}" % (s["name"], ",".join(s["value"])) for s in t["settings"]]
-    print("\t".join([" ".join(opts), t["query"], t["copy_in"]]))
-PY
-)
-
-declare -A secs rss
-reset_target
-start=$(now)
-pids=()
-for line in "${pipes[@]}"; do
-    IFS=$'\t' read -r options query copy_in <<<"$line"
-    ( PGOPTIONS="$options" $psql -d "$SHADAN_SOURCE" -c "COPY ($query) TO STDOUT (FORMAT binary)" |
-        $psql -d "$SHADAN_TARGET" -c "$copy_in" ) &
-    pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p"; done
-secs[pipe]=$(since "$start")
-[ "$(target_rows)" = "$rows" ] || { echo "the raw pipe copied $(target_rows) rows, expected $rows" >&2; exit 1; }
-
-for jobs in 1 2; do
-    reset_target
-    start=$(now)
-    /usr/bin/time -f %M -o "$SHADAN_LOCAL_DIR/rss" "$shadan" cutover --mapping "$mapping" --jobs "$jobs" \
-        >/dev/null 2>"$SHADAN_LOCAL_DIR/err" || { cat "$SHADAN_LOCAL_DIR/err" >&2; exit 1; }
-    secs[cutover$jobs]=$(since "$start")
-    rss[cutover$jobs]=$(( $(cat "$SHADAN_LOCAL_DIR/rss") / 1024 ))
-    [ "$(target_rows)" = "$rows" ] || { echo "cutover copied $(target_rows) rows, expected $rows" >&2; exit 1; }
-done
-
-# verify, beside a raw parallel binary read of both sides (the target as cutover left it).
-start=$(now)
-pids=()
-for line in "${pipes[@]}"; do
-    IFS=$'\t' read -r options query copy_in <<<"$line"
-    target=${copy_in#COPY }; target=${target%% (*}
-    PGOPTIONS="$options" $psql -d "$SHADAN_SOURCE" -c "COPY ($query) TO STDOUT (FORMAT binary)" >/dev/null &
-    pids+=($!)
-    $psql -d "$SHADAN_TARGET" -c "COPY $target TO STDOUT (FORMAT binary)" >/dev/null &
-    pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p"; done
-secs[read]=$(since "$start")
-
-for mode in plain deep; do
-    flag=; [ "$mode" = deep ] && flag=--deep
-    start=$(now)
-    /usr/bin/time -f %M -o "$SHADAN_LOCAL_DIR/rss" "$shadan" verify --mapping "$mapping" --jobs 2 $flag \
-        >/dev/null 2>"$SHADAN_LOCAL_DIR/err" || { cat "$SHADAN_LOCAL_DIR/err" >&2; exit 1; }
-    secs[verify_$mode]=$(since "$start")
-    rss[verify_$mode]=$(( $(cat "$SHADAN_LOCAL_DIR/rss") / 1024 ))
-done
-
-# sync after nothing changed, then after changing 1% of contracts (switches away and
-# to the own retailer, moves out, address and capacity changes).
 written() {
     $psql -At -d "$SHADAN_TARGET" -c "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables WHERE schemaname = 'retail'"
 }
-sync_run() { # key
-    local before; before=$(written)
-    start=$(now)
-    /usr/bin/time -f %M -o "$SHADAN_LOCAL_DIR/rss" "$shadan" sync --mapping "$mapping" --jobs 2 --json \
-        >"$SHADAN_LOCAL_DIR/manifest" 2>"$SHADAN_LOCAL_DIR/err" || { cat "$SHADAN_LOCAL_DIR/err" >&2; exit 1; }
-    secs[$1]=$(since "$start")
-    rss[$1]=$(( $(cat "$SHADAN_LOCAL_DIR/rss") / 1024 ))
-    sleep 1 # let the server publish the table counters
-    written_rows[$1]=$(( $(written) - before ))
-    changed_rows[$1]=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(sum(sum(t['changes'].values()) for t in m['tables']))" "$SHADAN_LOCAL_DIR/manifest")
-}
-declare -A written_rows changed_rows
-sync_run sync_none
-$psql -d "$SHADAN_SOURCE" >/dev/null <<'SQL'
-UPDATE joint.contracts SET retailer_code = 'R0002' WHERE contract_id % 1000 = 1 AND retailer_code = 'R0001';
-UPDATE joint.contracts SET retailer_code = 'R0001' WHERE contract_id % 1000 = 2 AND supply_kind = 'retail';
-DELETE FROM joint.contracts WHERE contract_id % 1000 = 3;
-UPDATE joint.contracts SET contracted_capacity_kva = 6.0, phone = '022-999-0000' WHERE contract_id % 1000 IN (4, 5, 6, 7);
-UPDATE joint.supply_points SET address = address || ' 2F' WHERE right(supply_point_id, 3) IN ('008', '009', '010');
-UPDATE joint.contracts SET wheeling_rate_plan = 'changed' WHERE contract_id % 1000 = 11;
-SQL
-sync_run sync_1pct
 
-row() { # label key [baseline key]
-    python3 - "$1" "$rows" "${secs[$2]}" "${secs[${3:-pipe}]}" "${rss[$2]:--}" <<'PY'
+raw_pipe() {
+    local pids=() line options query copy_in target
+    for line in "${tables[@]}"; do
+        IFS=$'\t' read -r options query copy_in target <<<"$line"
+        ( PGOPTIONS="$options" $psql -d "$SHADAN_SOURCE" -c "COPY ($query) TO STDOUT (FORMAT binary)" |
+            $psql -d "$SHADAN_TARGET" -c "$copy_in" ) &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    [ "$(target_rows)" = "$rows" ] || { echo "the raw pipe copied $(target_rows) rows, expected $rows" >&2; exit 1; }
+}
+raw_read() {
+    local pids=() line options query copy_in target
+    for line in "${tables[@]}"; do
+        IFS=$'\t' read -r options query copy_in target <<<"$line"
+        PGOPTIONS="$options" $psql -d "$SHADAN_SOURCE" -c "COPY ($query) TO STDOUT (FORMAT binary)" >/dev/null &
+        pids+=($!)
+        $psql -d "$SHADAN_TARGET" -c "COPY $target TO STDOUT (FORMAT binary)" >/dev/null &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+}
+shadan_run() { # args...: runs shadan, keeps its peak RSS (KB) in $out/rss
+    /usr/bin/time -f %M -o "$out/rss" "$shadan" "$@" >"$out/stdout" 2>"$out/err" ||
+        { cat "$out/err" >&2; exit 1; }
+}
+cutover_run() { empty_target; shadan_run cutover --mapping "$mapping" --jobs "$1"; [ "$(target_rows)" = "$rows" ]; }
+change=0
+one_percent() { # a different 1% of contracts each time
+    change=$((change + 1))
+    $psql -d "$SHADAN_SOURCE" >/dev/null <<SQL
+UPDATE joint.contracts SET retailer_code = 'R0002' WHERE contract_id % 1000 = 10 * $change + 1 AND retailer_code = 'R0001';
+UPDATE joint.contracts SET retailer_code = 'R0001' WHERE contract_id % 1000 = 10 * $change + 2 AND supply_kind = 'retail';
+DELETE FROM joint.contracts WHERE contract_id % 1000 = 10 * $change + 3;
+UPDATE joint.contracts SET contracted_capacity_kva = 6.0, phone = '022-999-000$change' WHERE contract_id % 1000 IN (10 * $change + 4, 10 * $change + 5, 10 * $change + 6, 10 * $change + 7);
+UPDATE joint.supply_points SET address = address || ' ${change}F' WHERE right(supply_point_id, 3)::int IN (10 * $change + 8, 10 * $change + 9, 10 * $change);
+UPDATE joint.contracts SET wheeling_rate_plan = 'changed $change' WHERE contract_id % 1000 = 10 * $change + 9;
+SQL
+}
+
+declare -A med lo hi rss
+measure() { # key prepare-function command...: median, min and max seconds of $runs runs
+    local key=$1 prepare=$2; shift 2
+    local times=() peak=0 i start
+    for ((i = 0; i < runs; i++)); do
+        $prepare
+        start=$(now)
+        "$@"
+        times+=("$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$(now)")")
+        [ -f "$out/rss" ] && [ "$(cat "$out/rss")" -gt "$peak" ] && peak=$(cat "$out/rss")
+        rm -f "$out/rss"
+    done
+    read -r med[$key] lo[$key] hi[$key] < <(python3 -c "import sys, statistics as s; t = sorted(map(float, sys.argv[1:])); print(s.median(t), t[0], t[-1])" "${times[@]}")
+    rss[$key]=$((peak / 1024))
+}
+nothing() { :; }
+
+echo "measuring, $runs runs each ..."
+measure pipe empty_target raw_pipe
+measure cutover1 nothing cutover_run 1
+measure cutover2 nothing cutover_run 2
+measure read nothing raw_read
+measure verify nothing shadan_run verify --mapping "$mapping" --jobs 2
+measure deep nothing shadan_run verify --mapping "$mapping" --jobs 2 --deep
+shadan_run sync --mapping "$mapping" --jobs 2
+measure sync_none nothing shadan_run sync --mapping "$mapping" --jobs 2 --json
+measure sync_1pct one_percent shadan_run sync --mapping "$mapping" --jobs 2 --json
+# Rows written must equal rows changed: one more 1% night, counters read around it.
+one_percent
+sleep 1 # let the server publish its table counters
+before=$(written)
+shadan_run sync --mapping "$mapping" --jobs 2 --json
+sleep 1
+written_1pct=$(( $(written) - before ))
+changed_1pct=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(sum(sum(t['changes'].values()) for t in m['tables']))" "$out/stdout")
+
+row() { # label key baseline-key how
+    python3 - "$1" "$rows" "${med[$2]}" "${lo[$2]}" "${hi[$2]}" "${med[$3]}" "$4" "${rss[$2]:-0}" <<'PY'
 import sys
-label, rows, s, pipe, rss = sys.argv[1:]
-rss = rss + " MB" if rss != "-" else rss
-print(f"{label:<30} {float(s):>9.2f} {int(rows)/float(s):>14,.0f} {float(pipe)/float(s):>10.2f}x {rss:>10}")
+label, rows, m, lo, hi, base, how, rss = sys.argv[1:]
+m, lo, hi, base = map(float, (m, lo, hi, base))
+ratio = base / m if how == "speed" else m / base
+rss = f"{rss} MB" if rss != "0" else "-"
+print(f"{label:<32} {m:>7.2f} {lo:>6.2f}-{hi:<6.2f} {int(rows)/m:>12,.0f} {ratio:>7.2f}  {rss:>8}")
 PY
 }
-printf '\nshadan benchmark: %s rows copied (%s supply points + own contracts), %s cores\n' "$rows" "$n" "$(nproc)"
-printf '%-30s %9s %14s %11s %10s\n' "run" "seconds" "rows/s" "vs pipe" "peak RSS"
-row "raw COPY pipe (parallel)" pipe
-row "shadan cutover --jobs 1" cutover1
-row "shadan cutover --jobs 2" cutover2
-printf '%-30s %9s %14s %11s %10s\n' "" "" "" "vs read" ""
-row "raw binary read, both sides" read read
-row "shadan verify --jobs 2" verify_plain read
-row "shadan verify --deep --jobs 2" verify_deep read
-python3 -c "import sys; print(f'verify --deep / verify: {float(sys.argv[1])/float(sys.argv[2]):.2f}x')" "${secs[verify_deep]}" "${secs[verify_plain]}"
-printf '%-30s %9s %14s %11s %10s\n' "" "" "" "vs cutover" ""
-row "shadan sync, nothing changed" sync_none cutover2
-row "shadan sync, 1% changed" sync_1pct cutover2
-for k in sync_none sync_1pct; do
-    echo "$k: rows written (pg_stat_user_tables) ${written_rows[$k]}, rows changed (manifest) ${changed_rows[$k]}"
-done
+printf '\nshadan benchmark: %s rows (%s supply points + own contracts), %s cores, median of %s runs\n' "$rows" "$n" "$(nproc)" "$runs"
+printf '%-32s %7s %13s %12s %7s  %8s\n' "run" "median" "min-max (s)" "rows/s" "ratio" "peak RSS"
+echo "-- speed relative to the raw COPY pipe (higher is faster)"
+row "raw COPY pipe, tables parallel" pipe pipe speed
+row "shadan cutover --jobs 1" cutover1 pipe speed
+row "shadan cutover --jobs 2" cutover2 pipe speed
+echo "-- speed relative to a raw parallel read of both sides"
+row "raw binary read, both sides" read read speed
+row "shadan verify --jobs 2" verify read speed
+row "shadan verify --deep --jobs 2" deep read speed
+echo "-- time relative to cutover --jobs 2 (lower is faster)"
+row "shadan sync, nothing changed" sync_none cutover2 time
+row "shadan sync, 1% changed" sync_1pct cutover2 time
+python3 -c "import sys; print(f'verify --deep takes {float(sys.argv[1])/float(sys.argv[2]):.2f}x the time of verify')" "${med[deep]}" "${med[verify]}"
+echo "sync after a 1% night: rows written (pg_stat_user_tables) $written_1pct, rows changed (its manifest) $changed_1pct"

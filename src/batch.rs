@@ -70,15 +70,121 @@ impl Batch {
     }
 }
 
+/// Rows sampled per batch when cut points come from a sample: enough that batch sizes
+/// stay within a few tens of percent of `--batch-rows`.
+const SAMPLE_ROWS_PER_BATCH: f64 = 200.0;
+
+/// Tables smaller than this many batches are cut exactly (one pass over their keys is
+/// cheap); larger ones from a block sample.
+const EXACT_BELOW_BATCHES: f64 = 10.0;
+
 /// Cuts `table` (or only the range of `within`) into batches of about `batch_rows`
 /// projected rows, reading keys on the session `client` (which has the plan's settings
-/// bound). Returns the batches, numbered from 0, and the number of rows in scope.
+/// bound). Returns the batches, numbered from 0, and the (estimated) rows in scope.
+///
+/// Batches are key ranges; their sizes need not be exact, only their bounds. A large
+/// table's cut points are quantiles of a `TABLESAMPLE SYSTEM` block sample, which costs
+/// milliseconds instead of a pass over every key before the copy can start.
 pub async fn layout(
     client: &Client,
     table: &TablePlan,
     batch_rows: u64,
     within: Option<&Batch>,
 ) -> Result<(Vec<Batch>, u64), Error> {
+    let sampled = match within {
+        None => sample_fraction(client, table, batch_rows).await?,
+        Some(_) => None,
+    };
+    let (cuts, total) = match sampled {
+        Some(percent) => sampled_cuts(client, table, batch_rows, percent).await?,
+        None => exact_cuts(client, table, batch_rows, within).await?,
+    };
+    let mut batches = Vec::with_capacity(cuts.len() + 1);
+    let mut lower = within.and_then(|w| w.lower.clone());
+    for (no, upper) in cuts.into_iter().enumerate() {
+        batches.push(Batch {
+            table: table.index,
+            no: no as i32,
+            lower: lower.take(),
+            upper: Some(upper.clone()),
+        });
+        lower = Some(upper);
+    }
+    let upper = within.and_then(|w| w.upper.clone());
+    if upper.is_some() && upper == lower {
+        // The range ends exactly on a cut: no empty trailing part.
+        return Ok((batches, total));
+    }
+    batches.push(Batch {
+        table: table.index,
+        no: batches.len() as i32,
+        lower,
+        upper,
+    });
+    Ok((batches, total))
+}
+
+/// The sample percentage for a table worth sampling, or `None` to cut it exactly (small
+/// or never analysed tables, views).
+async fn sample_fraction(
+    client: &Client,
+    table: &TablePlan,
+    batch_rows: u64,
+) -> Result<Option<f32>, Error> {
+    if table.access != crate::plan::SourceAccess::Tables {
+        return Ok(None);
+    }
+    let row = client
+        .query_one(
+            "SELECT c.relkind::text, c.reltuples::float8 FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
+            &[&table.source.sql()],
+        )
+        .await
+        .map_err(Error::db(format!("sizing {}", table.source)))?;
+    let (kind, tuples): (String, f64) = (row.get(0), row.get(1));
+    let batch_rows = batch_rows.max(1) as f64;
+    if kind != "r" || tuples < EXACT_BELOW_BATCHES * batch_rows {
+        return Ok(None);
+    }
+    Ok(Some(
+        (100.0 * SAMPLE_ROWS_PER_BATCH / batch_rows).clamp(0.01, 100.0) as f32,
+    ))
+}
+
+/// Cut points from a block sample of `percent` percent.
+async fn sampled_cuts(
+    client: &Client,
+    table: &TablePlan,
+    batch_rows: u64,
+    percent: f32,
+) -> Result<(Vec<Vec<String>>, u64), Error> {
+    let rows = client
+        .query(&table.source_sample_keys(), &[&percent])
+        .await
+        .map_err(Error::db(format!(
+            "sampling {} to cut it into batches",
+            table.source
+        )))?;
+    let estimate = (rows.len() as f64 * 100.0 / f64::from(percent)) as u64;
+    let batches = estimate.div_ceil(batch_rows.max(1)).max(1) as usize;
+    let step = (rows.len() / batches).max(1);
+    let cuts = rows
+        .iter()
+        .skip(step - 1)
+        .step_by(step)
+        .take(batches.saturating_sub(1))
+        .map(|r| (0..table.key_len).map(|i| r.get(i)).collect())
+        .collect();
+    Ok((cuts, estimate))
+}
+
+/// Exact cut points: every `batch_rows`-th key of the projection (within a range).
+async fn exact_cuts(
+    client: &Client,
+    table: &TablePlan,
+    batch_rows: u64,
+    within: Option<&Batch>,
+) -> Result<(Vec<Vec<String>>, u64), Error> {
     let shape = within.map(Batch::shape).unwrap_or(RangeShape::ALL);
     if let Some(w) = within {
         crate::snapshot::bind(client, &w.settings()).await?;
@@ -107,30 +213,11 @@ pub async fn layout(
         .await
         .map_err(Error::db(&context))?
         .get(0);
-    let mut batches = Vec::with_capacity(rows.len() + 1);
-    let mut lower = within.and_then(|w| w.lower.clone());
-    for (no, row) in rows.iter().enumerate() {
-        let upper: Vec<String> = (0..table.key_len).map(|i| row.get(i)).collect();
-        batches.push(Batch {
-            table: table.index,
-            no: no as i32,
-            lower: lower.take(),
-            upper: Some(upper.clone()),
-        });
-        lower = Some(upper);
-    }
-    let upper = within.and_then(|w| w.upper.clone());
-    if upper.is_some() && upper == lower {
-        // The range ends exactly on a cut: no empty trailing part.
-        return Ok((batches, total.max(0) as u64));
-    }
-    batches.push(Batch {
-        table: table.index,
-        no: batches.len() as i32,
-        lower,
-        upper,
-    });
-    Ok((batches, total.max(0) as u64))
+    let cuts = rows
+        .iter()
+        .map(|r| (0..table.key_len).map(|i| r.get(i)).collect())
+        .collect();
+    Ok((cuts, total.max(0) as u64))
 }
 
 /// One table's batch layout.

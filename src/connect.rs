@@ -97,6 +97,24 @@ impl Endpoint {
         Ok(Self { side, config, tls })
     }
 
+    /// Opens a target connection for a worker that writes batches. Its commits do not wait
+    /// for the WAL flush (`synchronous_commit = off`): each batch still commits atomically
+    /// with its checkpoint and WAL stays ordered, so a server crash can only rewind to an
+    /// earlier consistent state that `--resume` or the next sync continues from. The
+    /// run's closing commit on the lock session is synchronous and flushes all of them.
+    pub async fn connect_writer(&self) -> Result<Client, ConnectError> {
+        let client = self.connect().await?;
+        client
+            .batch_execute("SET synchronous_commit = off")
+            .await
+            .map_err(|e| ConnectError::Unreachable {
+                side: self.side,
+                endpoint: self.to_string(),
+                cause: DbError::from(e),
+            })?;
+        Ok(client)
+    }
+
     /// Opens one connection; its driver task runs on the current runtime.
     pub async fn connect(&self) -> Result<Client, ConnectError> {
         let unreachable = |e| ConnectError::Unreachable {

@@ -224,7 +224,7 @@ async fn copy_all(
             );
             async move {
                 let session = Session::open(&source, &snapshot, &plan).await?;
-                Ok((session, target.connect().await?))
+                Ok((session, target.connect_writer().await?))
             }
         }
     };

@@ -303,6 +303,30 @@ impl TablePlan {
         )
     }
 
+    /// The keys (as text, in key order) of a `TABLESAMPLE SYSTEM ($1)` block sample of
+    /// the source table's rows in scope; `$1` is the percentage. The text columns get
+    /// their own names so that ORDER BY sorts by the typed key, not by its text.
+    pub fn source_sample_keys(&self) -> String {
+        let texts: Vec<String> = self
+            .key()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}::text AS shadan_key_{}", quote_ident(&c.source), i + 1))
+            .collect();
+        let mut sql = format!(
+            "SELECT {} FROM {} TABLESAMPLE SYSTEM ($1)",
+            texts.join(", "),
+            self.source.sql()
+        );
+        let preds = self.scope_predicates();
+        if !preds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&preds.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY {}", self.source_key_list()));
+        sql
+    }
+
     /// The key columns of the source, quoted and comma-separated, in key order.
     pub fn source_key_list(&self) -> String {
         self.key()

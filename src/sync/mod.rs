@@ -131,7 +131,7 @@ async fn sync_all(
                 let session = Session::open(&source, &snapshot, &plan).await?;
                 Ok(Worker {
                     session,
-                    client: target.connect().await?,
+                    client: target.connect_writer().await?,
                     last_dirty: false,
                 })
             }
