@@ -179,7 +179,7 @@ async fn copy_all(
     .into_iter()
     .map(|l| (l.table, (l.batches, l.rows)))
     .collect::<std::collections::HashMap<_, _>>();
-    let mut queue = VecDeque::new();
+    let mut per_table = Vec::new();
     let mut shown = Vec::new();
     for w in work {
         let (pending, total) = match w.pending {
@@ -200,8 +200,9 @@ async fn copy_all(
             w.table.index,
             (w.table.target.to_string(), total, w.done_rows),
         ));
-        queue.extend(pending);
+        per_table.push(VecDeque::from(pending));
     }
+    let queue = interleave(per_table);
 
     let progress = Progress::start(
         "cutover",
@@ -239,6 +240,18 @@ async fn copy_all(
     let outcome = workers::for_each(opts.jobs, queue, shutdown, open, work).await;
     progress.finish().await;
     outcome
+}
+
+/// Orders batches round-robin across tables, so that concurrent workers mostly write to
+/// different tables: bulk loads into one table serialize on its relation-extension lock.
+fn interleave(mut per_table: Vec<VecDeque<Batch>>) -> VecDeque<Batch> {
+    let mut queue = VecDeque::new();
+    while per_table.iter().any(|q| !q.is_empty()) {
+        for q in per_table.iter_mut() {
+            queue.extend(q.pop_front());
+        }
+    }
+    queue
 }
 
 /// Copies one batch and commits it with its checkpoint; returns its digest.
