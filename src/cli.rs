@@ -147,6 +147,10 @@ pub struct CutoverArgs {
     /// Continue an interrupted cutover from its checkpoints.
     #[arg(long)]
     pub resume: bool,
+    /// Load with the target's indexes in place (by default an empty table's primary key,
+    /// unique constraints and indexes are built after its load, which is faster).
+    #[arg(long)]
+    pub keep_indexes: bool,
     /// Print the run manifest as JSON.
     #[arg(long)]
     pub json: bool,
@@ -186,6 +190,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 batch_rows: args.batch_rows,
                 tables: args.tables,
                 resume: args.resume,
+                keep_indexes: args.keep_indexes,
                 progress: crate::progress::Style::detect(cli.global.log_format == LogFormat::Json),
             };
             let shutdown = crate::shutdown::Shutdown::on_signals();

@@ -5,7 +5,8 @@
 //! and a target connection, take batches from one queue. A batch streams
 //! `COPY (projection) TO STDOUT (FORMAT binary)` into `COPY target FROM STDIN (FORMAT
 //! binary)`, hashing each tuple on the way, and commits together with its checkpoint, so
-//! `--resume` copies exactly the batches that never committed.
+//! `--resume` copies exactly the batches that never committed. Target indexes are built
+//! after the load unless `--keep-indexes` ([`crate::target::indexes`]).
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -26,6 +27,7 @@ use crate::plan::{Plan, TablePlan};
 use crate::progress::{self, Progress, TableCounter};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Session, Snapshot};
+use crate::target::indexes;
 use crate::target::lock::TargetLock;
 use crate::target::state;
 use crate::workers;
@@ -41,6 +43,8 @@ pub struct Options {
     pub tables: Vec<String>,
     /// Continue an interrupted cutover from its checkpoints.
     pub resume: bool,
+    /// Load with the target's indexes in place instead of building them after the load.
+    pub keep_indexes: bool,
     /// How progress is shown.
     pub progress: progress::Style,
 }
@@ -192,6 +196,10 @@ async fn copy_all(
                     Error::Runtime(format!("no batch layout for {}", w.table.target))
                 })?;
                 state::save_layout(lock.client(), &w.table.target, &batches, run_id).await?;
+                if !opts.keep_indexes {
+                    let deferred = indexes::defer(lock.client(), &w.table.target).await?;
+                    tracing::info!(table = %w.table.target, indexes = deferred, "indexes set aside for the load");
+                }
                 (batches, total)
             }
         };
@@ -213,9 +221,13 @@ async fn copy_all(
     for (i, (table_index, _)) in shown.iter().enumerate() {
         counters[*table_index] = Some(progress.counter(i));
     }
-    let (source, target, snapshot) = (source.clone(), target.clone(), snapshot.clone());
     let open = {
-        let plan = plan_shared.clone();
+        let (plan, source, target, snapshot) = (
+            plan_shared.clone(),
+            source.clone(),
+            target.clone(),
+            snapshot.clone(),
+        );
         move || {
             let (plan, source, target, snapshot) = (
                 plan.clone(),
@@ -239,8 +251,31 @@ async fn copy_all(
     };
     let outcome = workers::for_each(opts.jobs, queue, shutdown, open, work).await;
     progress.finish().await;
-    outcome
+    outcome?;
+    // Every batch of every table is written: build what was set aside for the load, each
+    // table on its own connection so that the builds run side by side.
+    let builds = shown.iter().map(|(table_index, _)| {
+        let table = plan.tables[*table_index].target.clone();
+        let target = target.clone();
+        async move {
+            let client = target.connect().await?;
+            client
+                .batch_execute(INDEX_BUILD_SETTINGS)
+                .await
+                .map_err(Error::db("preparing an index build"))?;
+            let built = indexes::restore(&client, &table).await?;
+            if built > 0 {
+                tracing::info!(table = %table, indexes = built, "indexes built after the load");
+            }
+            Ok::<_, Error>(())
+        }
+    });
+    futures_util::future::try_join_all(builds).await?;
+    Ok(())
 }
+
+/// Session settings for building indexes after a load: sorts in memory where possible.
+const INDEX_BUILD_SETTINGS: &str = "SET maintenance_work_mem = '256MB'";
 
 /// Orders batches round-robin across tables, so that concurrent workers mostly write to
 /// different tables: bulk loads into one table serialize on its relation-extension lock.

@@ -402,3 +402,100 @@ fn batches_cut_from_a_sample_follow_key_order_not_text_order() {
     );
     assert_eq!(ordered, "t", "every batch range is non-empty in key order");
 }
+
+/// The target's index and key definitions, to compare before and after a cutover.
+fn index_definitions(db: &TestDb) -> String {
+    db.target_sql(
+        "SELECT string_agg(indexdef, E'\\n' ORDER BY indexdef) FROM pg_indexes WHERE schemaname = 'retail'",
+    )
+}
+
+#[test]
+fn indexes_set_aside_for_the_load_are_rebuilt_identically_even_after_a_crash() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 20_000);
+    let before = index_definitions(&db);
+    let mut child = db.spawn_quiet(&[
+        "cutover",
+        "--mapping",
+        MAPPING,
+        "--jobs",
+        "2",
+        "--batch-rows",
+        "100",
+    ]);
+    db.wait_for_batches(&mut child, 20);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_ne!(
+        index_definitions(&db),
+        before,
+        "the load ran without the indexes"
+    );
+    assert!(
+        db.target_sql("SELECT count(*) FROM shadan.deferred_indexes")
+            .parse::<u32>()
+            .unwrap()
+            >= 3
+    );
+
+    let sync = db.shadan(&["sync", "--mapping", MAPPING]);
+    sync.expect_code(2);
+    assert!(
+        sync.stderr.contains("has not finished") && sync.stderr.contains("cutover --resume"),
+        "{}",
+        sync.stderr
+    );
+
+    db.shadan(&["cutover", "--mapping", MAPPING, "--resume"])
+        .expect_code(0);
+    assert_eq!(
+        index_definitions(&db),
+        before,
+        "primary keys and indexes rebuilt as they were"
+    );
+    assert_eq!(
+        db.target_sql("SELECT count(*) FROM shadan.deferred_indexes"),
+        "0"
+    );
+    db.assert_reference_copy_exact();
+    db.shadan(&["sync", "--mapping", MAPPING]).expect_code(0);
+}
+
+#[test]
+fn keep_indexes_loads_with_the_indexes_in_place_and_referenced_tables_are_left_alone() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 20_000);
+    let before = index_definitions(&db);
+    let mut child = db.spawn_quiet(&[
+        "cutover",
+        "--mapping",
+        MAPPING,
+        "--batch-rows",
+        "100",
+        "--keep-indexes",
+    ]);
+    db.wait_for_batches(&mut child, 10);
+    assert_eq!(
+        index_definitions(&db),
+        before,
+        "indexes stay during a --keep-indexes load"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    db.shadan(&["cutover", "--mapping", MAPPING, "--resume"])
+        .expect_code(0);
+    db.assert_reference_copy_exact();
+
+    // A target table referenced by a foreign key keeps its key during the load.
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 500);
+    db.target_sql("CREATE TABLE retail.visits (id int PRIMARY KEY, supply_point_id char(22) REFERENCES retail.supply_points)");
+    let run = db.shadan(&["cutover", "--mapping", MAPPING]);
+    run.expect_code(0);
+    assert_eq!(
+        index_definitions(&db).lines().count(),
+        before.lines().count() + 1
+    );
+    db.assert_reference_copy_exact();
+}

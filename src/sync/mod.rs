@@ -27,6 +27,7 @@ use crate::plan::{Plan, TablePlan};
 use crate::progress::{self, Progress};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{bind, Session, Snapshot};
+use crate::target::indexes;
 use crate::target::lock::TargetLock;
 use crate::target::state;
 use crate::workers;
@@ -54,6 +55,14 @@ pub async fn run(
     plan.require_exact_targets()?;
     let lock = TargetLock::acquire(target, "sync").await?;
     state::ensure_schema(lock.client()).await?;
+    let unfinished = indexes::unfinished(lock.client()).await?;
+    if !unfinished.is_empty() {
+        return Err(Error::Usage(format!(
+            "the cutover of {} has not finished (its indexes are set aside until it does); \
+             finish it with `shadan cutover --resume` before syncing",
+            unfinished.join(", ")
+        )));
+    }
     let snapshot = Arc::new(Snapshot::export(source).await?);
     let run_id = state::start_run(lock.client(), "sync", plan, &snapshot.id).await?;
     let changes: Arc<Mutex<Vec<Changes>>> =

@@ -1,7 +1,9 @@
 //! The target side: the retail database and the tool's state in its `shadan` schema.
 //!
 //! - [`lock`]: one cutover or sync at a time per target (advisory lock).
+//! - [`indexes`]: indexes set aside during a cutover load and built after it.
 //! - [`state`]: batches with their checkpoints, and run manifests.
 
+pub mod indexes;
 pub mod lock;
 pub mod state;

@@ -29,3 +29,13 @@ CREATE TABLE IF NOT EXISTS shadan.batches (
     written_at   timestamptz,
     PRIMARY KEY (target_table, batch_no)
 );
+
+-- Indexes and key constraints a cutover set aside to load a table without them, with the
+-- statements that recreate them; rows leave in the transaction that recreates them.
+CREATE TABLE IF NOT EXISTS shadan.deferred_indexes (
+    target_table text NOT NULL,
+    position     int  NOT NULL,
+    create_sql   text NOT NULL,
+    unique_columns text[],               -- a primary key or unique constraint's columns
+    PRIMARY KEY (target_table, position)
+);
