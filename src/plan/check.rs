@@ -1,0 +1,518 @@
+//! The checks of one `[[table]]` entry against both catalogs, collecting every problem.
+//! [`super::Plan::build`] runs them; only it builds a [`TablePlan`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::query;
+use super::{
+    Class, OnlyFilter, PlannedColumn, Problem, Scope, SourceAccess, TablePlan, TypedColumn,
+    UnexpectedColumn,
+};
+use crate::catalog::{Catalog, ColumnInfo, TableInfo};
+use crate::mapping::name::QualifiedName;
+use crate::mapping::MappedTable;
+
+/// The checks of one `[[table]]` entry.
+pub(super) struct TableCheck<'a> {
+    /// The entry being checked.
+    pub(super) mapped: &'a MappedTable,
+    /// Its position in the mapping.
+    pub(super) index: usize,
+    /// The source catalog.
+    pub(super) source: &'a Catalog,
+    /// The target catalog.
+    pub(super) target: &'a Catalog,
+    /// Tables or export views.
+    pub(super) source_access: SourceAccess,
+    /// Where problems are collected.
+    pub(super) problems: &'a mut Vec<Problem>,
+}
+
+impl<'a> TableCheck<'a> {
+    /// Checks one table entry; returns the table plan and its unexpected target columns
+    /// when the entry could be resolved far enough to build one.
+    pub(super) fn run(mut self) -> Option<(TablePlan, Vec<UnexpectedColumn>)> {
+        let m = self.mapped;
+        let source_name = self.resolve(&m.source.value, m.source.line, "source", self.source);
+        let target_name = self.resolve(&m.target.value, m.target.line, "target", self.target);
+        let label = source_name
+            .as_ref()
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_else(|| m.source.value.clone());
+        let scope = match m.scope.value.as_str() {
+            "all" => Some(Scope::All),
+            "own" => Some(Scope::Own),
+            other => {
+                self.problems.push(Problem::table(
+                    m.scope.line,
+                    Some(&label),
+                    format!("unknown scope `{other}`; use \"all\" (every row) or \"own\" (only rows owned by own_retailer)"),
+                ));
+                None
+            }
+        };
+        let classes = self.classify(&label);
+        let (Some((source_name, src)), Some((target_name, tgt)), Some(scope)) =
+            (source_name, target_name, scope)
+        else {
+            return None;
+        };
+        let target_label = target_name.to_string();
+
+        // Every source column classified, every classified column present.
+        for col in &src.columns {
+            if !m.columns.iter().any(|e| e.source == col.name) {
+                self.problems.push(Problem::column(
+                    m.line,
+                    &label,
+                    &col.name,
+                    format!(
+                        "the source column is not classified (fail closed: nothing is copied until it is); add `{} = \"non_public\"` to [table.columns], or \"public\"/\"own\" after review",
+                        toml_key(&col.name)
+                    ),
+                ));
+            }
+        }
+        for entry in &m.columns {
+            if src.column(&entry.source).is_none() {
+                self.problems.push(Problem::column(
+                    entry.line,
+                    &label,
+                    &entry.source,
+                    "the mapping classifies a column the source table does not have; fix the name (names are case-sensitive) or remove the entry",
+                ));
+            }
+        }
+
+        // Owner column.
+        let needs_owner = scope == Scope::Own || classes.values().any(|c| c.class == "own");
+        let owner = match &m.owner {
+            Some(owner) => match src.column(&owner.value) {
+                Some(col) => Some(typed(col)),
+                None => {
+                    self.problems.push(Problem::column(
+                        owner.line,
+                        &label,
+                        &owner.value,
+                        "the owner column does not exist in the source table; name the column that holds the retailer code",
+                    ));
+                    None
+                }
+            },
+            None => {
+                if needs_owner {
+                    self.problems.push(Problem::table(
+                        m.line,
+                        Some(&label),
+                        "`scope = \"own\"` or an \"own\" column needs `owner = \"<column holding the retailer code>\"`",
+                    ));
+                }
+                None
+            }
+        };
+
+        // `only` filters.
+        let mut only = Vec::new();
+        for (column, values) in &m.only {
+            match src.column(&column.value) {
+                Some(col) if !values.is_empty() => only.push(OnlyFilter {
+                    column: typed(col),
+                    values: values.clone(),
+                }),
+                Some(_) => self.problems.push(Problem::column(
+                    column.line,
+                    &label,
+                    &column.value,
+                    "the `only` list is empty, which would copy no row; list the values to keep",
+                )),
+                None => self.problems.push(Problem::column(
+                    column.line,
+                    &label,
+                    &column.value,
+                    "the `only` filter names a column the source table does not have; fix the name",
+                )),
+            }
+        }
+
+        // Copied columns and what they produce in the target.
+        let mut produced: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut columns = Vec::new();
+        let mut non_public = Vec::new();
+        for entry in &m.columns {
+            let Some(src_col) = src.column(&entry.source) else {
+                continue;
+            };
+            let Some(class) = classes.get(entry.source.as_str()) else {
+                continue;
+            };
+            let class = match class.class {
+                "public" => Class::Public,
+                "own" => Class::Own,
+                _ => {
+                    non_public.push(typed(src_col));
+                    continue;
+                }
+            };
+            let target_col_name = entry.to.as_deref().unwrap_or(&entry.source);
+            produced
+                .entry(target_col_name)
+                .or_default()
+                .push(&entry.source);
+            let Some(tgt_col) = tgt.column(target_col_name) else {
+                self.problems.push(Problem::column(
+                    entry.line,
+                    &target_label,
+                    target_col_name,
+                    format!(
+                        "the target table has no such column (produced by source column `{}`); add it to the target or fix `to`",
+                        entry.source
+                    ),
+                ));
+                continue;
+            };
+            if src_col.type_name != tgt_col.type_name {
+                self.problems.push(Problem::column(
+                    entry.line,
+                    &label,
+                    &entry.source,
+                    format!(
+                        "type mismatch: source is {}, target {}.{} is {}; make the types identical (typmod included)",
+                        src_col.type_name, target_label, tgt_col.name, tgt_col.type_name
+                    ),
+                ));
+            }
+            if let Some(why) = src_col.pass_through_problem() {
+                self.problems
+                    .push(Problem::column(entry.line, &label, &entry.source, why));
+            }
+            if tgt_col.generated {
+                self.problems.push(Problem::column(
+                    entry.line,
+                    &target_label,
+                    &tgt_col.name,
+                    "the target column is generated and cannot be written; map to a plain column",
+                ));
+            }
+            if class == Class::Own && scope == Scope::All && tgt_col.not_null {
+                self.problems.push(Problem::column(
+                    entry.line,
+                    &target_label,
+                    &tgt_col.name,
+                    "an \"own\" column is NULL in rows not owned, but the target column is NOT NULL; drop the constraint or use scope = \"own\"",
+                ));
+            }
+            columns.push(PlannedColumn {
+                source: entry.source.clone(),
+                target: target_col_name.to_string(),
+                class,
+                type_name: src_col.type_name.clone(),
+                is_text: src_col.is_text(),
+            });
+        }
+        for (target_col, sources) in &produced {
+            if sources.len() > 1 {
+                self.problems.push(Problem::column(
+                    m.line,
+                    &target_label,
+                    target_col,
+                    format!(
+                        "the target column is produced by {} entries ({}); each target column must come from exactly one source column",
+                        sources.len(),
+                        sources.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        let unexpected: Vec<UnexpectedColumn> = tgt
+            .columns
+            .iter()
+            .filter(|c| !produced.contains_key(c.name.as_str()))
+            .map(|c| UnexpectedColumn {
+                line: m.line,
+                table: target_name.clone(),
+                column: c.name.clone(),
+            })
+            .collect();
+
+        // Key: public, unique on both sides; ordered like the unique index.
+        let key_len = self.check_key(&label, &target_label, src, tgt, &classes, &mut columns);
+
+        // Remaining columns in target column order.
+        let key_cols: Vec<PlannedColumn> = columns.drain(..key_len).collect();
+        columns.sort_by_key(|c| tgt.columns.iter().position(|t| t.name == c.target));
+        let columns = key_cols.into_iter().chain(columns).collect();
+        Some((
+            TablePlan {
+                index: self.index,
+                source: source_name,
+                target: target_name,
+                scope,
+                owner,
+                only,
+                columns,
+                key_len,
+                non_public,
+                access: self.source_access,
+                target_text_columns: tgt
+                    .columns
+                    .iter()
+                    .filter(|c| c.is_text())
+                    .map(|c| c.name.clone())
+                    .collect(),
+            },
+            unexpected,
+        ))
+    }
+
+    /// Parses a table name and looks it up; records a problem when either fails.
+    fn resolve<'c>(
+        &mut self,
+        text: &str,
+        line: usize,
+        side: &str,
+        catalog: &'c Catalog,
+    ) -> Option<(QualifiedName, &'c TableInfo)> {
+        let name = match QualifiedName::parse(text) {
+            Ok(name) => name,
+            Err(e) => {
+                self.problems.push(Problem::table(
+                    line,
+                    Some(text),
+                    format!("bad {side} table name: {e}"),
+                ));
+                return None;
+            }
+        };
+        let views = side == "source" && self.source_access == SourceAccess::Views;
+        match catalog.table(&name) {
+            Some(info) if info.kind != 'v' => Some((name, info)),
+            _ => {
+                let hint = if views {
+                    "the source database has no such table; with source_access = \"views\" the catalog must still show the table (names are case-sensitive)"
+                } else {
+                    "no such table in the database (names are case-sensitive, written without SQL quotes), or the role cannot see it"
+                };
+                self.problems.push(Problem::table(
+                    line,
+                    Some(&name.to_string()),
+                    format!("{side} table not found: {hint}"),
+                ));
+                None
+            }
+        }
+    }
+
+    /// Checks each column entry's shape and class; returns the valid classes by column.
+    fn classify(&mut self, label: &str) -> BTreeMap<&'a str, ClassEntry> {
+        let mut out = BTreeMap::new();
+        let mapped: &'a MappedTable = self.mapped;
+        for entry in &mapped.columns {
+            for p in &entry.shape_problems {
+                self.problems
+                    .push(Problem::column(entry.line, label, &entry.source, p.clone()));
+            }
+            let class = match entry.class.as_str() {
+                "public" => "public",
+                "own" => "own",
+                "non_public" => "non_public",
+                "" => continue,
+                other => {
+                    self.problems.push(Problem::column(
+                        entry.line,
+                        label,
+                        &entry.source,
+                        format!(
+                            "unknown class `{other}`; use \"public\", \"own\" or \"non_public\""
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            if class == "non_public" && entry.to.is_some() {
+                self.problems.push(Problem::column(
+                    entry.line,
+                    label,
+                    &entry.source,
+                    "`to` on a non_public column: a non_public column is never copied, so it has no target name; remove `to`",
+                ));
+            }
+            out.insert(entry.source.as_str(), ClassEntry { class });
+        }
+        out
+    }
+
+    /// Checks the key and moves the key columns to the front of `columns`, in the order of
+    /// the source unique index. Returns the key length.
+    fn check_key(
+        &mut self,
+        label: &str,
+        target_label: &str,
+        src: &TableInfo,
+        tgt: &TableInfo,
+        classes: &BTreeMap<&str, ClassEntry>,
+        columns: &mut Vec<PlannedColumn>,
+    ) -> usize {
+        let m = self.mapped;
+        if m.key.is_empty() {
+            self.problems.push(Problem::table(
+                m.line,
+                Some(label),
+                "`key` is empty; list the primary key columns",
+            ));
+            return 0;
+        }
+        let mut ok = true;
+        for k in &m.key {
+            match classes.get(k.value.as_str()) {
+                Some(c) if c.class == "public" => {}
+                Some(c) => {
+                    ok = false;
+                    self.problems.push(Problem::column(
+                        k.line,
+                        label,
+                        &k.value,
+                        format!("key columns must be \"public\" (this one is \"{}\"): keys identify rows in the target and in reports", c.class),
+                    ));
+                }
+                None => {
+                    ok = false;
+                    if src.column(&k.value).is_none() {
+                        self.problems.push(Problem::column(
+                            k.line,
+                            label,
+                            &k.value,
+                            "the key column does not exist in the source table; list the primary key columns",
+                        ));
+                    }
+                }
+            }
+        }
+        if !ok {
+            return 0;
+        }
+        let key_set: BTreeSet<&str> = m.key.iter().map(|k| k.value.as_str()).collect();
+        let Some(index) = src.unique_keys.iter().find(|u| {
+            u.columns
+                .iter()
+                .map(String::as_str)
+                .collect::<BTreeSet<_>>()
+                == key_set
+                && u.columns
+                    .iter()
+                    .all(|c| src.column(c).is_some_and(|c| c.not_null))
+        }) else {
+            self.problems.push(Problem::table(
+                m.key[0].line,
+                Some(label),
+                "`key` is not the primary key (or a unique index on NOT NULL columns) of the source table; name the primary key columns",
+            ));
+            return 0;
+        };
+        let ordered: Vec<PlannedColumn> = index
+            .columns
+            .iter()
+            .filter_map(|name| columns.iter().find(|c| &c.source == name).cloned())
+            .collect();
+        if ordered.len() != index.columns.len() {
+            return 0; // a key column failed an earlier check, already reported
+        }
+        let target_set: BTreeSet<&str> = ordered.iter().map(|c| c.target.as_str()).collect();
+        let target_unique = tgt.unique_keys.iter().any(|u| {
+            u.columns
+                .iter()
+                .map(String::as_str)
+                .collect::<BTreeSet<_>>()
+                == target_set
+        });
+        if !target_unique {
+            self.problems.push(Problem::table(
+                m.key[0].line,
+                Some(target_label),
+                format!(
+                    "the target table has no primary key or unique index on ({}); add one so rows can be matched by key",
+                    ordered.iter().map(|c| c.target.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        columns.retain(|c| !index.columns.contains(&c.source));
+        let len = ordered.len();
+        columns.splice(0..0, ordered);
+        len
+    }
+}
+
+/// A column entry's class, once checked.
+struct ClassEntry {
+    class: &'static str,
+}
+
+fn typed(col: &ColumnInfo) -> TypedColumn {
+    TypedColumn {
+        name: col.name.clone(),
+        type_name: col.type_name.clone(),
+        is_text: col.is_text(),
+    }
+}
+
+/// Writes a column name as a TOML key, quoting it when it is not a bare key.
+fn toml_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// With `source_access = "views"`: the export view must exist, have exactly the copied
+/// columns with identical types, and compute this table's projection.
+pub(super) fn check_export_view(
+    table: &TablePlan,
+    own_retailer: &str,
+    source: &Catalog,
+    line: usize,
+    problems: &mut Vec<Problem>,
+) {
+    let view = query::export_view(&table.source);
+    let fix = "run `shadan grants --views` for this mapping and have the source DBA apply it";
+    let label = table.source.to_string();
+    let Some(info) = source.table(&view).filter(|v| v.kind == 'v') else {
+        problems.push(Problem::table(
+            line,
+            Some(&label),
+            format!(
+                "the export view {} does not exist or the role cannot see it; {fix}",
+                view.sql()
+            ),
+        ));
+        return;
+    };
+    let expected: BTreeSet<(&str, &str)> = table
+        .columns
+        .iter()
+        .map(|c| (c.source.as_str(), c.type_name.as_str()))
+        .collect();
+    let actual: BTreeSet<(&str, &str)> = info
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.type_name.as_str()))
+        .collect();
+    let made_for = format!(
+        "{}{}",
+        crate::grants::VIEW_COMMENT_PREFIX,
+        table.projection_digest(own_retailer)
+    );
+    if expected != actual || info.comment.as_deref() != Some(made_for.as_str()) {
+        problems.push(Problem::table(
+            line,
+            Some(&label),
+            format!(
+                "the export view {} computes a different projection than this mapping; {fix}",
+                view.sql()
+            ),
+        ));
+    }
+}
