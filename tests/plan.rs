@@ -417,29 +417,7 @@ fn another_teams_schema_and_mapping_validates_and_plans() {
          CREATE TABLE rt.readings (spid varchar(22) NOT NULL, area text NOT NULL, read_on date,
             kwh numeric(12,3), name text, PRIMARY KEY (spid, area));",
     );
-    let mapping = r#"
-[mapping]
-name = "gas-and-power"
-own_retailer = "17"
-
-[[table]]
-source = "nw.meter_reading"
-target = "rt.readings"
-key = ["area_code", "spid"]
-scope = "all"
-owner = "retailer"
-only = { tariff_class = [1, 2, 3] }
-
-[table.columns]
-area_code     = { class = "public", to = "area" }
-spid          = "public"
-read_on       = "public"
-kwh           = "own"
-customer_name = { class = "own", to = "name" }
-retailer      = "non_public"
-tariff_class  = "non_public"
-meter_serial  = "non_public"
-"#;
+    let mapping = crate::support::OTHER_TEAM_MAPPING;
     let path = write_mapping(&db, mapping);
     let run = db.shadan(&["plan", "--mapping", s(&path), "--json"]);
     run.expect_code(0);

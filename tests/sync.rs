@@ -272,29 +272,7 @@ fn another_teams_schema_with_a_composite_text_key_copies_syncs_and_verifies() {
          CREATE TABLE rt.readings (spid varchar(22) NOT NULL, area text NOT NULL, read_on date,
             kwh numeric(12,3), name text, PRIMARY KEY (spid, area));",
     );
-    let mapping = r#"
-[mapping]
-name = "gas-and-power"
-own_retailer = "17"
-
-[[table]]
-source = "nw.meter_reading"
-target = "rt.readings"
-key = ["area_code", "spid"]
-scope = "all"
-owner = "retailer"
-only = { tariff_class = [1, 2, 3] }
-
-[table.columns]
-area_code     = { class = "public", to = "area" }
-spid          = "public"
-read_on       = "public"
-kwh           = "own"
-customer_name = { class = "own", to = "name" }
-retailer      = "non_public"
-tariff_class  = "non_public"
-meter_serial  = "non_public"
-"#;
+    let mapping = crate::support::OTHER_TEAM_MAPPING;
     let path = write_mapping(&db, mapping);
     let expected = "SELECT spid, area_code, read_on, CASE WHEN retailer = 17 THEN kwh END, \
         CASE WHEN retailer = 17 THEN customer_name END FROM nw.meter_reading WHERE tariff_class IN (1, 2, 3) ORDER BY 1, 2";

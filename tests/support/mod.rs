@@ -304,3 +304,29 @@ impl TestDb {
         }
     }
 }
+
+/// Another team's mapping in the documented format: a composite text key, scope "all" with
+/// own columns, an integer `only` filter and renames (schema `nw` -> `rt`).
+pub const OTHER_TEAM_MAPPING: &str = r#"
+[mapping]
+name = "gas-and-power"
+own_retailer = "17"
+
+[[table]]
+source = "nw.meter_reading"
+target = "rt.readings"
+key = ["area_code", "spid"]
+scope = "all"
+owner = "retailer"
+only = { tariff_class = [1, 2, 3] }
+
+[table.columns]
+area_code     = { class = "public", to = "area" }
+spid          = "public"
+read_on       = "public"
+kwh           = "own"
+customer_name = { class = "own", to = "name" }
+retailer      = "non_public"
+tariff_class  = "non_public"
+meter_serial  = "non_public"
+"#;
