@@ -307,3 +307,29 @@ fn another_teams_schema_with_a_composite_text_key_copies_syncs_and_verifies() {
     db.shadan(&["verify", "--mapping", s(&path), "--deep"])
         .expect_code(0);
 }
+
+#[test]
+fn sync_can_fill_an_empty_target_without_a_cutover() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 2000);
+    let manifest = db.shadan(&[
+        "sync",
+        "--mapping",
+        MAPPING,
+        "--batch-rows",
+        "300",
+        "--json",
+    ]);
+    manifest.expect_code(0);
+    db.assert_reference_copy_exact();
+    let inserted = changes(&manifest.json(), "retail.contracts").0;
+    assert_eq!(
+        inserted.to_string(),
+        db.target_sql("SELECT count(*) FROM retail.contracts")
+    );
+    db.shadan(&["verify", "--mapping", MAPPING]).expect_code(0);
+    assert_eq!(
+        changes(&sync(&db, MAPPING), "retail.contracts"),
+        (0, 0, 0, 0)
+    );
+}
