@@ -221,26 +221,12 @@ async fn copy_all(
     for (i, (table_index, _)) in shown.iter().enumerate() {
         counters[*table_index] = Some(progress.counter(i));
     }
-    let open = {
-        let (plan, source, target, snapshot) = (
-            plan_shared.clone(),
-            source.clone(),
-            target.clone(),
-            snapshot.clone(),
-        );
-        move || {
-            let (plan, source, target, snapshot) = (
-                plan.clone(),
-                source.clone(),
-                target.clone(),
-                snapshot.clone(),
-            );
-            async move {
-                let session = Session::open(&source, &snapshot, &plan).await?;
-                Ok((session, target.connect_writer().await?))
-            }
-        }
-    };
+    let open = crate::snapshot::reader_and_writer(
+        plan_shared.clone(),
+        source.clone(),
+        target.clone(),
+        snapshot.clone(),
+    );
     let work = move |(session, client): (Session, Client), batch: Batch| {
         let (plan, counter) = (plan_shared.clone(), counters[batch.table].clone());
         async move {

@@ -7,6 +7,9 @@
 //! bind the plan's values (own_retailer, `only` lists) as parameters of `set_config`
 //! before any query runs.
 
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 use tokio_postgres::Client;
 
 use crate::batch::Batch;
@@ -139,4 +142,27 @@ fn plan_settings(plan: &Plan) -> Vec<SessionSetting> {
         settings.extend(t.session_settings());
     }
     settings
+}
+
+/// What a copying worker opens: a session on the run's source snapshot and a writer
+/// connection to the target ([`Endpoint::connect_writer`]). Returns the opener that
+/// [`crate::workers::for_each`] calls once per worker.
+pub fn reader_and_writer(
+    plan: Arc<Plan>,
+    source: Endpoint,
+    target: Endpoint,
+    snapshot: Arc<Snapshot>,
+) -> impl Fn() -> BoxFuture<'static, Result<(Session, Client), Error>> + Send + Sync + 'static {
+    move || {
+        let (plan, source, target, snapshot) = (
+            plan.clone(),
+            source.clone(),
+            target.clone(),
+            snapshot.clone(),
+        );
+        Box::pin(async move {
+            let session = Session::open(&source, &snapshot, &plan).await?;
+            Ok((session, target.connect_writer().await?))
+        })
+    }
 }

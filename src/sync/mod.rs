@@ -123,24 +123,19 @@ async fn sync_all(
     let grown: Arc<Mutex<Vec<Batch>>> = Arc::default();
     let plan_shared = Arc::new(plan.clone());
     let open = {
-        let (plan, source, target, snapshot) = (
+        let open_pair = crate::snapshot::reader_and_writer(
             plan_shared.clone(),
             source.clone(),
             target.clone(),
             snapshot.clone(),
         );
         move || {
-            let (plan, source, target, snapshot) = (
-                plan.clone(),
-                source.clone(),
-                target.clone(),
-                snapshot.clone(),
-            );
+            let pair = open_pair();
             async move {
-                let session = Session::open(&source, &snapshot, &plan).await?;
+                let (session, client) = pair.await?;
                 Ok(Worker {
                     session,
-                    client: target.connect_writer().await?,
+                    client,
                     last_dirty: false,
                 })
             }
