@@ -26,6 +26,7 @@ use crate::plan::Plan;
 use crate::progress::{self, Progress};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Session, Snapshot};
+use crate::workers;
 use buckets::{Buckets, Side};
 use report::{Leak, LeakKind, Report, TableReport};
 
@@ -40,10 +41,9 @@ pub struct Options {
     pub progress: progress::Style,
 }
 
-/// One chunk of one side of one table to digest.
+/// One chunk of one table, on one side, to digest.
 struct Task {
     table: usize,
-    side: Side,
     chunk: Option<Chunk>,
 }
 
@@ -154,15 +154,17 @@ async fn digest_both_sides(
         Session::open(source, src_snap, plan).await?,
         Session::open(target, tgt_snap, plan).await?,
     );
-    let mut tasks = VecDeque::new();
+    let (mut source_tasks, mut target_tasks) = (VecDeque::new(), VecDeque::new());
     let mut shown = Vec::new();
     for table in &plan.tables {
-        for (side, session) in [(Side::Source, &sizing.0), (Side::Target, &sizing.1)] {
+        for (side, session, tasks) in [
+            (Side::Source, &sizing.0, &mut source_tasks),
+            (Side::Target, &sizing.1, &mut target_tasks),
+        ] {
             let relation = buckets::relation_sql(table, side);
             for chunk in buckets::chunks(session.client(), &relation, jobs).await? {
                 tasks.push_back(Task {
                     table: table.index,
-                    side,
                     chunk,
                 });
             }
@@ -173,83 +175,69 @@ async fn digest_both_sides(
 
     let progress = Progress::start("verify", opts.progress, shown);
     let sums: Arc<Mutex<Sums>> = Arc::new(Mutex::new(vec![Default::default(); plan.tables.len()]));
-    let queue = Arc::new(Mutex::new(tasks));
     let plan_shared = Arc::new(plan.clone());
-    let mut set = tokio::task::JoinSet::new();
-    for side in [Side::Source, Side::Target] {
-        for _ in 0..jobs {
-            let (plan, queue, sums, shutdown) = (
-                plan_shared.clone(),
-                queue.clone(),
-                sums.clone(),
-                shutdown.clone(),
-            );
-            let (endpoint, snapshot) = match side {
-                Side::Source => (source.clone(), src_snap.clone()),
-                Side::Target => (target.clone(), tgt_snap.clone()),
-            };
-            let counters: Vec<_> = (0..plan.tables.len())
-                .map(|i| progress.counter(i))
-                .collect();
-            set.spawn(async move {
-                let session = Session::open(&endpoint, &snapshot, &plan).await?;
-                loop {
-                    if shutdown.requested() {
-                        return Err(Error::Interrupted);
-                    }
-                    let next = queue.lock().ok().and_then(|mut q| {
-                        let i = q.iter().position(|t| t.side == side)?;
-                        q.remove(i)
-                    });
-                    let Some(task) = next else { return Ok(()) };
-                    let table = &plan.tables[task.table];
-                    let sql = match side {
-                        Side::Source => table.source_copy_chunk(task.chunk, false),
-                        Side::Target => table.target_copy_chunk(task.chunk),
-                    };
-                    let name = match side {
-                        Side::Source => table.source.to_string(),
-                        Side::Target => table.target.to_string(),
-                    };
-                    // Progress counts source rows only, so a table reaches its total once.
-                    let sink = AtomicU64::new(0);
-                    let counter = match side {
-                        Side::Source => &counters[task.table].done,
-                        Side::Target => &sink,
-                    };
-                    let found = buckets::digest_chunk(
-                        session.client(),
-                        &sql,
-                        table.key_len,
-                        || format!("reading {name}"),
-                        counter,
-                    )
-                    .await?;
-                    let mut all = sums
-                        .lock()
-                        .map_err(|_| Error::Runtime("a verify reader panicked".into()))?;
-                    let entry = &mut all[task.table];
-                    match side {
-                        Side::Source => entry.0.merge(&found),
-                        Side::Target => entry.1.merge(&found),
-                    }
+    // One pool of readers per side, both at once.
+    let pool = |side: Side, tasks: VecDeque<Task>| {
+        let (endpoint, snapshot) = match side {
+            Side::Source => (source.clone(), src_snap.clone()),
+            Side::Target => (target.clone(), tgt_snap.clone()),
+        };
+        let open = {
+            let plan = plan_shared.clone();
+            move || {
+                let (plan, endpoint, snapshot) = (plan.clone(), endpoint.clone(), snapshot.clone());
+                async move { Session::open(&endpoint, &snapshot, &plan).await }
+            }
+        };
+        let counters: Vec<_> = (0..plan.tables.len())
+            .map(|i| progress.counter(i))
+            .collect();
+        let (plan, sums) = (plan_shared.clone(), sums.clone());
+        let work = move |session: Session, task: Task| {
+            let (plan, sums) = (plan.clone(), sums.clone());
+            // Progress counts source rows only, so a table reaches its total once.
+            let counter = (side == Side::Source).then(|| counters[task.table].clone());
+            async move {
+                let table = &plan.tables[task.table];
+                let (sql, name) = match side {
+                    Side::Source => (
+                        table.source_copy_chunk(task.chunk, false),
+                        table.source.to_string(),
+                    ),
+                    Side::Target => (
+                        table.target_copy_chunk(task.chunk),
+                        table.target.to_string(),
+                    ),
+                };
+                let unused = AtomicU64::new(0);
+                let rows_read = counter.as_ref().map_or(&unused, |c| &c.done);
+                let found = buckets::digest_chunk(
+                    session.client(),
+                    &sql,
+                    table.key_len,
+                    || format!("reading {name}"),
+                    rows_read,
+                )
+                .await?;
+                let mut all = sums
+                    .lock()
+                    .map_err(|_| Error::Runtime("a verify reader panicked".into()))?;
+                match side {
+                    Side::Source => all[task.table].0.merge(&found),
+                    Side::Target => all[task.table].1.merge(&found),
                 }
-            });
-        }
-    }
-    let mut first_error = None;
-    while let Some(joined) = set.join_next().await {
-        if let Err(e) =
-            joined.unwrap_or_else(|e| Err(Error::Runtime(format!("a verify reader stopped: {e}"))))
-        {
-            shutdown.request();
-            first_error.get_or_insert(e);
-        }
-    }
+                drop(all);
+                Ok(session)
+            }
+        };
+        workers::for_each(jobs, tasks, shutdown, open, work)
+    };
+    let outcome = tokio::try_join!(
+        pool(Side::Source, source_tasks),
+        pool(Side::Target, target_tasks)
+    );
     progress.finish().await;
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    outcome?;
     let sums = std::mem::take(
         &mut *sums
             .lock()
