@@ -107,21 +107,22 @@ impl Endpoint {
         client
             .batch_execute("SET synchronous_commit = off")
             .await
-            .map_err(|e| ConnectError::Unreachable {
-                side: self.side,
-                endpoint: self.to_string(),
-                cause: DbError::from(e),
-            })?;
+            .map_err(|e| self.unreachable(e))?;
         Ok(client)
+    }
+
+    /// The error for a connection that failed or broke while being set up.
+    fn unreachable(&self, e: tokio_postgres::Error) -> ConnectError {
+        ConnectError::Unreachable {
+            side: self.side,
+            endpoint: self.to_string(),
+            cause: DbError::from(e),
+        }
     }
 
     /// Opens one connection; its driver task runs on the current runtime.
     pub async fn connect(&self) -> Result<Client, ConnectError> {
-        let unreachable = |e| ConnectError::Unreachable {
-            side: self.side,
-            endpoint: self.to_string(),
-            cause: DbError::from(e),
-        };
+        let unreachable = |e| self.unreachable(e);
         let (client, connection) = self
             .config
             .connect(self.tls.clone())

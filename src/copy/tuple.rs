@@ -191,6 +191,17 @@ pub fn fields(tuple: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
     })
 }
 
+/// Which of `positions` hold a value (are not NULL) in the tuple, in field order; reads
+/// the tuple without copying it.
+pub fn non_null_among<'a>(
+    tuple: &'a [u8],
+    positions: &'a [usize],
+) -> impl Iterator<Item = usize> + 'a {
+    fields(tuple)
+        .enumerate()
+        .filter_map(move |(i, v)| (v.is_some() && positions.contains(&i)).then_some(i))
+}
+
 /// The encoded key of a tuple whose first `key_len` fields are the key: the bytes of
 /// those fields with their length words, an unambiguous encoding usable as a map key.
 pub fn key_bytes(tuple: &[u8], key_len: usize) -> &[u8] {

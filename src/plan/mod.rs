@@ -185,6 +185,16 @@ impl TablePlan {
     pub fn has_own_columns(&self) -> bool {
         self.columns.iter().any(|c| c.class == Class::Own)
     }
+
+    /// Positions of the `own` columns in the projection (and in every tuple of it).
+    pub fn own_positions(&self) -> Vec<usize> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.class == Class::Own)
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 impl Plan {

@@ -14,13 +14,13 @@ use futures_util::SinkExt;
 use tokio_postgres::Client;
 
 use crate::batch::Batch;
-use crate::copy::tuple::{encode_tuple, fields, key_bytes, EMPTY_STREAM_HEADER};
+use crate::copy::tuple::{encode_tuple, key_bytes, non_null_among, EMPTY_STREAM_HEADER};
 use crate::digest::{row_hash, Accumulator};
 use crate::error::Error;
 use crate::ident::quote_ident;
 use crate::key::KeyMap;
 use crate::manifest::Changes;
-use crate::plan::{Class, TablePlan};
+use crate::plan::TablePlan;
 use crate::target::state;
 
 /// Bytes sent per COPY message when staging rows.
@@ -60,21 +60,9 @@ impl SourceRows {
 /// The target's rows of one batch: key -> (row hash, whether any `own` column is set).
 pub type TargetRows = KeyMap<([u8; 32], bool)>;
 
-/// Positions of a table's `own` columns in the projection.
-fn own_positions(table: &TablePlan) -> Vec<usize> {
-    table
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.class == Class::Own)
-        .map(|(i, _)| i)
-        .collect()
-}
-
 /// Whether any `own` column of the tuple holds a value.
 fn has_own_value(tuple: &[u8], positions: &[usize]) -> bool {
-    let values: Vec<Option<&[u8]>> = fields(tuple).collect();
-    positions.iter().any(|&i| values[i].is_some())
+    non_null_among(tuple, positions).next().is_some()
 }
 
 /// Opens the batch's write transaction and reads the target's rows of the batch (about
@@ -90,7 +78,7 @@ pub async fn begin_and_read(
         .batch_execute("BEGIN")
         .await
         .map_err(Error::db(&context))?;
-    let positions = own_positions(table);
+    let positions = table.own_positions();
     crate::copy::fold(
         client,
         &table.target_copy_out(batch.shape()),
@@ -125,7 +113,7 @@ pub async fn write(
     run_id: i64,
 ) -> Result<Changes, Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
-    let positions = own_positions(table);
+    let positions = table.own_positions();
     let mut changes = Changes::default();
     let mut upserts = Vec::new();
     for (tuple, hash) in rows.iter() {

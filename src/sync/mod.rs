@@ -199,7 +199,6 @@ impl Worker {
         run_id: i64,
     ) -> Result<(u64, Option<Changes>), Error> {
         self.session.bind_batch(batch).await?;
-        bind(&self.client, &batch.settings()).await?;
         if !self.last_dirty && stored.is_some() {
             // Likely clean: digest the source without holding it or reading the target.
             let digest = crate::copy::fold(
@@ -214,6 +213,8 @@ impl Worker {
                 return Ok((digest.rows, None));
             }
         }
+        // The target is read only for a batch that may have changed.
+        bind(&self.client, &batch.settings()).await?;
         // Room for the rows the checkpoint counted, and some growth.
         let expected = stored.map_or(0, |s| s.rows as usize + s.rows as usize / 8);
         let (rows, held) = tokio::try_join!(

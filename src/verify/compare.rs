@@ -8,11 +8,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::buckets::bucket_of;
-use crate::copy::tuple::{fields, key_bytes};
+use crate::copy::tuple::{fields, key_bytes, non_null_among};
 use crate::digest::{row_hash, row_hash_of_prefix};
 use crate::error::Error;
 use crate::key::{key_fields, KeyMap, RawValue};
-use crate::plan::{Class, SourceAccess, TablePlan};
+use crate::plan::{SourceAccess, TablePlan};
 
 /// Keys kept per finding for reports (counts are always complete).
 pub const SAMPLE_KEYS: usize = 10;
@@ -66,13 +66,7 @@ pub async fn diff_table(
     buckets: &HashSet<usize>,
 ) -> Result<RowDiff, Error> {
     let key_len = table.key_len;
-    let own_positions: Vec<usize> = table
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.class == Class::Own)
-        .map(|(i, _)| i)
-        .collect();
+    let own_positions = table.own_positions();
     let held = crate::copy::fold(
         target,
         &table.target_copy_chunk(None),
@@ -83,12 +77,7 @@ pub async fn diff_table(
             if !buckets.contains(&bucket_of(key)) {
                 return;
             }
-            let values: Vec<Option<&[u8]>> = fields(tuple).collect();
-            let own_set = own_positions
-                .iter()
-                .copied()
-                .filter(|&i| values[i].is_some())
-                .collect();
+            let own_set = non_null_among(tuple, &own_positions).collect();
             rows.insert(
                 key.to_vec(),
                 TargetRow {
