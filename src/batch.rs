@@ -190,6 +190,7 @@ async fn exact_cuts(
         crate::snapshot::bind(client, &w.settings()).await?;
     }
     let keys = table.source_key_list();
+    let order = table.source_key_ordered().join(", ");
     let texts: Vec<String> = table
         .key()
         .iter()
@@ -198,8 +199,9 @@ async fn exact_cuts(
     let base = table.source_select(shape);
     // Row numbers over the projection's keys; every batch_rows-th key closes a batch.
     let sql = format!(
-        "SELECT {texts} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS shadan_rn \
-         FROM ({base}) AS projection) AS numbered WHERE shadan_rn % $1 = 0 ORDER BY shadan_rn",
+        "SELECT {texts} FROM (SELECT {keys}, pg_catalog.row_number() OVER (ORDER BY {order}) AS shadan_rn \
+         FROM ({base}) AS projection) AS numbered \
+         WHERE shadan_rn OPERATOR(pg_catalog.%) $1 OPERATOR(pg_catalog.=) 0 ORDER BY shadan_rn",
         texts = texts.join(", "),
     );
     let context = || format!("cutting {} into batches", table.source);
@@ -209,7 +211,7 @@ async fn exact_cuts(
         .await
         .map_err(Error::db(&context))?;
     let total: i64 = client
-        .query_one(&format!("SELECT count(*) FROM ({base}) AS projection"), &[])
+        .query_one(&format!("SELECT pg_catalog.count(*) FROM ({base}) AS projection"), &[])
         .await
         .map_err(Error::db(&context))?
         .get(0);

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_postgres::Client;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, State};
 use crate::connect::{Endpoint, Side};
 use crate::error::Error;
 use crate::mapping::Mapping;
@@ -174,7 +175,7 @@ pub struct PlanArgs {
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Plan(args) => {
-            let (plan, _, _) = open(&cli.global, &args.mapping).await?;
+            let (plan, _, _) = open(&cli.global, &args.mapping, State::Trusted).await?;
             plan.require_exact_targets()?;
             if args.json {
                 println!("{:#}", plan::show::to_json(&plan));
@@ -184,7 +185,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             Ok(crate::error::EXIT_OK)
         }
         Command::Cutover(args) => {
-            let (plan, source, target) = open(&cli.global, &args.mapping).await?;
+            let (plan, source, target) = open(&cli.global, &args.mapping, State::Trusted).await?;
             let opts = crate::cutover::Options {
                 jobs: usize::from(args.jobs),
                 batch_rows: args.batch_rows,
@@ -202,12 +203,12 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             let mut mapping = Mapping::load(&args.mapping)?;
             // The script creates the export views, so they need not exist yet.
             mapping.source_access = None;
-            let (plan, _, _) = build(&cli.global, &mapping).await?;
+            let (plan, _, _) = build(&cli.global, &mapping, State::Ignored).await?;
             print!("{}", crate::grants::script(&plan, &args.role, args.views));
             Ok(crate::error::EXIT_OK)
         }
         Command::Sync(args) => {
-            let (plan, source, target) = open(&cli.global, &args.mapping).await?;
+            let (plan, source, target) = open(&cli.global, &args.mapping, State::Trusted).await?;
             let opts = crate::sync::Options {
                 jobs: usize::from(args.jobs),
                 batch_rows: args.batch_rows,
@@ -219,7 +220,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             Ok(crate::error::EXIT_OK)
         }
         Command::Verify(args) => {
-            let (plan, source, target) = open(&cli.global, &args.mapping).await?;
+            let (plan, source, target) = open(&cli.global, &args.mapping, State::Ignored).await?;
             let opts = crate::verify::Options {
                 jobs: usize::from(args.jobs),
                 deep: args.deep,
@@ -248,30 +249,38 @@ fn print_manifest(manifest: &serde_json::Value, json: bool) {
     }
 }
 
-/// Loads the mapping, reads both catalogs and builds the plan.
+/// Loads the mapping, reads both catalogs and builds the plan. `state` says whether the
+/// target's state schema may add keys a cutover set aside (never for verify).
 pub async fn open(
     global: &GlobalArgs,
     mapping: &std::path::Path,
+    state: State,
 ) -> Result<(Plan, Endpoint, Endpoint), Error> {
-    build(global, &Mapping::load(mapping)?).await
+    build(global, &Mapping::load(mapping)?, state).await
 }
 
-/// Reads both catalogs and builds the plan of a loaded mapping.
+/// Reads both catalogs and builds the plan of a loaded mapping; checks its bound values
+/// against the source's column types.
 async fn build(
     global: &GlobalArgs,
     mapping: &Mapping,
+    state: State,
 ) -> Result<(Plan, Endpoint, Endpoint), Error> {
     let source = Endpoint::new(Side::Source, global.source.as_deref())?;
     let target = Endpoint::new(Side::Target, global.target.as_deref())?;
-    let (source_catalog, target_catalog) =
-        tokio::try_join!(read_catalog(&source), read_catalog(&target))?;
+    let ((source_client, source_catalog), (_, target_catalog)) = tokio::try_join!(
+        read_catalog(&source, State::Ignored),
+        read_catalog(&target, state)
+    )?;
     let plan = Plan::build(mapping, &source_catalog, &target_catalog)?;
+    crate::plan::bound::check(&plan, &source_client).await?;
     Ok((plan, source, target))
 }
 
-async fn read_catalog(endpoint: &Endpoint) -> Result<Catalog, Error> {
+async fn read_catalog(endpoint: &Endpoint, state: State) -> Result<(Client, Catalog), Error> {
     let client = endpoint.connect().await?;
-    Catalog::read(&client)
+    let catalog = Catalog::read(&client, state)
         .await
-        .map_err(Error::db(format!("reading the {} catalog", endpoint.side)))
+        .map_err(Error::db(format!("reading the {} catalog", endpoint.side)))?;
+    Ok((client, catalog))
 }

@@ -14,9 +14,18 @@ use tokio_postgres::{Client, Config};
 
 use crate::error::DbError;
 
-/// Settings every session gets, so that text forms (key bounds are exchanged as text) do
-/// not depend on server defaults, and long snapshot transactions are not cut off.
-const SESSION_SETUP: &str = "SET DateStyle = ISO, YMD; SET IntervalStyle = postgres; \
+/// Settings every session gets, on both servers, before any other statement:
+/// - `search_path` pinned to `pg_catalog, pg_temp`: a neighbour who can create objects in
+///   `public` (or any schema a role's default path names) cannot shadow an operator or a
+///   function the tool's SQL uses; functions and operators are never looked up in
+///   `pg_temp`. Generated SQL qualifies them too; this covers every other statement.
+/// - `row_security = off`: a table that row-level security would filter for the tool's
+///   role raises an error instead of returning a silent subset (see
+///   [`crate::error::DbError`] for the message).
+/// - fixed text forms (key bounds are exchanged as text), and no timeouts that would cut
+///   a long snapshot transaction off.
+const SESSION_SETUP: &str = "SET search_path = pg_catalog, pg_temp; SET row_security = off; \
+    SET DateStyle = ISO, YMD; SET IntervalStyle = postgres; \
     SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET statement_timeout = 0; \
     SET idle_in_transaction_session_timeout = 0; SET lock_timeout = 0";
 
@@ -90,7 +99,7 @@ impl Endpoint {
         let (rest, tls) = crate::tls::split_options(value).map_err(invalid)?;
         let mut config: Config = rest
             .parse()
-            .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+            .map_err(|e: tokio_postgres::Error| invalid(parse_error(&e)))?;
         config.ssl_mode(tls.mode.negotiation());
         fill_from_environment(&mut config);
         let tls = crate::tls::connector(&tls).map_err(invalid)?;
@@ -128,9 +137,16 @@ impl Endpoint {
             .connect(self.tls.clone())
             .await
             .map_err(unreachable)?;
+        // The driver runs here. Server NOTICEs are dropped unread: any function on the
+        // server can raise one with any text, row values included.
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %DbError::from(e), "connection closed with an error");
+            let mut connection = connection;
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                if let Err(e) = message {
+                    tracing::debug!(error = %DbError::from(e), "connection closed with an error");
+                    break;
+                }
             }
         });
         client
@@ -138,6 +154,26 @@ impl Endpoint {
             .await
             .map_err(unreachable)?;
         Ok(client)
+    }
+}
+
+/// tokio-postgres's parse error, when it names only an option (`invalid value for option
+/// `port``); otherwise a fixed text, since other errors can repeat a piece of the string.
+fn parse_error(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    const OPTIONS: &[&str] = &[
+        "host", "hostaddr", "port", "user", "password", "dbname", "options",
+        "application_name", "connect_timeout", "keepalives", "keepalives_idle",
+        "target_session_attrs", "channel_binding", "load_balance_hosts",
+    ];
+    match text.strip_prefix("invalid value for option `").and_then(|r| r.strip_suffix('`')) {
+        Some(option) if OPTIONS.contains(&option) => format!("invalid value for option `{option}`"),
+        _ => "it does not parse (the string is not repeated here: it may hold a password)".into(),
     }
 }
 
@@ -215,6 +251,27 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{kv} {kv:?}").contains("pw123456"));
+    }
+
+    #[test]
+    fn unparsable_strings_never_repeat_a_value() {
+        for conn in [
+            "postgres://u@h/db?password=pw%E6%BC%A2x%漢字",
+            "host=h password=my secret",
+            "postgres://u@h/db?s3cretpart=1",
+            "host=h port=s3cretpart",
+        ] {
+            match Endpoint::new(Side::Source, Some(conn)) {
+                Ok(e) => assert!(!format!("{e} {e:?}").contains("s3cret"), "{conn}"),
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(
+                        !text.contains("secret") && !text.contains("s3cret") && !text.contains('漢'),
+                        "{text}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

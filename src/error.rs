@@ -103,7 +103,10 @@ impl<F: Fn() -> String> Context for &F {
 
 /// A database error reduced to what is safe to print: severity, message and SQLSTATE.
 /// PostgreSQL's DETAIL and CONTEXT fields can quote row values (a failing COPY line,
-/// a failing row), so they are dropped here, before any message is formed.
+/// a failing row), so they are dropped here, before any message is formed. Messages of
+/// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation) can quote
+/// values too (`invalid input syntax for type integer: "..."`, a character that has no
+/// equivalent in the client encoding): for those only the condition's name is kept.
 #[derive(Debug, Clone)]
 pub struct DbError {
     text: String,
@@ -114,9 +117,20 @@ pub struct DbError {
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            let text = match value_bearing_condition(code) {
+                Some(condition) => format!("{}: {condition} (message withheld: it may quote a value)", db.severity()),
+                None if code == "42501" && db.message().contains("row-level security") => format!(
+                    "{}: {}; row security is off for shadan's sessions so that no policy can hide rows: \
+                     give the role BYPASSRLS, or connect as the table's owner",
+                    db.severity(),
+                    db.message()
+                ),
+                None => format!("{}: {}", db.severity(), db.message()),
+            };
             return Self {
-                text: format!("{}: {}", db.severity(), db.message()),
-                code: Some(db.code().code().to_string()),
+                text,
+                code: Some(code.to_string()),
             };
         }
         let mut text = e.to_string();
@@ -127,6 +141,37 @@ impl From<tokio_postgres::Error> for DbError {
             source = s.source();
         }
         Self { text, code: None }
+    }
+}
+
+/// The condition name of a SQLSTATE whose message may quote a value (classes 22 and 23),
+/// or `None` for other classes, whose messages are safe to print.
+fn value_bearing_condition(code: &str) -> Option<&'static str> {
+    const NAMED: &[(&str, &str)] = &[
+        ("22001", "string_data_right_truncation"),
+        ("22003", "numeric_value_out_of_range"),
+        ("22007", "invalid_datetime_format"),
+        ("22008", "datetime_field_overflow"),
+        ("22012", "division_by_zero"),
+        ("22021", "character_not_in_repertoire"),
+        ("22P02", "invalid_text_representation"),
+        ("22P05", "untranslatable_character"),
+        ("22023", "invalid_parameter_value"),
+        ("23502", "not_null_violation"),
+        ("23503", "foreign_key_violation"),
+        ("23505", "unique_violation"),
+        ("23514", "check_violation"),
+        ("23P01", "exclusion_violation"),
+    ];
+    if let Some((_, name)) = NAMED.iter().find(|(c, _)| *c == code) {
+        return Some(name);
+    }
+    if code.starts_with("22") {
+        Some("data_exception")
+    } else if code.starts_with("23") {
+        Some("integrity_constraint_violation")
+    } else {
+        None
     }
 }
 
@@ -144,6 +189,14 @@ impl std::error::Error for DbError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_and_constraint_errors_keep_only_the_condition_name() {
+        assert_eq!(value_bearing_condition("22P02"), Some("invalid_text_representation"));
+        assert_eq!(value_bearing_condition("22999"), Some("data_exception"));
+        assert_eq!(value_bearing_condition("23505"), Some("unique_violation"));
+        assert_eq!(value_bearing_condition("42501"), None);
+    }
 
     #[test]
     fn invalid_mapping_and_usage_exit_2_runtime_exits_1() {

@@ -14,7 +14,9 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::ident::{quote_ident, quote_literal};
+use crate::ident::{comment_safe, quote_ident, quote_literal};
+use crate::mapping::name::QualifiedName;
+use crate::plan::query::op;
 use crate::plan::query::export_view;
 use crate::plan::{Class, Plan, Scope, TablePlan, EXPORT_SCHEMA};
 
@@ -39,13 +41,16 @@ pub fn script(plan: &Plan, role: &str, views: bool) -> String {
         plan.mapping_digest,
         env!("CARGO_PKG_VERSION")
     );
-    let _ = writeln!(out, "BEGIN;\n");
+    // Views bind their operators when created: under a pinned search_path (and with
+    // qualified operators) no object a neighbour put in `public` can stand in for them.
+    let _ = writeln!(out, "BEGIN;\nSET LOCAL search_path = pg_catalog, pg_temp;\n");
     let _ = writeln!(
         out,
         "-- The login role shadan connects as. No password is set here: set one yourself,\n\
-         -- ALTER ROLE {r} PASSWORD '<fill in>';  -- or use certificate authentication.\n\
+         -- ALTER ROLE {rc} PASSWORD '<fill in>';  -- or use certificate authentication.\n\
          DO $shadan$ BEGIN\n    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {}) THEN\n        CREATE ROLE {r} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION;\n    END IF;\nEND $shadan$;\n",
-        quote_literal(role)
+        quote_literal(role),
+        rc = comment_safe(&r),
     );
     if views {
         views_mode(&mut out, plan, role);
@@ -75,6 +80,11 @@ fn list(cols: &[String]) -> String {
         .join(", ")
 }
 
+/// A table name for a `--` comment.
+fn commented(name: &QualifiedName) -> String {
+    comment_safe(&name.sql())
+}
+
 fn schemas(plan: &Plan) -> BTreeSet<String> {
     plan.tables
         .iter()
@@ -85,15 +95,20 @@ fn schemas(plan: &Plan) -> BTreeSet<String> {
 fn direct_mode(out: &mut String, plan: &Plan, role: &str) {
     let r = quote_ident(role);
     for schema in schemas(plan) {
-        let _ = writeln!(out, "-- Lets the role name objects in {schema}; grants no data.\nGRANT USAGE ON SCHEMA {} TO {r};\n", quote_ident(&schema));
+        let q = quote_ident(&schema);
+        let _ = writeln!(
+            out,
+            "-- Lets the role name objects in {}; grants no data.\nGRANT USAGE ON SCHEMA {q} TO {r};\n",
+            comment_safe(&q)
+        );
     }
     for t in &plan.tables {
         let read = columns_read(t);
         let never: Vec<String> = t
             .non_public
             .iter()
-            .map(|c| c.name.clone())
-            .filter(|c| !read.contains(c))
+            .filter(|c| !read.contains(&c.name))
+            .map(|c| comment_safe(&quote_ident(&c.name)))
             .collect();
         let _ =
             writeln!(
@@ -102,8 +117,8 @@ fn direct_mode(out: &mut String, plan: &Plan, role: &str) {
              -- evaluated inside this server and never copied. Not readable: {}.\n\
              REVOKE ALL ON TABLE {} FROM {r};\n\
              GRANT SELECT ({}) ON TABLE {} TO {r};\n",
-            t.source,
-            t.target,
+            commented(&t.source),
+            commented(&t.target),
             if never.is_empty() { "(none)".to_string() } else { never.join(", ") },
             t.source.sql(),
             list(&read),
@@ -140,10 +155,11 @@ fn views_mode(out: &mut String, plan: &Plan, role: &str) {
         let read = columns_read(t);
         let owned = t.owner.as_ref().map(|own| {
             format!(
-                "{} = {}::{}",
+                "{} {} {}::{}",
                 quote_ident(&own.name),
+                op("="),
                 quote_literal(&plan.own_retailer),
-                own.type_name
+                own.base_type_name
             )
         });
         let select: Vec<String> = t
@@ -167,11 +183,12 @@ fn views_mode(out: &mut String, plan: &Plan, role: &str) {
             let values: Vec<String> = f
                 .values
                 .iter()
-                .map(|v| format!("{}::{}", quote_literal(v), f.column.type_name))
+                .map(|v| format!("{}::{}", quote_literal(v), f.column.base_type_name))
                 .collect();
             preds.push(format!(
-                "{} IN ({})",
+                "{} {} ANY (ARRAY[{}])",
                 quote_ident(&f.column.name),
+                op("="),
                 values.join(", ")
             ));
         }
@@ -191,8 +208,8 @@ fn views_mode(out: &mut String, plan: &Plan, role: &str) {
              COMMENT ON VIEW {view} IS {};\n\
              REVOKE ALL ON TABLE {view} FROM PUBLIC;\n\
              GRANT SELECT ON TABLE {view} TO {r};\n",
-            t.source,
-            t.target,
+            commented(&t.source),
+            commented(&t.target),
             list(&read),
             select.join(", "),
             quote_literal(&format!("{VIEW_COMMENT_PREFIX}{}", t.projection_digest(&plan.own_retailer))),

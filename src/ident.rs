@@ -19,6 +19,21 @@ pub fn quote_ident(name: &str) -> String {
     out
 }
 
+/// Makes SQL text (a quoted name, usually) safe inside a `--` comment: a line break in
+/// a name would end the comment and turn the rest of the name into SQL, so every control
+/// character (and the Unicode line and paragraph separators) is written as `\u{..}`.
+pub fn comment_safe(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    for ch in sql.chars() {
+        if ch.is_control() || ch == '\u{2028}' || ch == '\u{2029}' {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(ch)));
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 /// Quotes a string literal as standard SQL (`'...'` with embedded quotes doubled).
 /// Used only in reviewed DDL output, never for queries the tool runs.
 pub fn quote_literal(value: &str) -> String {
@@ -48,6 +63,14 @@ mod tests {
             quote_ident(r#"a"; drop table x; --"#),
             r#""a""; drop table x; --""#
         );
+    }
+
+    #[test]
+    fn a_name_in_a_comment_cannot_end_the_comment() {
+        let hostile = quote_ident("x\nALTER ROLE mallory SUPERUSER;\n--");
+        let safe = comment_safe(&hostile);
+        assert!(!safe.contains('\n'), "{safe}");
+        assert_eq!(safe, "\"x\\u{a}ALTER ROLE mallory SUPERUSER;\\u{a}--\"");
     }
 
     #[test]

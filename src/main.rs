@@ -6,6 +6,7 @@ use clap::Parser;
 use shadan::cli::{Cli, LogFormat};
 
 fn main() -> ExitCode {
+    install_panic_hook();
     let cli = Cli::parse();
     let json_logs = cli.global.log_format == LogFormat::Json;
     init_logging(cli.global.log_format);
@@ -32,10 +33,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// A panic prints where it happened, never its message: a payload could carry a
+/// connection string or a row value that was being handled.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("shadan: internal error{place} (details withheld: they may hold values); please report it");
+    }));
+}
+
+/// Log targets that never reach the logs, at any `RUST_LOG` level: the driver's debug
+/// lines include bound parameters (key values, the `--deep` fingerprints), and its info
+/// lines relay server NOTICEs, which functions on the server can fill with anything.
+const SILENCED: &[&str] = &["tokio_postgres=off", "postgres_protocol=off"];
+
 /// Logs go to stderr; stdout carries only results. `RUST_LOG` overrides the level.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shadan=info"));
+    for directive in SILENCED {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

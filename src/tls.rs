@@ -3,10 +3,17 @@
 //! tokio-postgres knows `sslmode` only up to `require` and rejects `sslrootcert`, so
 //! these options are taken out of the connection string here (URL query or key=value
 //! form, else `PGSSLMODE`/`PGSSLROOTCERT`) and turn into a connector:
-//! `disable` no TLS; `prefer` (the default) and `require` encrypt without verifying,
-//! unless a root certificate is given, which makes them verify the chain as libpq does;
-//! `verify-ca` verifies the chain; `verify-full` also the host name. Without
-//! `sslrootcert`, verification uses the system's trusted roots.
+//! `disable` no TLS; `allow`/`prefer` (the default) TLS when the server offers it;
+//! `require` TLS or fail; `verify-ca` verifies the chain; `verify-full` also the host
+//! name. As in libpq, the root certificates come from `sslrootcert`, else
+//! `~/.postgresql/root.crt`; when such a file exists, every mode that uses TLS verifies
+//! the chain with it (`prefer` and `require` then behave as `verify-ca`), and
+//! `verify-ca`/`verify-full` without one are refused. `sslrootcert=system` trusts the
+//! system's roots (PostgreSQL 16's meaning). `channel_binding` is tokio-postgres's own,
+//! with libpq's values (`disable`, `prefer`, `require`).
+//!
+//! Nothing here panics on any input, and no error repeats any part of the string: it
+//! may hold a password.
 
 use std::path::PathBuf;
 
@@ -37,10 +44,11 @@ impl TlsMode {
             "require" => TlsMode::Require,
             "verify-ca" => TlsMode::VerifyCa,
             "verify-full" => TlsMode::VerifyFull,
-            other => {
-                return Err(format!(
-                "unknown sslmode `{other}`; use disable, prefer, require, verify-ca or verify-full"
-            ))
+            _ => {
+                return Err(
+                    "unknown sslmode; use disable, allow, prefer, require, verify-ca or verify-full"
+                        .into(),
+                )
             }
         })
     }
@@ -62,6 +70,31 @@ pub struct TlsOptions {
     pub mode: TlsMode,
     /// `sslrootcert`: PEM file with the CA certificate(s) to trust.
     pub root_cert: Option<PathBuf>,
+}
+
+/// Where the root certificates come from.
+enum Roots {
+    /// None: no verification possible.
+    None,
+    /// The system's trusted roots (`sslrootcert=system`).
+    System,
+    /// A PEM file.
+    File(PathBuf),
+}
+
+impl TlsOptions {
+    /// libpq's choice of root certificates: `sslrootcert`, else `~/.postgresql/root.crt`
+    /// when it exists.
+    fn roots(&self) -> Roots {
+        match &self.root_cert {
+            Some(p) if p.as_os_str() == "system" => Roots::System,
+            Some(p) => Roots::File(p.clone()),
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
+                .filter(|p| p.is_file())
+                .map_or(Roots::None, Roots::File),
+        }
+    }
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a connection string. Returns the rest (for
@@ -116,9 +149,20 @@ pub fn split_options(conn: &str) -> Result<(String, TlsOptions), String> {
 /// Builds the connector for `options`.
 pub fn connector(options: &TlsOptions) -> Result<MakeTlsConnector, String> {
     let mut builder = TlsConnector::builder();
-    let verify_chain = matches!(options.mode, TlsMode::VerifyCa | TlsMode::VerifyFull)
-        || (options.mode == TlsMode::Require && options.root_cert.is_some());
-    if let Some(path) = &options.root_cert {
+    let roots = options.roots();
+    let verify_chain = match (&roots, options.mode) {
+        (_, TlsMode::Disable) => false,
+        (Roots::None, TlsMode::VerifyCa | TlsMode::VerifyFull) => {
+            return Err(
+                "sslmode verify-ca and verify-full need root certificates: set sslrootcert \
+                 (a PEM file, or `system`) or create ~/.postgresql/root.crt"
+                    .into(),
+            )
+        }
+        (Roots::None, _) => false,
+        (Roots::System | Roots::File(_), _) => true,
+    };
+    if let Roots::File(path) = &roots {
         let pem = std::fs::read(path)
             .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
         let cert = Certificate::from_pem(&pem).map_err(|e| {
@@ -163,9 +207,13 @@ fn key_values(conn: &str) -> Result<Vec<(String, String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!(
-                "expected `=` after `{key}` in the connection string"
-            ));
+            // The word is not repeated: after a space in an unquoted password it is a
+            // piece of the password.
+            return Err(
+                "a word without `=` in the key=value connection string (quote values that \
+                 contain spaces with single quotes)"
+                    .into(),
+            );
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -207,14 +255,16 @@ fn key_values(conn: &str) -> Result<Vec<(String, String, String)>, String> {
     }
 }
 
+/// Decodes `%XX` escapes byte by byte (never slicing the string, so any input is safe).
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
+    let hex = |b: u8| char::from(b).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -248,5 +298,18 @@ mod tests {
         assert_eq!(tls.mode, TlsMode::Require);
         assert_eq!(tls.root_cert, Some(PathBuf::from("/x y/ca.pem")));
         assert!(split_options("host=h sslmode=sometimes").is_err());
+    }
+
+    #[test]
+    fn hostile_strings_neither_panic_nor_echo_a_value() {
+        for conn in [
+            "postgres://u@h/db?password=pw%E6%BC%A2x%漢字",
+            "postgres://u@h/db?sslmode=%漢&sslrootcert=%",
+            "postgres://u@h/db?x=%%%",
+        ] {
+            let _ = split_options(conn);
+        }
+        let err = split_options("host=h password=my secret").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
     }
 }

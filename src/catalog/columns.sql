@@ -1,26 +1,67 @@
 -- Every column of every user table (and view) the connected role can see, in column order,
--- with the exact type (typmod included), nullability and binary pass-through facts.
+-- with the exact type (typmod included), nullability, binary pass-through facts, and the
+-- collation facts that decide how key ranges compare. Runs with search_path pinned to
+-- pg_catalog; every function is qualified all the same.
 -- The tool's own schema `shadan` is not part of any mapping and is left out.
-SELECT n.nspname::text                                   AS schema_name,
-       c.relname::text                                   AS table_name,
-       c.relkind::text                                   AS kind,
-       a.attname::text                                   AS column_name,
-       format_type(a.atttypid, a.atttypmod)              AS type_name,
-       a.atttypid                                        AS type_oid,
-       a.attnotnull                                      AS not_null,
-       a.attgenerated <> ''                              AS generated,
-       t.typtype::text                                   AS type_kind,
-       t.typcategory::text                               AS type_category,
-       coalesce(et.oid >= 16384, false)                  AS element_user_defined,
-       pg_catalog.obj_description(c.oid, 'pg_class')     AS table_comment
+SELECT n.nspname::text                                           AS schema_name,
+       c.relname::text                                           AS table_name,
+       c.relkind::text                                           AS kind,
+       a.attname::text                                           AS column_name,
+       pg_catalog.format_type(a.atttypid, a.atttypmod)           AS type_name,
+       a.atttypid                                                AS type_oid,
+       a.attnotnull                                              AS not_null,
+       a.attgenerated OPERATOR(pg_catalog.<>) ''                 AS generated,
+       t.typtype::text                                           AS type_kind,
+       t.typcategory::text                                       AS type_category,
+       coalesce(et.oid OPERATOR(pg_catalog.>=) 16384, false)     AS element_user_defined,
+       pg_catalog.obj_description(c.oid, 'pg_class')             AS table_comment,
+       pg_catalog.format_type(a.atttypid, NULL)                  AS base_type_name,
+       CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typbasetype ELSE a.atttypid END
+                                                                 AS representation_oid,
+       CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typtypmod ELSE a.atttypmod END
+                                                                 AS representation_typmod,
+       CASE WHEN co.oid IS NOT NULL
+            THEN pg_catalog.quote_ident(cn.nspname::text) OPERATOR(pg_catalog.||) '.'
+                 OPERATOR(pg_catalog.||) pg_catalog.quote_ident(co.collname::text) END
+                                                                 AS collation_sql,
+       CASE WHEN co.oid IS NULL THEN NULL
+            WHEN co.oid OPERATOR(pg_catalog.=) 100 THEN
+                 'default (' OPERATOR(pg_catalog.||)
+                 CASE WHEN d.datlocprovider OPERATOR(pg_catalog.=) 'i'
+                      THEN 'icu ' OPERATOR(pg_catalog.||)
+                           coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'daticulocale',
+                                    pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'datlocale', '?')
+                      ELSE 'libc ' OPERATOR(pg_catalog.||) d.datcollate::text END
+                 OPERATOR(pg_catalog.||) ')'
+            ELSE co.collname::text OPERATOR(pg_catalog.||) ' (' OPERATOR(pg_catalog.||)
+                 CASE WHEN co.collprovider OPERATOR(pg_catalog.=) 'i'
+                      THEN 'icu ' OPERATOR(pg_catalog.||)
+                           coalesce(pg_catalog.to_jsonb(co) OPERATOR(pg_catalog.->>) 'colliculocale',
+                                    pg_catalog.to_jsonb(co) OPERATOR(pg_catalog.->>) 'colllocale', '?')
+                      ELSE 'libc ' OPERATOR(pg_catalog.||) coalesce(co.collcollate::text, '?') END
+                 OPERATOR(pg_catalog.||) ')'
+       END                                                       AS collation_label,
+       coalesce(co.collisdeterministic, true)                    AS collation_deterministic,
+       coalesce(CASE WHEN co.oid OPERATOR(pg_catalog.=) 100
+                     THEN d.datlocprovider OPERATOR(pg_catalog.=) 'c'
+                          AND d.datcollate::text OPERATOR(pg_catalog.=) ANY (ARRAY['C', 'POSIX'])
+                     ELSE co.collprovider OPERATOR(pg_catalog.=) 'c'
+                          AND co.collcollate::text OPERATOR(pg_catalog.=) ANY (ARRAY['C', 'POSIX']) END,
+                false)                                           AS collation_bytewise
 FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
-WHERE c.relkind IN ('r', 'p', 'v')
+JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
+     AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+LEFT JOIN pg_catalog.pg_type et ON et.oid OPERATOR(pg_catalog.=) t.typelem
+     AND t.typcategory OPERATOR(pg_catalog.=) 'A'
+LEFT JOIN pg_catalog.pg_collation co ON co.oid OPERATOR(pg_catalog.=) a.attcollation
+LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid OPERATOR(pg_catalog.=) co.collnamespace
+CROSS JOIN pg_catalog.pg_database d
+WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+  AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'v']::"char"[])
   AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'shadan')
-  AND n.nspname NOT LIKE 'pg\_toast%'
-  AND n.nspname NOT LIKE 'pg\_temp\_%'
+  AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema', 'shadan']::name[])
+  AND n.nspname::text NOT LIKE 'pg\_toast%'
+  AND n.nspname::text NOT LIKE 'pg\_temp\_%'
 ORDER BY n.nspname, c.relname, a.attnum

@@ -15,6 +15,19 @@ use crate::mapping::name::QualifiedName;
 pub struct Catalog {
     /// Every table and view the connected role can see, outside the tool's own schema.
     pub tables: BTreeMap<QualifiedName, TableInfo>,
+    /// `server_encoding`: text keys compare byte by byte, so both sides must encode alike.
+    pub encoding: String,
+}
+
+/// Whether [`Catalog::read`] may take key definitions from the tool's own state schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Add the keys a cutover set aside (`shadan.deferred_indexes`), when the schema is
+    /// owned by the connected role: writing commands continue what a cutover started.
+    Trusted,
+    /// Read only the catalog: `verify` takes nothing from state an earlier run (or
+    /// anyone else) wrote.
+    Ignored,
 }
 
 /// One table (or view) as the catalog describes it.
@@ -58,6 +71,22 @@ pub struct ColumnInfo {
     pub type_category: char,
     /// An array whose element type is user-defined (its binary form carries a local OID).
     pub element_user_defined: bool,
+    /// `format_type(atttypid, NULL)`: the type without typmod, for casting bound values
+    /// (a typmod cast would silently cut an over-long value down to a real one).
+    pub base_type_name: String,
+    /// The OID of the type that holds the value: the domain's base type for a domain.
+    pub representation_oid: u32,
+    /// The typmod of that type (`-1` when none).
+    pub representation_typmod: i32,
+    /// The column's collation as qualified SQL (`pg_catalog."C"`), for collatable types.
+    pub collation_sql: Option<String>,
+    /// The collation for people: `default (libc C)`, `de (icu de-DE)`.
+    pub collation_label: Option<String>,
+    /// Whether equality under the collation is byte equality.
+    pub collation_deterministic: bool,
+    /// Whether the collation orders by bytes (C or POSIX), so ranges under it mean the
+    /// same on every server.
+    pub collation_bytewise: bool,
 }
 
 impl ColumnInfo {
@@ -89,7 +118,7 @@ impl TableInfo {
 
 impl Catalog {
     /// Reads the catalog of the database `client` is connected to.
-    pub async fn read(client: &Client) -> Result<Self, tokio_postgres::Error> {
+    pub async fn read(client: &Client, state: State) -> Result<Self, tokio_postgres::Error> {
         let mut tables: BTreeMap<QualifiedName, TableInfo> = BTreeMap::new();
         for row in client.query(include_str!("columns.sql"), &[]).await? {
             let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
@@ -111,18 +140,30 @@ impl Catalog {
                 type_kind: type_kind.chars().next().unwrap_or('b'),
                 type_category: type_category.chars().next().unwrap_or('U'),
                 element_user_defined: row.get(10),
+                base_type_name: row.get(12),
+                representation_oid: row.get(13),
+                representation_typmod: row.get(14),
+                collation_sql: row.get(15),
+                collation_label: row.get(16),
+                collation_deterministic: row.get(17),
+                collation_bytewise: row.get(18),
             });
         }
         // Keys a cutover set aside while loading (see target::indexes) still define the
-        // table: they are rebuilt before the cutover counts as done.
+        // table: they are rebuilt before the cutover counts as done. Taken only from a
+        // state schema the role owns, and never for verify.
         let deferred_exists: bool = client
             .query_one(
-                "SELECT pg_catalog.to_regclass('shadan.deferred_indexes') IS NOT NULL",
+                "SELECT pg_catalog.to_regclass('shadan.deferred_indexes') IS NOT NULL \
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n \
+                                WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' \
+                                  AND n.nspowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r \
+                                      WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))",
                 &[],
             )
             .await?
             .get(0);
-        if deferred_exists {
+        if deferred_exists && state == State::Trusted {
             let deferred = client
                 .query(
                     "SELECT target_table, unique_columns FROM shadan.deferred_indexes WHERE unique_columns IS NOT NULL",
@@ -151,7 +192,11 @@ impl Catalog {
                 });
             }
         }
-        Ok(Self { tables })
+        let encoding: String = client
+            .query_one("SELECT pg_catalog.current_setting('server_encoding')", &[])
+            .await?
+            .get(0);
+        Ok(Self { tables, encoding })
     }
 
     /// Looks a table up by name.

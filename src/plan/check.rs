@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::query;
 use super::{
-    Class, OnlyFilter, PlannedColumn, Problem, Scope, SourceAccess, TablePlan, TypedColumn,
+    Class, KeyOrder, OnlyFilter, PlannedColumn, Problem, Scope, SourceAccess, TablePlan, TypedColumn,
     UnexpectedColumn,
 };
 use crate::catalog::{Catalog, ColumnInfo, TableInfo};
@@ -118,6 +118,7 @@ impl<'a> TableCheck<'a> {
                 Some(col) if !values.is_empty() => only.push(OnlyFilter {
                     column: typed(col),
                     values: values.clone(),
+                    line: column.line,
                 }),
                 Some(_) => self.problems.push(Problem::column(
                     column.line,
@@ -207,6 +208,8 @@ impl<'a> TableCheck<'a> {
                 class,
                 type_name: src_col.type_name.clone(),
                 is_text: src_col.is_text(),
+                source_order: KeyOrder::of(src_col),
+                target_order: KeyOrder::of(tgt_col),
             });
         }
         for (target_col, sources) in &produced {
@@ -248,6 +251,7 @@ impl<'a> TableCheck<'a> {
                 target: target_name,
                 scope,
                 owner,
+                line: m.line,
                 only,
                 columns,
                 key_len,
@@ -416,6 +420,28 @@ impl<'a> TableCheck<'a> {
         if ordered.len() != index.columns.len() {
             return 0; // a key column failed an earlier check, already reported
         }
+        for key_col in &ordered {
+            let sides = [
+                (src.column(&key_col.source), "source", label),
+                (tgt.column(&key_col.target), "target", target_label),
+            ];
+            for (col, side, table) in sides {
+                let Some(col) = col else { continue };
+                if let Some(why) = super::keys::key_column_problem(col, side) {
+                    self.problems
+                        .push(Problem::column(m.key[0].line, table, &col.name, why));
+                    continue;
+                }
+                if col.collation_sql.is_some() && side == "source" {
+                    if let Some(why) =
+                        super::keys::encoding_problem(&self.source.encoding, &self.target.encoding)
+                    {
+                        self.problems
+                            .push(Problem::column(m.key[0].line, table, &col.name, why));
+                    }
+                }
+            }
+        }
         let target_set: BTreeSet<&str> = ordered.iter().map(|c| c.target.as_str()).collect();
         let target_unique = tgt.unique_keys.iter().any(|u| {
             u.columns
@@ -451,6 +477,7 @@ fn typed(col: &ColumnInfo) -> TypedColumn {
         name: col.name.clone(),
         type_name: col.type_name.clone(),
         is_text: col.is_text(),
+        base_type_name: col.base_type_name.clone(),
     }
 }
 

@@ -6,7 +6,9 @@
 //! identical type, and the key is public and unique on both sides. Every command takes a
 //! `Plan` and nothing else; the source query it runs is generated from it ([`query`]).
 
+pub mod bound;
 mod check;
+mod keys;
 pub mod problem;
 pub mod query;
 pub mod show;
@@ -65,6 +67,8 @@ pub struct Plan {
     pub mapping_digest: String,
     /// Retailer code of the company that owns the target.
     pub own_retailer: String,
+    /// Line of `own_retailer` in the mapping, for problems with its value.
+    pub own_retailer_line: usize,
     /// Tables or export views.
     pub source_access: SourceAccess,
     /// The mapped tables, in mapping order.
@@ -101,6 +105,8 @@ pub struct TablePlan {
     pub scope: Scope,
     /// Owner column and its exact type, when the table has one.
     pub owner: Option<TypedColumn>,
+    /// Line of the `[[table]]` entry.
+    pub line: usize,
     /// `only` filters, evaluated inside the source.
     pub only: Vec<OnlyFilter>,
     /// Copied columns in projection order: the key columns first (in unique-index order),
@@ -147,6 +153,10 @@ pub struct TypedColumn {
     /// Whether the type is a string type (fingerprinted by `verify --deep`).
     #[serde(skip)]
     pub is_text: bool,
+    /// The type without typmod: bound values are cast to it, so that a value too long
+    /// for the column matches nothing instead of being cut down to one that does.
+    #[serde(skip)]
+    pub base_type_name: String,
 }
 
 /// An `only` filter: keep rows whose column value is in the list.
@@ -156,6 +166,9 @@ pub struct OnlyFilter {
     pub column: TypedColumn,
     /// Allowed values as text, bound as a parameter and cast to the column type.
     pub values: Vec<String>,
+    /// Line of the filter in the mapping.
+    #[serde(skip)]
+    pub line: usize,
 }
 
 /// A column that crosses to the target.
@@ -173,6 +186,40 @@ pub struct PlannedColumn {
     /// Whether the type is a string type (searched by `verify --deep`).
     #[serde(skip)]
     pub is_text: bool,
+    /// How the source column takes part in key ranges and key order.
+    #[serde(skip)]
+    pub source_order: KeyOrder,
+    /// How the target column takes part in key ranges and key order.
+    #[serde(skip)]
+    pub target_order: KeyOrder,
+}
+
+/// How a key column is compared in range predicates and ORDER BY, on one side. Batches
+/// are key ranges evaluated on both servers, so both must order keys identically: text
+/// keys compare byte by byte (`COLLATE "C"`) whatever the servers' collations, libc or
+/// ICU, locale or library version. A column whose own collation already orders by bytes
+/// keeps it, so its index still serves the range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyOrder {
+    /// ` COLLATE <collation>` to put after the column, or empty for types without one.
+    pub collate: String,
+    /// The column's own collation, for `plan` to show.
+    pub label: Option<String>,
+}
+
+impl KeyOrder {
+    /// The order of a column of the given catalog facts.
+    pub fn of(col: &crate::catalog::ColumnInfo) -> Self {
+        let collate = match (&col.collation_sql, col.collation_bytewise) {
+            (None, _) => String::new(),
+            (Some(own), true) => format!(" COLLATE {own}"),
+            (Some(_), false) => " COLLATE pg_catalog.\"C\"".to_string(),
+        };
+        Self {
+            collate,
+            label: col.collation_label.clone(),
+        }
+    }
 }
 
 impl TablePlan {
@@ -282,6 +329,7 @@ impl Plan {
             mapping_path: mapping.path.clone(),
             mapping_digest: mapping.digest.clone(),
             own_retailer,
+            own_retailer_line: mapping.own_retailer.line,
             source_access,
             tables,
             unmapped_source_tables,

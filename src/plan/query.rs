@@ -89,6 +89,12 @@ fn setting_as(name: &str, type_name: &str) -> String {
     format!("(SELECT pg_catalog.current_setting('{name}')::{type_name})")
 }
 
+/// `=`, `>`, `<=` and friends, qualified so that no operator a neighbour creates in a
+/// schema on some search path can stand in for pg_catalog's.
+pub fn op(symbol: &str) -> String {
+    format!("OPERATOR(pg_catalog.{symbol})")
+}
+
 fn only_setting(table: usize, filter: usize) -> String {
     format!("shadan.only_{}_{}", table + 1, filter + 1)
 }
@@ -118,13 +124,16 @@ impl TablePlan {
         }
     }
 
-    /// `owner = own_retailer` as SQL, when the table has an owner column.
+    /// `owner = own_retailer` as SQL, when the table has an owner column. The bound value
+    /// is cast to the owner's type without typmod: `'R0001-TEST'::varchar(5)` would be
+    /// `R0001`, another company.
     pub fn owned_predicate(&self) -> Option<String> {
         self.owner.as_ref().map(|o| {
             format!(
-                "{} = {}",
+                "{} {} {}",
                 quote_ident(&o.name),
-                setting_as(OWN_RETAILER_SETTING, &o.type_name)
+                op("="),
+                setting_as(OWN_RETAILER_SETTING, &o.base_type_name)
             )
         })
     }
@@ -160,17 +169,19 @@ impl TablePlan {
         }
         for (i, f) in self.only.iter().enumerate() {
             preds.push(format!(
-                "{} = ANY (ARRAY(SELECT pg_catalog.unnest(pg_catalog.current_setting('{}')::text[]::{}[])))",
+                "{} {} ANY (ARRAY(SELECT pg_catalog.unnest(pg_catalog.current_setting('{}')::pg_catalog.text[]::{}[])))",
                 quote_ident(&f.column.name),
+                op("="),
                 only_setting(self.index, i),
-                f.column.type_name
+                f.column.base_type_name
             ));
         }
         preds
     }
 
-    /// Key range predicates over `columns` (source or target names of the key).
-    fn range_predicates(&self, names: &[&str], range: RangeShape) -> Vec<String> {
+    /// Key range predicates over `columns` (source or target key columns, each with its
+    /// `COLLATE` clause), with qualified operators.
+    fn range_predicates(&self, names: &[String], range: RangeShape) -> Vec<String> {
         let key = self.key();
         let row = |cols: Vec<String>| {
             if cols.len() == 1 {
@@ -179,7 +190,7 @@ impl TablePlan {
                 format!("ROW({})", cols.join(", "))
             }
         };
-        let lhs = row(names.iter().map(|n| quote_ident(n)).collect());
+        let lhs = row(names.to_vec());
         let bound = |b: Bound| {
             row(key
                 .iter()
@@ -189,19 +200,18 @@ impl TablePlan {
         };
         let mut preds = Vec::new();
         if range.lower {
-            preds.push(format!("{lhs} > {}", bound(Bound::Lower)));
+            preds.push(format!("{lhs} {} {}", op(">"), bound(Bound::Lower)));
         }
         if range.upper {
-            preds.push(format!("{lhs} <= {}", bound(Bound::Upper)));
+            preds.push(format!("{lhs} {} {}", op("<="), bound(Bound::Upper)));
         }
         preds
     }
 
     /// The projection query over one key range of the source.
     pub fn source_select(&self, range: RangeShape) -> String {
-        let key_names: Vec<&str> = self.key().iter().map(|c| c.source.as_str()).collect();
         let mut preds = self.scope_predicates();
-        preds.extend(self.range_predicates(&key_names, range));
+        preds.extend(self.range_predicates(&self.source_key_ordered(), range));
         select(&self.projection(), &self.source_relation(), &preds)
     }
 
@@ -260,7 +270,7 @@ impl TablePlan {
             .key()
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{} = ${}", quote_ident(&c.source), i + 1))
+            .map(|(i, c)| format!("{} {} ${}", quote_ident(&c.source), op("="), i + 1))
             .collect();
         format!(
             "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
@@ -290,7 +300,7 @@ impl TablePlan {
     /// `COPY (SELECT cols FROM target WHERE range) TO STDOUT (FORMAT binary)`, the target's
     /// rows in the same column order as the source projection, for comparison.
     pub fn target_copy_out(&self, range: RangeShape) -> String {
-        let key_names: Vec<&str> = self.key().iter().map(|c| c.target.as_str()).collect();
+        let key_names = self.target_key_ordered();
         let cols: Vec<String> = self
             .columns
             .iter()
@@ -323,8 +333,26 @@ impl TablePlan {
             sql.push_str(" WHERE ");
             sql.push_str(&preds.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY {}", self.source_key_list()));
+        sql.push_str(&format!(" ORDER BY {}", self.source_key_ordered().join(", ")));
         sql
+    }
+
+    /// The source key columns with the `COLLATE` clause every range and ORDER BY over
+    /// them uses (see [`super::KeyOrder`]).
+    pub fn source_key_ordered(&self) -> Vec<String> {
+        self.key()
+            .iter()
+            .map(|c| format!("{}{}", quote_ident(&c.source), c.source_order.collate))
+            .collect()
+    }
+
+    /// The target key columns with their `COLLATE` clause, like
+    /// [`TablePlan::source_key_ordered`].
+    pub fn target_key_ordered(&self) -> Vec<String> {
+        self.key()
+            .iter()
+            .map(|c| format!("{}{}", quote_ident(&c.target), c.target_order.collate))
+            .collect()
     }
 
     /// The key columns of the source, quoted and comma-separated, in key order.
