@@ -77,7 +77,8 @@ pub async fn run(
     }
     let resumed = work.iter().any(|w| w.pending.is_some());
 
-    let snapshot = Arc::new(Snapshot::export(source).await?);
+    let snapshot = Arc::new(Snapshot::export(source, &plan.source_relations()).await?);
+    plan.require_unchanged_source(&snapshot.catalog().await?)?;
     let run_id = state::start_run(lock.client(), "cutover", plan, &snapshot.id).await?;
     let outcome = copy_all(
         plan, source, target, opts, shutdown, &snapshot, run_id, &lock, work,

@@ -13,15 +13,20 @@ use futures_util::future::BoxFuture;
 use tokio_postgres::Client;
 
 use crate::batch::Batch;
+use crate::catalog::Catalog;
 use crate::connect::Endpoint;
 use crate::error::Error;
+use crate::mapping::name::QualifiedName;
 use crate::plan::query::{SessionSetting, SettingValue, OWN_RETAILER_SETTING};
 use crate::plan::Plan;
 
-/// An exported source snapshot, valid while this value (its control session) lives.
+/// An exported snapshot, valid while this value (its control session) lives.
 pub struct Snapshot {
     /// Keeps the exporting transaction open.
-    _control: Client,
+    control: Client,
+    /// Holds ACCESS SHARE locks on the run's relations from before the snapshot was taken
+    /// until the run ends (as pg_dump does), so no DDL can change them under the run.
+    _guard: Client,
     /// The identifier workers pass to `SET TRANSACTION SNAPSHOT`.
     pub id: String,
     /// `pg_current_snapshot()` of the exporting transaction (xmin:xmax:xip), for manifests.
@@ -31,27 +36,50 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Opens a repeatable-read, read-only transaction and exports its snapshot.
-    pub async fn export(endpoint: &Endpoint) -> Result<Self, Error> {
+    /// Locks `relations` against DDL, then opens a repeatable-read, read-only transaction
+    /// and exports its snapshot. The locks come first, in a session of their own, so the
+    /// snapshot sees every definition change committed before them and none can follow.
+    /// A zero-column `SELECT ... LIMIT 0` takes the lock: it needs only the column-level
+    /// privileges the tool's role has, where `LOCK TABLE` would need table-level SELECT.
+    pub async fn export(endpoint: &Endpoint, relations: &[QualifiedName]) -> Result<Self, Error> {
+        let guard = endpoint.connect().await?;
+        guard
+            .batch_execute("BEGIN READ ONLY")
+            .await
+            .map_err(Error::db("starting the transaction that holds the run's tables"))?;
+        for relation in relations {
+            guard
+                .batch_execute(&format!("SELECT FROM {} LIMIT 0", relation.sql()))
+                .await
+                .map_err(Error::db(format!("holding {relation} against DDL for the run")))?;
+        }
         let client = endpoint.connect().await?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
-            .map_err(Error::db("starting the source snapshot transaction"))?;
+            .map_err(Error::db("starting the snapshot transaction"))?;
         let row = client
             .query_one(
-                "SELECT pg_catalog.pg_export_snapshot(), pg_catalog.pg_current_snapshot()::text, \
-                 to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                "SELECT pg_catalog.pg_export_snapshot(), pg_catalog.pg_current_snapshot()::pg_catalog.text, \
+                 pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
                 &[],
             )
             .await
-            .map_err(Error::db("exporting the source snapshot"))?;
+            .map_err(Error::db("exporting the snapshot"))?;
         Ok(Self {
-            _control: client,
+            control: client,
+            _guard: guard,
             id: row.get(0),
             visible: row.get(1),
             taken_at: row.get(2),
         })
+    }
+
+    /// The catalog as the snapshot sees it (for [`Plan::require_unchanged_source`]).
+    pub async fn catalog(&self) -> Result<Catalog, Error> {
+        Catalog::read(&self.control, crate::catalog::State::Ignored)
+            .await
+            .map_err(Error::db("reading the catalog in the snapshot"))
     }
 }
 

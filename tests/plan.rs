@@ -88,8 +88,14 @@ fn reference_mapping_shows_every_column_by_class_and_a_query_without_non_public_
     for col in ["wheeling_contract_no", "wheeling_rate_plan", "updated_at"] {
         assert!(!query.contains(col), "{col} appears in the query: {query}");
     }
-    assert!(where_clause.contains("\"retailer_code\" = "), "{query}");
-    assert!(where_clause.contains("\"supply_kind\" = ANY"), "{query}");
+    assert!(
+        where_clause.contains("\"retailer_code\" OPERATOR(pg_catalog.=) "),
+        "{query}"
+    );
+    assert!(
+        where_clause.contains("\"supply_kind\" OPERATOR(pg_catalog.=) ANY"),
+        "{query}"
+    );
     assert!(
         !query.contains("R0001"),
         "own_retailer must be bound, not spliced: {query}"
@@ -432,7 +438,7 @@ fn another_teams_schema_and_mapping_validates_and_plans() {
     assert_eq!(plan["not_replicated"], serde_json::json!(["nw.outage_log"]));
     let query = t["query"].as_str().unwrap();
     assert!(
-        query.starts_with(r#"SELECT "spid", "area_code", "read_on", CASE WHEN "retailer" = "#),
+        query.starts_with(r#"SELECT "spid", "area_code", "read_on", CASE WHEN "retailer" OPERATOR(pg_catalog.=) "#),
         "{query}"
     );
     assert!(

@@ -15,7 +15,9 @@ SELECT n.nspname::text                                           AS schema_name,
        t.typcategory::text                                       AS type_category,
        coalesce(et.oid OPERATOR(pg_catalog.>=) 16384, false)     AS element_user_defined,
        pg_catalog.obj_description(c.oid, 'pg_class')             AS table_comment,
-       pg_catalog.format_type(a.atttypid, NULL)                  AS base_type_name,
+       pg_catalog.quote_ident(tn.nspname::text) OPERATOR(pg_catalog.||) '.'
+           OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.typname::text)
+                                                                 AS base_type_name,
        CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typbasetype ELSE a.atttypid END
                                                                  AS representation_oid,
        CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typtypmod ELSE a.atttypmod END
@@ -53,6 +55,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
      AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
 JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+JOIN pg_catalog.pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) t.typnamespace
 LEFT JOIN pg_catalog.pg_type et ON et.oid OPERATOR(pg_catalog.=) t.typelem
      AND t.typcategory OPERATOR(pg_catalog.=) 'A'
 LEFT JOIN pg_catalog.pg_collation co ON co.oid OPERATOR(pg_catalog.=) a.attcollation

@@ -71,8 +71,9 @@ pub struct ColumnInfo {
     pub type_category: char,
     /// An array whose element type is user-defined (its binary form carries a local OID).
     pub element_user_defined: bool,
-    /// `format_type(atttypid, NULL)`: the type without typmod, for casting bound values
-    /// (a typmod cast would silently cut an over-long value down to a real one).
+    /// The type's qualified name without typmod (`pg_catalog.bpchar`), for casting bound
+    /// values: a typmod cast would silently cut an over-long value down to a real one.
+    /// (`format_type(oid, NULL)` would not do: it says `character`, which is char(1).)
     pub base_type_name: String,
     /// The OID of the type that holds the value: the domain's base type for a domain.
     pub representation_oid: u32,

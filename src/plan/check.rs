@@ -263,6 +263,11 @@ impl<'a> TableCheck<'a> {
                     .filter(|c| c.is_text())
                     .map(|c| c.name.clone())
                     .collect(),
+                source_columns: src
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.type_name.clone()))
+                    .collect(),
             },
             unexpected,
         ))

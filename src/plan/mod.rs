@@ -121,6 +121,9 @@ pub struct TablePlan {
     /// Every string-typed column of the target table, mapped or not: where `verify --deep`
     /// looks for non-public values.
     pub target_text_columns: Vec<String>,
+    /// Every column of the source table (name, type) as the plan was checked against: a
+    /// run compares it with the catalog once it holds the table against DDL.
+    pub source_columns: Vec<(String, String)>,
 }
 
 impl TablePlan {
@@ -356,6 +359,43 @@ impl Plan {
             })
             .collect();
         Err(Problems::new(self.mapping_path.clone(), list))
+    }
+
+    /// The relations the source queries read (tables or export views).
+    pub fn source_relations(&self) -> Vec<QualifiedName> {
+        self.tables.iter().map(TablePlan::source_relation).collect()
+    }
+
+    /// The mapped target tables.
+    pub fn target_relations(&self) -> Vec<QualifiedName> {
+        self.tables.iter().map(|t| t.target.clone()).collect()
+    }
+
+    /// Fails when a source table's columns (names, types, order) are no longer those the
+    /// plan was checked against: a column renamed between `plan` and the run (a public
+    /// and a non-public name swapped, say) must not be read under its old meaning.
+    /// `catalog` is read inside the run's snapshot, after the tables were locked.
+    pub fn require_unchanged_source(&self, catalog: &Catalog) -> Result<(), crate::error::Error> {
+        for t in &self.tables {
+            let now: Vec<(String, String)> = catalog
+                .table(&t.source)
+                .map(|info| {
+                    info.columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.type_name.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if now != t.source_columns {
+                return Err(crate::error::Error::Runtime(format!(
+                    "the columns of the source table {} changed after the mapping was checked \
+                     (a column was added, dropped, renamed or retyped); nothing was read: run \
+                     `shadan plan` to review the mapping against the new definition",
+                    t.source
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Selects the tables named with `--table` (by source or target name); all when empty.

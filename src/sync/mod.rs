@@ -63,7 +63,8 @@ pub async fn run(
             unfinished.join(", ")
         )));
     }
-    let snapshot = Arc::new(Snapshot::export(source).await?);
+    let snapshot = Arc::new(Snapshot::export(source, &plan.source_relations()).await?);
+    plan.require_unchanged_source(&snapshot.catalog().await?)?;
     let run_id = state::start_run(lock.client(), "sync", plan, &snapshot.id).await?;
     let changes: Arc<Mutex<Vec<Changes>>> =
         Arc::new(Mutex::new(vec![Changes::default(); plan.tables.len()]));

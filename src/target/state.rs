@@ -19,12 +19,52 @@ pub struct StoredBatch {
 }
 
 /// Creates the state schema if needed. Call while holding the target lock.
+///
+/// A `shadan` schema that exists already must belong to the tool's role, and so must
+/// everything in it: the state says which batches are done, and cutover runs the index
+/// definitions stored there, so state another role could write is refused.
 pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
+    let context = "checking who owns the shadan state schema in the target";
+    let foreign: Vec<String> = client
+        .query(
+            "SELECT pg_catalog.format('%I owned by %I', n.nspname, r.rolname) \
+             FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner \
+             WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER \
+             UNION ALL \
+             SELECT pg_catalog.format('%I.%I owned by %I', n.nspname, c.relname, r.rolname) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+             JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.relowner \
+             WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER",
+            &[],
+        )
+        .await
+        .map_err(Error::db(context))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(Error::Runtime(format!(
+            "the target's state schema is not the tool's own ({}): another role could forge \
+             checkpoints or index definitions there; drop or rename that schema, or run shadan \
+             as its owner",
+            crate::ident::comment_safe(&foreign.join(", "))
+        )));
+    }
     client
         .batch_execute(include_str!("state.sql"))
         .await
         .map_err(Error::db("creating the shadan state schema in the target"))
 }
+
+/// Checkpoints are written only while the run that writes them still holds the target's
+/// writer lock: its session's pid is in `shadan.runs.lock_pid`, and the lock must be
+/// granted to that pid. A run whose lock session died (so that another run may have
+/// started) fails at its next commit instead of mixing its writes with the other's.
+const LOCK_STILL_HELD: &str = "EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
+    JOIN shadan.runs r ON r.lock_pid OPERATOR(pg_catalog.=) l.pid \
+    WHERE r.run_id OPERATOR(pg_catalog.=) $5 AND l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted \
+      AND l.classid OPERATOR(pg_catalog.=) 21320 AND l.objid OPERATOR(pg_catalog.=) 1 \
+      AND l.objsubid OPERATOR(pg_catalog.=) 2)";
 
 /// The stored batches of a target table, in key order.
 pub async fn batches(
@@ -61,9 +101,33 @@ pub async fn batches(
         .collect())
 }
 
-/// Replaces the batch layout of a target table (nothing written yet for any batch).
+/// Replaces the batch layout of a target table (nothing written yet for any batch), in
+/// one transaction: a kill halfway must not leave a layout that covers only some keys.
 pub async fn save_layout(
-    client: &impl GenericClient,
+    client: &Client,
+    target: &QualifiedName,
+    batches: &[Batch],
+    run_id: i64,
+) -> Result<(), Error> {
+    let context = || format!("saving the batch layout of {target}");
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(Error::db(&context))?;
+    match write_layout(client, target, batches, run_id).await {
+        Ok(()) => client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(Error::db(&context)),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_layout(
+    client: &Client,
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
@@ -72,7 +136,7 @@ pub async fn save_layout(
     let context = || format!("saving the batch layout of {target}");
     client
         .execute(
-            "DELETE FROM shadan.batches WHERE target_table = $1",
+            "DELETE FROM shadan.batches WHERE target_table OPERATOR(pg_catalog.=) $1",
             &[&name],
         )
         .await
@@ -104,8 +168,9 @@ pub async fn mark_written(
 ) -> Result<(), Error> {
     let updated = client
         .execute(
-            "UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, written_at = clock_timestamp() \
-             WHERE target_table = $1 AND batch_no = $2 AND rows IS NULL",
+            &format!("UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, written_at = pg_catalog.clock_timestamp() \
+             WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) $2 AND rows IS NULL \
+               AND {LOCK_STILL_HELD}"),
             &[
                 &target.to_string(),
                 &batch.no,
@@ -118,7 +183,8 @@ pub async fn mark_written(
         .map_err(Error::db(format!("checkpointing {target} {}", batch.describe())))?;
     if updated != 1 {
         return Err(Error::Runtime(format!(
-            "{target} {} was already written by another run; nothing of this batch was kept",
+            "{target} {} was already written by another run, or this run lost the target's \
+             writer lock; nothing of this batch was kept",
             batch.describe()
         )));
     }
@@ -134,8 +200,8 @@ pub async fn start_run(
 ) -> Result<i64, Error> {
     client
         .query_one(
-            "INSERT INTO shadan.runs (command, mapping_name, mapping_blake3, tool_version, source_snapshot) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING run_id",
+            "INSERT INTO shadan.runs (command, mapping_name, mapping_blake3, tool_version, source_snapshot, lock_pid) \
+             VALUES ($1, $2, $3, $4, $5, pg_catalog.pg_backend_pid()) RETURNING run_id",
             &[
                 &command,
                 &plan.mapping_name,
@@ -183,14 +249,21 @@ pub async fn store_digest(
     digest: &Accumulator,
     run_id: i64,
 ) -> Result<(), Error> {
-    client
+    let updated = client
         .execute(
-            "UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, written_at = clock_timestamp() \
-             WHERE target_table = $1 AND batch_no = $2",
+            &format!("UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, written_at = pg_catalog.clock_timestamp() \
+             WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) $2 AND {LOCK_STILL_HELD}"),
             &[&target.to_string(), &batch.no, &(digest.rows as i64), &digest.lane_bytes(), &run_id],
         )
         .await
         .map_err(Error::db(format!("checkpointing {target} {}", batch.describe())))?;
+    if updated != 1 {
+        return Err(Error::Runtime(format!(
+            "{target} {}: this run lost the target's writer lock (its session ended), or the \
+             batch's checkpoint is gone; nothing of this batch was kept: run sync again",
+            batch.describe()
+        )));
+    }
     Ok(())
 }
 

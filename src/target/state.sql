@@ -16,6 +16,10 @@ CREATE TABLE IF NOT EXISTS shadan.runs (
     manifest        jsonb
 );
 
+-- The pid of the session holding the writer lock for the run: checkpoints are written
+-- only while that session still holds it.
+ALTER TABLE shadan.runs ADD COLUMN IF NOT EXISTS lock_pid int;
+
 -- The key-range batches of each target table, with the checkpoint of each: `rows` and
 -- `lanes` (the batch's multiset digest) are set in the transaction that wrote its rows.
 CREATE TABLE IF NOT EXISTS shadan.batches (

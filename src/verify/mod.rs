@@ -58,8 +58,12 @@ pub async fn run(
     opts: &Options,
     shutdown: &Shutdown,
 ) -> Result<Report, Error> {
-    let (src_snap, tgt_snap) =
-        tokio::try_join!(Snapshot::export(source), Snapshot::export(target))?;
+    let (source_relations, target_relations) = (plan.source_relations(), plan.target_relations());
+    let (src_snap, tgt_snap) = tokio::try_join!(
+        Snapshot::export(source, &source_relations),
+        Snapshot::export(target, &target_relations)
+    )?;
+    plan.require_unchanged_source(&src_snap.catalog().await?)?;
     let (src_snap, tgt_snap) = (Arc::new(src_snap), Arc::new(tgt_snap));
     let sums =
         digest_both_sides(plan, source, target, &src_snap, &tgt_snap, opts, shutdown).await?;
