@@ -41,10 +41,12 @@ impl Hasher for Fnv {
 /// A map from encoded keys to `V`.
 pub type KeyMap<V> = HashMap<Vec<u8>, V, BuildHasherDefault<Fnv>>;
 
-/// A value already in PostgreSQL's binary format for the parameter's type, sent as is.
-/// Used only for key fields read from a binary COPY of a column of that exact type.
+/// A value already in PostgreSQL's binary format for the parameter's type, sent as is,
+/// or NULL (`None`). Used only for key fields read from a binary COPY of a column of that
+/// exact type. (A source key is never NULL; a target key can be, under a nullable unique
+/// index, and then binds as NULL rather than as an empty value.)
 #[derive(Debug, Clone, Copy)]
-pub struct RawValue<'a>(pub &'a [u8]);
+pub struct RawValue<'a>(pub Option<&'a [u8]>);
 
 impl ToSql for RawValue<'_> {
     fn to_sql(
@@ -52,8 +54,13 @@ impl ToSql for RawValue<'_> {
         _ty: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.extend_from_slice(self.0);
-        Ok(IsNull::No)
+        match self.0 {
+            Some(bytes) => {
+                out.extend_from_slice(bytes);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
     }
 
     fn accepts(_ty: &Type) -> bool {
@@ -63,17 +70,29 @@ impl ToSql for RawValue<'_> {
     to_sql_checked!();
 }
 
-/// Splits an encoded key (see [`crate::copy::tuple::key_bytes`]) into its fields.
-pub fn key_fields(key: &[u8]) -> Vec<&[u8]> {
+/// Splits an encoded key (see [`crate::copy::tuple::key_bytes`]) into its fields; `None`
+/// for a NULL field.
+pub fn key_fields(key: &[u8]) -> Vec<Option<&[u8]>> {
     let mut fields = Vec::new();
     let mut p = 0;
     while p + 4 <= key.len() {
-        let len = i32::from_be_bytes([key[p], key[p + 1], key[p + 2], key[p + 3]]).max(0) as usize;
+        let len = i32::from_be_bytes([key[p], key[p + 1], key[p + 2], key[p + 3]]);
         p += 4;
-        fields.push(&key[p..p + len]);
-        p += len;
+        if len < 0 {
+            fields.push(None);
+            continue;
+        }
+        let end = (p + len as usize).min(key.len());
+        fields.push(Some(&key[p..end]));
+        p = end;
     }
     fields
+}
+
+/// Whether any field of an encoded key is NULL: such a row cannot be the source's (source
+/// keys are NOT NULL) and is never looked up by key.
+pub fn has_null_field(key: &[u8]) -> bool {
+    key_fields(key).iter().any(Option::is_none)
 }
 
 /// Renders encoded keys of `table` as JSON arrays (`[9000001]`, `["0300…", "x"]`) on any

@@ -39,6 +39,12 @@ fn table_json(t: &TablePlan) -> Value {
         "owner": t.owner.as_ref().map(|o| &o.name),
         "only": t.only,
         "key": t.key().iter().map(|c| &c.source).collect::<Vec<_>>(),
+        "key_order": t.key().iter().map(|c| json!({
+            "column": c.source,
+            "source_collation": c.source_order.label,
+            "target_collation": c.target_order.label,
+            "ranges_compare": if c.source_order.collate.is_empty() { "by value" } else { "by bytes (COLLATE \"C\" semantics)" },
+        })).collect::<Vec<_>>(),
         "public": names(Class::Public),
         "own": names(Class::Own),
         "non_public": t.non_public,
@@ -76,6 +82,15 @@ pub fn to_text(plan: &Plan) -> String {
         }
         let key: Vec<&str> = t.key().iter().map(|c| c.source.as_str()).collect();
         let _ = writeln!(out, "  key         {}", key.join(", "));
+        for c in t.key() {
+            if let (Some(src), Some(tgt)) = (&c.source_order.label, &c.target_order.label) {
+                let _ = writeln!(
+                    out,
+                    "  key order   {}: source collation {src}, target collation {tgt}; batch ranges compare bytes on both",
+                    c.source
+                );
+            }
+        }
         for (label, class) in [("public", Class::Public), ("own", Class::Own)] {
             let cols: Vec<String> = t
                 .columns

@@ -191,7 +191,7 @@ async fn delete_keys(
         .iter()
         .map(|key| {
             let mut t = Vec::with_capacity(key.len() + 2);
-            encode_tuple(&mut t, crate::key::key_fields(key).into_iter().map(Some));
+            encode_tuple(&mut t, crate::key::key_fields(key).into_iter());
             t
         })
         .collect();

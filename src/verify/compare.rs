@@ -11,7 +11,7 @@ use super::buckets::bucket_of;
 use crate::copy::tuple::{fields, key_bytes, non_null_among};
 use crate::digest::{row_hash, row_hash_of_prefix};
 use crate::error::Error;
-use crate::key::{key_fields, KeyMap, RawValue};
+use crate::key::{has_null_field, key_fields, KeyMap, RawValue};
 use crate::plan::{SourceAccess, TablePlan};
 
 /// Keys kept per finding for reports (counts are always complete).
@@ -67,27 +67,34 @@ pub async fn diff_table(
 ) -> Result<RowDiff, Error> {
     let key_len = table.key_len;
     let own_positions = table.own_positions();
-    let held = crate::copy::fold(
+    // A target key can occur more than once (a nullable unique index, or none while a
+    // cutover has set its indexes aside): the first row is held for comparison, every
+    // further one is an extra row of its own, never silently overwritten.
+    let (held, duplicates) = crate::copy::fold(
         target,
         &table.target_copy_chunk(None),
         || format!("reading {} for a row comparison", table.target),
-        KeyMap::default(),
-        |rows: &mut KeyMap<TargetRow>, tuple| {
+        (KeyMap::default(), Vec::new()),
+        |(rows, duplicates): &mut (KeyMap<TargetRow>, Vec<(Vec<u8>, TargetRow)>), tuple| {
             let key = key_bytes(tuple, key_len);
             if !buckets.contains(&bucket_of(key)) {
                 return;
             }
-            let own_set = non_null_among(tuple, &own_positions).collect();
-            rows.insert(
-                key.to_vec(),
-                TargetRow {
-                    hash: row_hash(tuple),
-                    own_set,
-                },
-            );
+            let row = TargetRow {
+                hash: row_hash(tuple),
+                own_set: non_null_among(tuple, &own_positions).collect(),
+            };
+            if rows.contains_key(key) {
+                duplicates.push((key.to_vec(), row));
+            } else {
+                rows.insert(key.to_vec(), row);
+            }
         },
     )
     .await?;
+    let duplicate_keys: HashSet<&[u8]> = duplicates.iter().map(|(k, _)| k.as_slice()).collect();
+    // Whether the source row of each duplicated key is owned (absent: not in the source).
+    let mut duplicate_owned: KeyMap<bool> = KeyMap::default();
 
     let flagged = table.needs_owned_flag();
     let n = table.columns.len();
@@ -108,12 +115,19 @@ pub async fn diff_table(
             } else {
                 (row_hash(tuple), true)
             };
+            if duplicate_keys.contains(key) {
+                duplicate_owned.insert(key.to_vec(), owned);
+            }
             match held.remove(key) {
                 None => diff.missing.add(key),
                 Some(row) if row.hash != hash => {
                     diff.changed.add(key);
-                    if !owned {
-                        for &i in &row.own_set {
+                    for &i in &row.own_set {
+                        // Not owned, or (through export views, which mask `own` columns)
+                        // NULL in the permitted projection: a value retail may not hold.
+                        let masked = table.access == SourceAccess::Views
+                            && fields(tuple).nth(i).flatten().is_none();
+                        if !owned || masked {
                             own_values[i].add(key);
                         }
                     }
@@ -130,9 +144,20 @@ pub async fn diff_table(
         .map(|(i, f)| (table.columns[i].target.clone(), f))
         .collect();
 
-    // What is left in the target is extra; an extra key that exists in the source table is
-    // a row outside the scope (another retailer's, a last-resort or FIT customer).
+    // What is left in the target is extra, and so is every duplicated key's further row;
+    // an extra key that exists in the source table is a row outside the scope (another
+    // retailer's, a last-resort or FIT customer).
     let mut extra: Vec<Vec<u8>> = held.into_keys().collect();
+    for (key, row) in &duplicates {
+        extra.push(key.clone());
+        if let Some(&owned) = duplicate_owned.get(key) {
+            if !owned {
+                for &i in &row.own_set {
+                    own_values_late(&mut diff, table, i, key);
+                }
+            }
+        }
+    }
     extra.sort();
     let context = || format!("checking extra rows of {} against the source", table.target);
     let probe = match table.access {
@@ -147,6 +172,9 @@ pub async fn diff_table(
     };
     for key in &extra {
         diff.extra.add(key);
+        if has_null_field(key) || duplicate_owned.contains_key(key) {
+            continue; // never a source key; or a duplicate of a row the source has
+        }
         if let Some(probe) = &probe {
             let values: Vec<RawValue> = key_fields(key).into_iter().map(RawValue).collect();
             let params: Vec<&(dyn ToSql + Sync)> =
@@ -162,4 +190,18 @@ pub async fn diff_table(
         }
     }
     Ok(diff)
+}
+
+/// Records an `own` value found in a duplicated target row of a key the source does not
+/// own.
+fn own_values_late(diff: &mut RowDiff, table: &TablePlan, position: usize, key: &[u8]) {
+    let column = &table.columns[position].target;
+    match diff.own_values.iter_mut().find(|(c, _)| c == column) {
+        Some((_, found)) => found.add(key),
+        None => {
+            let mut found = Found::default();
+            found.add(key);
+            diff.own_values.push((column.clone(), found));
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::error::{EXIT_DIFFERENCES, EXIT_LEAK, EXIT_OK};
+use crate::error::{EXIT_DIFFERENCES, EXIT_LEAK, EXIT_OK, EXIT_USAGE};
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -17,6 +17,10 @@ pub struct Report {
     pub tables: Vec<TableReport>,
     /// Every leak found, by kind.
     pub leaks: Vec<Leak>,
+    /// Set when a check that was asked for could not run (why); the report is then not
+    /// a proof, and exits 2 unless it found a leak or a difference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
 /// Content comparison of one table.
@@ -86,15 +90,25 @@ impl Report {
             verified,
             tables,
             leaks,
+            incomplete: None,
         }
     }
 
-    /// 0 verified, 3 content differs, 4 leak (wins over 3).
+    /// Marks the report as not a proof: a requested check could not run.
+    pub fn mark_incomplete(&mut self, why: String) {
+        self.verified = false;
+        self.incomplete = Some(why);
+    }
+
+    /// 0 verified, 3 content differs, 4 leak (wins over 3, in every mode), 2 when a
+    /// requested check could not run and nothing else was found.
     pub fn exit_code(&self) -> u8 {
         if !self.leaks.is_empty() {
             EXIT_LEAK
         } else if self.tables.iter().any(TableReport::differs) {
             EXIT_DIFFERENCES
+        } else if self.incomplete.is_some() {
+            EXIT_USAGE
         } else {
             EXIT_OK
         }
@@ -164,8 +178,12 @@ impl Report {
             EXIT_DIFFERENCES => {
                 "DIFFERENT: the target does not equal the permitted projection (exit 3)"
             }
+            EXIT_USAGE => "INCOMPLETE: a requested check could not run (exit 2)",
             _ => "VERIFIED: the target equals the permitted projection and holds nothing else",
         };
+        if let Some(why) = &self.incomplete {
+            let _ = writeln!(out, "not checked: {why}");
+        }
         let _ = writeln!(out, "{verdict}");
         out
     }
