@@ -211,7 +211,10 @@ async fn exact_cuts(
         .await
         .map_err(Error::db(&context))?;
     let total: i64 = client
-        .query_one(&format!("SELECT pg_catalog.count(*) FROM ({base}) AS projection"), &[])
+        .query_one(
+            &format!("SELECT pg_catalog.count(*) FROM ({base}) AS projection"),
+            &[],
+        )
         .await
         .map_err(Error::db(&context))?
         .get(0);

@@ -167,11 +167,25 @@ fn parse_error(e: &tokio_postgres::Error) -> String {
         source = s.source();
     }
     const OPTIONS: &[&str] = &[
-        "host", "hostaddr", "port", "user", "password", "dbname", "options",
-        "application_name", "connect_timeout", "keepalives", "keepalives_idle",
-        "target_session_attrs", "channel_binding", "load_balance_hosts",
+        "host",
+        "hostaddr",
+        "port",
+        "user",
+        "password",
+        "dbname",
+        "options",
+        "application_name",
+        "connect_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "target_session_attrs",
+        "channel_binding",
+        "load_balance_hosts",
     ];
-    match text.strip_prefix("invalid value for option `").and_then(|r| r.strip_suffix('`')) {
+    match text
+        .strip_prefix("invalid value for option `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
         Some(option) if OPTIONS.contains(&option) => format!("invalid value for option `{option}`"),
         _ => "it does not parse (the string is not repeated here: it may hold a password)".into(),
     }
@@ -266,7 +280,9 @@ mod tests {
                 Err(e) => {
                     let text = e.to_string();
                     assert!(
-                        !text.contains("secret") && !text.contains("s3cret") && !text.contains('漢'),
+                        !text.contains("secret")
+                            && !text.contains("s3cret")
+                            && !text.contains('漢'),
                         "{text}"
                     );
                 }

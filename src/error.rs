@@ -192,7 +192,10 @@ mod tests {
 
     #[test]
     fn data_and_constraint_errors_keep_only_the_condition_name() {
-        assert_eq!(value_bearing_condition("22P02"), Some("invalid_text_representation"));
+        assert_eq!(
+            value_bearing_condition("22P02"),
+            Some("invalid_text_representation")
+        );
         assert_eq!(value_bearing_condition("22999"), Some("data_exception"));
         assert_eq!(value_bearing_condition("23505"), Some("unique_violation"));
         assert_eq!(value_bearing_condition("42501"), None);

@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 
 use crate::ident::{comment_safe, quote_ident, quote_literal};
 use crate::mapping::name::QualifiedName;
-use crate::plan::query::op;
 use crate::plan::query::export_view;
+use crate::plan::query::op;
 use crate::plan::{Class, Plan, Scope, TablePlan, EXPORT_SCHEMA};
 
 /// Default name of the role shadan connects to the source as.
@@ -43,7 +43,10 @@ pub fn script(plan: &Plan, role: &str, views: bool) -> String {
     );
     // Views bind their operators when created: under a pinned search_path (and with
     // qualified operators) no object a neighbour put in `public` can stand in for them.
-    let _ = writeln!(out, "BEGIN;\nSET LOCAL search_path = pg_catalog, pg_temp;\n");
+    let _ = writeln!(
+        out,
+        "BEGIN;\nSET LOCAL search_path = pg_catalog, pg_temp;\n"
+    );
     let _ = writeln!(
         out,
         "-- The login role shadan connects as. No password is set here: set one yourself,\n\
@@ -166,9 +169,13 @@ fn views_mode(out: &mut String, plan: &Plan, role: &str) {
             .columns
             .iter()
             .map(|c| match (c.class, t.scope, &owned) {
+                // The cast keeps the column's typmod, which a CASE with a NULL branch
+                // drops (numeric(7,1) would become numeric, and the view would no
+                // longer match the mapping's types).
                 (Class::Own, Scope::All, Some(pred)) => {
                     format!(
-                        "CASE WHEN {pred} THEN {col} END AS {col}",
+                        "(CASE WHEN {pred} THEN {col} END)::{} AS {col}",
+                        c.type_name,
                         col = quote_ident(&c.source)
                     )
                 }

@@ -46,12 +46,16 @@ impl Snapshot {
         guard
             .batch_execute("BEGIN READ ONLY")
             .await
-            .map_err(Error::db("starting the transaction that holds the run's tables"))?;
+            .map_err(Error::db(
+                "starting the transaction that holds the run's tables",
+            ))?;
         for relation in relations {
             guard
                 .batch_execute(&format!("SELECT FROM {} LIMIT 0", relation.sql()))
                 .await
-                .map_err(Error::db(format!("holding {relation} against DDL for the run")))?;
+                .map_err(Error::db(format!(
+                    "holding {relation} against DDL for the run"
+                )))?;
         }
         let client = endpoint.connect().await?;
         client

@@ -44,12 +44,10 @@ impl TlsMode {
             "require" => TlsMode::Require,
             "verify-ca" => TlsMode::VerifyCa,
             "verify-full" => TlsMode::VerifyFull,
-            _ => {
-                return Err(
-                    "unknown sslmode; use disable, allow, prefer, require, verify-ca or verify-full"
-                        .into(),
-                )
-            }
+            _ => return Err(
+                "unknown sslmode; use disable, allow, prefer, require, verify-ca or verify-full"
+                    .into(),
+            ),
         })
     }
 

@@ -3,6 +3,8 @@
 
 mod support;
 
+mod attacks;
+
 mod connect;
 mod cutover;
 mod grants;

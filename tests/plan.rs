@@ -438,7 +438,9 @@ fn another_teams_schema_and_mapping_validates_and_plans() {
     assert_eq!(plan["not_replicated"], serde_json::json!(["nw.outage_log"]));
     let query = t["query"].as_str().unwrap();
     assert!(
-        query.starts_with(r#"SELECT "spid", "area_code", "read_on", CASE WHEN "retailer" OPERATOR(pg_catalog.=) "#),
+        query.starts_with(
+            r#"SELECT "spid", "area_code", "read_on", CASE WHEN "retailer" OPERATOR(pg_catalog.=) "#
+        ),
         "{query}"
     );
     assert!(

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::query;
 use super::{
-    Class, KeyOrder, OnlyFilter, PlannedColumn, Problem, Scope, SourceAccess, TablePlan, TypedColumn,
-    UnexpectedColumn,
+    Class, KeyOrder, OnlyFilter, PlannedColumn, Problem, Scope, SourceAccess, TablePlan,
+    TypedColumn, UnexpectedColumn,
 };
 use crate::catalog::{Catalog, ColumnInfo, TableInfo};
 use crate::mapping::name::QualifiedName;

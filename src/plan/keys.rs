@@ -11,7 +11,9 @@ use crate::catalog::ColumnInfo;
 /// uuid; and char(n) with a length (its values are padded to it). Not numeric (1.0 =
 /// 1.00), float (0 = -0), interval (1 day = 24 hours), timetz, citext (case-folded), or
 /// enums and other user-defined types (their order is a per-database definition).
-const EXACT_KEY_TYPES: &[u32] = &[16, 17, 18, 19, 20, 21, 23, 25, 26, 1043, 1082, 1114, 1184, 2950];
+const EXACT_KEY_TYPES: &[u32] = &[
+    16, 17, 18, 19, 20, 21, 23, 25, 26, 1043, 1082, 1114, 1184, 2950,
+];
 
 /// bpchar: exact only with a declared length.
 const BPCHAR: u32 = 1042;

@@ -333,7 +333,10 @@ impl TablePlan {
             sql.push_str(" WHERE ");
             sql.push_str(&preds.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY {}", self.source_key_ordered().join(", ")));
+        sql.push_str(&format!(
+            " ORDER BY {}",
+            self.source_key_ordered().join(", ")
+        ));
         sql
     }
 

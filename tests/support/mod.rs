@@ -289,6 +289,31 @@ impl TestDb {
         )
     }
 
+    /// The target URL for logging in as `role`.
+    pub fn target_url_as(&self, role: &str) -> String {
+        format!(
+            "postgres://{role}@127.0.0.1:{}/{}",
+            self.target_cluster.port, self.name
+        )
+    }
+
+    /// Runs `shadan` with the source and/or target reached as other roles.
+    pub fn shadan_as(
+        &self,
+        source_role: Option<&str>,
+        target_role: Option<&str>,
+        args: &[&str],
+    ) -> Run {
+        let mut c = self.command(args);
+        if let Some(r) = source_role {
+            c.env("SHADAN_SOURCE", self.source_url_as(r));
+        }
+        if let Some(r) = target_role {
+            c.env("SHADAN_TARGET", self.target_url_as(r));
+        }
+        Run::from(c.output().expect("running shadan"))
+    }
+
     /// Runs SQL on the source as `role`; returns stdout, or stderr when it fails.
     pub fn source_sql_as(&self, role: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(cluster::pg_bin().join("psql"))

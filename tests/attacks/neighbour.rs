@@ -1,0 +1,251 @@
+//! A neighbour on the joint server: a role that can create objects in `public` (the
+//! default before PostgreSQL 15, kept by pg_upgrade), or name columns, or run DDL.
+
+use crate::support::{reference_data, s, write_mapping, TestDb};
+
+/// A joint table whose owner and `only` columns are varchar, as in the reproduced attack.
+const SCHEMA: &str = "CREATE SCHEMA s; \
+    CREATE TABLE s.cust (id varchar(10) PRIMARY KEY, name text NOT NULL, phone text, \
+        retailer varchar(5) NOT NULL, kind varchar NOT NULL); \
+    INSERT INTO s.cust SELECT 'c' || pg_catalog.lpad(g::text, 6, '0'), 'name ' || g, 'phone-' || g, \
+        CASE WHEN g % 4 = 0 THEN 'R0002' ELSE 'R0001' END, \
+        CASE WHEN g % 5 = 0 THEN 'last_resort' ELSE 'retail' END \
+    FROM generate_series(1, 2000) g";
+
+const TARGET: &str = "CREATE SCHEMA r; \
+    CREATE TABLE r.cust (id varchar(10) PRIMARY KEY, name text NOT NULL, phone text)";
+
+const MAPPING: &str = r#"
+[mapping]
+name = "shadowed"
+own_retailer = "R0001"
+
+[[table]]
+source = "s.cust"
+target = "r.cust"
+key = ["id"]
+scope = "all"
+owner = "retailer"
+only = { kind = ["retail"] }
+
+[table.columns]
+id       = "public"
+name     = "public"
+phone    = "own"
+retailer = "non_public"
+kind     = "non_public"
+"#;
+
+/// The permitted projection, computed with pg_catalog's operators whatever is in `public`.
+const EXPECTED: &str =
+    "SELECT id, name, CASE WHEN retailer OPERATOR(pg_catalog.=) 'R0001' THEN phone END \
+    FROM s.cust WHERE kind OPERATOR(pg_catalog.=) 'retail' ORDER BY id COLLATE \"C\"";
+const ACTUAL: &str = "SELECT id, name, phone FROM r.cust ORDER BY id COLLATE \"C\"";
+
+/// A neighbour role creates `=` (always true) for varchar in `public` on the source, and
+/// `>`/`<=` (always false) for varchar on the target.
+fn shadow_operators(db: &TestDb) {
+    let neighbour = format!("neighbour_{}", db.name);
+    for (side, ops) in [("source", &["="][..]), ("target", &[">", "<="][..])] {
+        let sql = format!(
+            "CREATE ROLE {neighbour} LOGIN; GRANT CREATE ON SCHEMA public TO {neighbour}; \
+             SET ROLE {neighbour}; \
+             CREATE FUNCTION public.yes(varchar, varchar) RETURNS bool LANGUAGE sql AS 'select true'; \
+             CREATE FUNCTION public.no(varchar, varchar) RETURNS bool LANGUAGE sql AS 'select false'; {}",
+            ops.iter()
+                .map(|op| format!(
+                    "CREATE OPERATOR public.{op} (LEFTARG = varchar, RIGHTARG = varchar, FUNCTION = public.{});",
+                    if *op == "=" { "yes" } else { "no" }
+                ))
+                .collect::<String>()
+        );
+        if side == "source" {
+            db.source_sql(&sql);
+        } else {
+            db.target_sql(&sql);
+        }
+    }
+}
+
+#[test]
+fn operators_a_neighbour_creates_in_public_neither_widen_the_copy_nor_fool_sync_or_verify() {
+    let db = TestDb::new();
+    db.source_sql(SCHEMA);
+    db.target_sql(TARGET);
+    shadow_operators(&db);
+    let path = write_mapping(&db, MAPPING);
+    db.shadan(&["cutover", "--mapping", s(&path), "--batch-rows", "300"])
+        .expect_code(0);
+    let (expected, actual) = (db.source_rows(EXPECTED), db.target_rows(ACTUAL));
+    assert_eq!(expected.lines().count(), 1600, "the test data");
+    assert!(
+        expected == actual,
+        "target differs from the projection: {} target rows",
+        actual.lines().count()
+    );
+
+    // Changes, then sync: ranged batches on the target must select the right rows.
+    // (The test's own SQL pins search_path too: the neighbour's `=` is always true.)
+    db.source_sql(
+        "SET search_path = pg_catalog; DELETE FROM s.cust WHERE id IN ('c000003', 'c000777', 'c001999'); \
+         UPDATE s.cust SET retailer = 'R0002' WHERE id = 'c000001'; \
+         INSERT INTO s.cust VALUES ('c000000', 'new', 'phone-new', 'R0001', 'retail')",
+    );
+    db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
+    assert!(db.source_rows(EXPECTED) == db.target_rows(ACTUAL), "sync");
+    db.shadan(&["verify", "--mapping", s(&path), "--deep"])
+        .expect_code(0);
+
+    // A row that should not be there is still found.
+    db.target_sql("INSERT INTO r.cust VALUES ('c000005', 'name 5', 'phone-5')");
+    assert_eq!(db.source_sql("SELECT count(*) FROM s.cust"), "1998");
+    db.shadan(&["verify", "--mapping", s(&path)]).expect_code(4);
+}
+
+#[test]
+fn export_views_are_created_with_pg_catalog_operators_whatever_public_holds() {
+    let db = TestDb::new();
+    db.source_sql(SCHEMA);
+    db.target_sql(TARGET);
+    shadow_operators(&db);
+    let path = write_mapping(&db, MAPPING);
+    let role = format!("viewer_{}", db.name);
+    let script = db
+        .shadan(&["grants", "--mapping", s(&path), "--role", &role, "--views"])
+        .expect_code(0)
+        .stdout
+        .clone();
+    db.source_sql(&script);
+    let views = write_mapping(
+        &db,
+        &MAPPING.replace(
+            "own_retailer = \"R0001\"",
+            "own_retailer = \"R0001\"\nsource_access = \"views\"",
+        ),
+    );
+    db.shadan_as(Some(&role), None, &["cutover", "--mapping", s(&views)])
+        .expect_code(0);
+    assert!(db.source_rows(EXPECTED) == db.target_rows(ACTUAL));
+}
+
+#[test]
+fn a_column_name_cannot_inject_sql_into_the_grants_script() {
+    let db = TestDb::with_reference_schema();
+    let mallory = format!("mallory_{}", db.name);
+    db.source_sql(&format!("CREATE ROLE {mallory} LOGIN"));
+    let hostile = format!("x\nALTER ROLE {mallory} SUPERUSER;\n--");
+    db.source_sql(&format!(
+        "ALTER TABLE joint.supply_points ADD COLUMN \"{hostile}\" text"
+    ));
+    let hostile_target = format!("y\nALTER ROLE {mallory} CREATEROLE;\n--");
+    db.target_sql(&format!(
+        "ALTER TABLE retail.supply_points RENAME TO \"{hostile_target}\""
+    ));
+    let mapping = crate::support::reference_mapping()
+        .replace(
+            "target = \"retail.supply_points\"",
+            &format!(
+                "target = \"retail.{}\"",
+                hostile_target.replace('\n', "\\n")
+            ),
+        )
+        .replace(
+            "meter_id        = \"non_public\"",
+            &format!(
+                "meter_id        = \"non_public\"\n\"{}\" = \"non_public\"",
+                hostile.replace('\n', "\\n")
+            ),
+        );
+    let path = write_mapping(&db, &mapping);
+    let run = db.shadan(&[
+        "grants",
+        "--mapping",
+        s(&path),
+        "--role",
+        &format!("r_{}", db.name),
+    ]);
+    run.expect_code(0);
+    db.source_sql(&run.stdout);
+    let run = db.shadan(&[
+        "grants",
+        "--mapping",
+        s(&path),
+        "--views",
+        "--role",
+        &format!("v_{}", db.name),
+    ]);
+    run.expect_code(0);
+    db.source_sql(&run.stdout);
+    assert_eq!(
+        db.source_sql(&format!(
+            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = '{mallory}'"
+        )),
+        "f",
+        "the grants script ran SQL hidden in a name"
+    );
+}
+
+#[test]
+fn ddl_on_a_source_table_waits_until_the_run_ends() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 30_000);
+    let mut child = db.spawn_quiet(&[
+        "cutover",
+        "--mapping",
+        "mappings/retail.toml",
+        "--batch-rows",
+        "300",
+        "--jobs",
+        "1",
+    ]);
+    db.wait_for_batches(&mut child, 2);
+    // A swap of a public and a non-public column name, mid-run.
+    let swap = db.source_cluster.psql_result(
+        &db.name,
+        "SET lock_timeout = '300ms'; BEGIN; \
+         ALTER TABLE joint.contracts RENAME COLUMN phone TO shadan_tmp; \
+         ALTER TABLE joint.contracts RENAME COLUMN wheeling_contract_no TO phone; \
+         ALTER TABLE joint.contracts RENAME COLUMN shadan_tmp TO wheeling_contract_no; COMMIT",
+    );
+    let still_running = child.try_wait().unwrap().is_none();
+    assert!(
+        swap.is_err() || !still_running,
+        "the columns were renamed while the cutover was still reading"
+    );
+    assert!(child.wait().unwrap().success());
+    db.assert_reference_copy_exact();
+}
+
+#[test]
+fn a_run_that_lost_its_writer_lock_commits_no_further_batch() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 30_000);
+    let mut child = db.spawn_quiet(&[
+        "cutover",
+        "--mapping",
+        "mappings/retail.toml",
+        "--batch-rows",
+        "200",
+        "--jobs",
+        "1",
+    ]);
+    db.wait_for_batches(&mut child, 2);
+    db.target_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND classid = 21320 AND objid = 1 AND granted",
+    );
+    let at_kill = db.written_batches();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run went on without its lock");
+    assert!(
+        db.written_batches() <= at_kill + 1,
+        "batches were committed after the lock was lost: {} then {}",
+        at_kill,
+        db.written_batches()
+    );
+    db.shadan(&["cutover", "--mapping", "mappings/retail.toml", "--resume"])
+        .expect_code(0);
+    db.assert_reference_copy_exact();
+    db.shadan(&["verify", "--mapping", "mappings/retail.toml"])
+        .expect_code(0);
+}

@@ -1,0 +1,220 @@
+//! A writer on the retail server who wants verify to pass, and state the tool did not
+//! write: row-level security, a `shadan` schema of someone else's, forged key
+//! definitions, keys that are NULL, and a layout save cut off halfway.
+
+use crate::support::{reference_data, reference_mapping, s, write_mapping, TestDb};
+
+const MAPPING: &str = "mappings/retail.toml";
+
+/// The reference schema with data, copied.
+fn copied(n: usize) -> TestDb {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, n);
+    db.shadan(&["cutover", "--mapping", MAPPING, "--batch-rows", "500"])
+        .expect_code(0);
+    db
+}
+
+#[test]
+fn a_row_hidden_by_row_level_security_fails_verify_loudly() {
+    let db = copied(1000);
+    let tool = format!("tool_{}", db.name);
+    db.target_sql(&format!(
+        "CREATE ROLE {tool} LOGIN; GRANT ALL ON SCHEMA retail, shadan TO {tool}; \
+         GRANT ALL ON ALL TABLES IN SCHEMA retail, shadan TO {tool}; \
+         ALTER TABLE retail.contracts OWNER TO {tool}; \
+         CREATE TEMP TABLE planted AS SELECT * FROM retail.contracts LIMIT 1; \
+         UPDATE planted SET contract_id = contract_id + 9000000; \
+         INSERT INTO retail.contracts SELECT * FROM planted; \
+         ALTER TABLE retail.contracts ENABLE ROW LEVEL SECURITY; \
+         ALTER TABLE retail.contracts FORCE ROW LEVEL SECURITY; \
+         CREATE POLICY hide ON retail.contracts USING (contract_id < 9000000)"
+    ));
+    let run = db.shadan_as(None, Some(&tool), &["verify", "--mapping", MAPPING]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("row-level security") && run.stderr.contains("contracts"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("BYPASSRLS"), "{}", run.stderr);
+    assert!(!run.stdout.contains("VERIFIED"), "{}", run.stdout);
+}
+
+#[test]
+fn a_source_table_filtered_by_row_level_security_stops_the_copy() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 500);
+    let reader = format!("rls_reader_{}", db.name);
+    db.source_sql(&format!(
+        "CREATE ROLE {reader} LOGIN; GRANT USAGE ON SCHEMA joint TO {reader}; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA joint TO {reader}; \
+         ALTER TABLE joint.contracts ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY evens ON joint.contracts TO {reader} USING (contract_id % 2 = 0)"
+    ));
+    let run = db.shadan_as(Some(&reader), None, &["cutover", "--mapping", MAPPING]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("row-level security"), "{}", run.stderr);
+    assert_eq!(db.target_sql("SELECT count(*) FROM retail.contracts"), "0");
+}
+
+#[test]
+fn a_state_schema_owned_by_another_role_is_refused_and_its_sql_never_runs() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 300);
+    let mallory = format!("mallory_{}", db.name);
+    db.target_sql(&format!(
+        "CREATE ROLE {mallory} LOGIN; CREATE SCHEMA shadan AUTHORIZATION {mallory}; SET ROLE {mallory}; \
+         CREATE TABLE shadan.deferred_indexes (target_table text NOT NULL, position int NOT NULL, \
+             create_sql text NOT NULL, unique_columns text[], PRIMARY KEY (target_table, position)); \
+         INSERT INTO shadan.deferred_indexes VALUES ('retail.contracts', 0, 'ALTER ROLE {mallory} SUPERUSER', NULL)"
+    ));
+    for args in [
+        &["cutover", "--mapping", MAPPING][..],
+        &["cutover", "--mapping", MAPPING, "--resume"][..],
+        &["sync", "--mapping", MAPPING][..],
+    ] {
+        let run = db.shadan(args);
+        run.expect_code(1);
+        assert!(run.stderr.contains("state schema"), "{}", run.stderr);
+    }
+    assert_eq!(
+        db.target_sql(&format!(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = '{mallory}'"
+        )),
+        "f"
+    );
+    assert_eq!(db.target_sql("SELECT count(*) FROM retail.contracts"), "0");
+}
+
+#[test]
+fn verify_takes_no_key_definition_from_the_state_schema() {
+    let db = copied(500);
+    // The retail writer drops the key and forges a deferred one, then adds a duplicate.
+    db.target_sql(
+        "ALTER TABLE retail.contracts DROP CONSTRAINT contracts_pkey; \
+         INSERT INTO shadan.deferred_indexes VALUES ('retail.contracts', 0, 'SELECT 1', '{contract_id}'); \
+         INSERT INTO retail.contracts SELECT * FROM retail.contracts LIMIT 1",
+    );
+    let run = db.shadan(&["verify", "--mapping", MAPPING]);
+    assert_ne!(
+        run.code, 0,
+        "verify signed off a table without a key: {}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("primary key"), "{}", run.stderr);
+}
+
+#[test]
+fn a_null_key_in_the_target_is_an_extra_row_not_a_crash() {
+    let db = copied(500);
+    db.target_sql(
+        "ALTER TABLE retail.contracts DROP CONSTRAINT contracts_pkey; \
+         ALTER TABLE retail.contracts ALTER COLUMN contract_id DROP NOT NULL; \
+         CREATE UNIQUE INDEX contracts_key ON retail.contracts (contract_id); \
+         CREATE TEMP TABLE planted AS SELECT * FROM retail.contracts LIMIT 1; \
+         UPDATE planted SET contract_id = NULL; \
+         INSERT INTO retail.contracts SELECT * FROM planted",
+    );
+    let run = db.shadan(&["verify", "--mapping", MAPPING, "--json"]);
+    run.expect_code(3);
+    let report = run.json();
+    let contracts = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "retail.contracts")
+        .unwrap();
+    assert_eq!(contracts["extra"], 1);
+    assert_eq!(contracts["sample_keys"], serde_json::json!(["[null]"]));
+}
+
+#[test]
+fn through_export_views_a_leak_still_exits_4_even_with_deep() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 2000);
+    db.target_sql("ALTER TABLE retail.contracts ALTER COLUMN night_equipment DROP NOT NULL, ALTER COLUMN start_date DROP NOT NULL");
+    let all = reference_mapping().replace("scope = \"own\"", "scope = \"all\"");
+    let role = format!("viewer_{}", db.name);
+    let direct = write_mapping(&db, &all);
+    let script = db
+        .shadan(&[
+            "grants",
+            "--mapping",
+            s(&direct),
+            "--role",
+            &role,
+            "--views",
+        ])
+        .expect_code(0)
+        .stdout
+        .clone();
+    db.source_sql(&script);
+    let views = write_mapping(
+        &db,
+        &all.replace(
+            "own_retailer = \"R0001\"",
+            "own_retailer = \"R0001\"\nsource_access = \"views\"",
+        ),
+    );
+    db.shadan_as(Some(&role), None, &["cutover", "--mapping", s(&views)])
+        .expect_code(0);
+    db.shadan_as(Some(&role), None, &["verify", "--mapping", s(&views)])
+        .expect_code(0);
+    let id = db.source_sql(
+        "SELECT contract_id FROM joint.contracts WHERE retailer_code = 'R0002' \
+         AND supply_kind = 'retail' ORDER BY contract_id LIMIT 1",
+    );
+    db.target_sql(&format!(
+        "UPDATE retail.contracts SET phone_number = '090-9999-0000' WHERE contract_id = {id}"
+    ));
+    for extra in [&[][..], &["--deep"][..]] {
+        let mut args = vec!["verify", "--mapping", s(&views), "--json"];
+        args.extend_from_slice(extra);
+        let run = db.shadan_as(Some(&role), None, &args);
+        run.expect_code(4);
+        assert_eq!(
+            run.json()["leaks"][0]["kind"],
+            "own_value",
+            "{}",
+            run.stdout
+        );
+    }
+    // With nothing wrong, --deep through views says it could not run: exit 2, not 0.
+    db.target_sql(&format!(
+        "UPDATE retail.contracts SET phone_number = NULL WHERE contract_id = {id}"
+    ));
+    db.shadan_as(
+        Some(&role),
+        None,
+        &["verify", "--mapping", s(&views), "--deep"],
+    )
+    .expect_code(2);
+}
+
+#[test]
+fn a_layout_save_cut_off_halfway_leaves_no_partial_layout() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 3000);
+    // The first sync lays out the (empty) target; make the save die after a few rows.
+    db.target_sql(
+        &std::fs::read_to_string(crate::support::repo().join("src/target/state.sql")).unwrap(),
+    );
+    db.target_sql(
+        "CREATE FUNCTION public.cut() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF (SELECT count(*) FROM shadan.batches) >= 3 THEN RAISE EXCEPTION 'cut off'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER cut BEFORE INSERT ON shadan.batches FOR EACH ROW EXECUTE FUNCTION public.cut()",
+    );
+    db.shadan(&["sync", "--mapping", MAPPING, "--batch-rows", "200"])
+        .expect_code(1);
+    assert_eq!(
+        db.target_sql("SELECT count(*) FROM shadan.batches"),
+        "0",
+        "a partial layout was kept"
+    );
+    db.target_sql("DROP TRIGGER cut ON shadan.batches");
+    db.shadan(&["sync", "--mapping", MAPPING, "--batch-rows", "200"])
+        .expect_code(0);
+    db.assert_reference_copy_exact();
+}
