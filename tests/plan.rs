@@ -448,7 +448,7 @@ fn another_teams_schema_and_mapping_validates_and_plans() {
             && query.contains(r#"THEN "customer_name" END AS "customer_name""#),
         "{query}"
     );
-    assert!(query.contains(r#""tariff_class" = ANY (ARRAY(SELECT pg_catalog.unnest(pg_catalog.current_setting('shadan.only_1_1')::text[]::smallint[])))"#), "{query}");
+    assert!(query.contains(r#""tariff_class" OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.unnest(pg_catalog.current_setting('shadan.only_1_1')::pg_catalog.text[]::pg_catalog.int2[])))"#), "{query}");
     assert!(!query.contains("meter_serial"));
     assert_eq!(
         t["settings"][0]["value"],
