@@ -42,7 +42,7 @@ pub async fn defer(client: &Client, table: &QualifiedName) -> Result<usize, Erro
     let constraints = client
         .query(
             "SELECT k.conname::text, pg_catalog.pg_get_constraintdef(k.oid), \
-                    ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY c(attnum, ord) \
+                    ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(k.conkey) WITH ORDINALITY c(attnum, ord) \
                           JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = c.attnum \
                           ORDER BY c.ord) \
              FROM pg_catalog.pg_constraint k \

@@ -186,34 +186,68 @@ fn a_column_name_cannot_inject_sql_into_the_grants_script() {
 }
 
 #[test]
-fn ddl_on_a_source_table_waits_until_the_run_ends() {
+fn columns_swapped_while_a_run_starts_stop_it_before_anything_is_read() {
     let db = TestDb::with_reference_schema();
-    reference_data(&db, 30_000);
-    let mut child = db.spawn_quiet(&[
-        "cutover",
-        "--mapping",
-        "mappings/retail.toml",
-        "--batch-rows",
-        "300",
-        "--jobs",
-        "1",
-    ]);
-    db.wait_for_batches(&mut child, 2);
-    // A swap of a public and a non-public column name, mid-run.
-    let swap = db.source_cluster.psql_result(
-        &db.name,
-        "SET lock_timeout = '300ms'; BEGIN; \
-         ALTER TABLE joint.contracts RENAME COLUMN phone TO shadan_tmp; \
+    reference_data(&db, 2000);
+    // A neighbour swaps a public and a non-public column name in a transaction that is
+    // still open when the cutover reads the catalog, and commits while it starts.
+    let mut ddl = std::process::Command::new(crate::support::cluster::pg_bin().join("psql"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(db.source_url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = ddl.stdin.take().unwrap();
+    use std::io::Write;
+    writeln!(
+        stdin,
+        "BEGIN; ALTER TABLE joint.contracts RENAME COLUMN phone TO shadan_tmp; \
          ALTER TABLE joint.contracts RENAME COLUMN wheeling_contract_no TO phone; \
-         ALTER TABLE joint.contracts RENAME COLUMN shadan_tmp TO wheeling_contract_no; COMMIT",
-    );
-    let still_running = child.try_wait().unwrap().is_none();
+         ALTER TABLE joint.contracts RENAME COLUMN shadan_tmp TO wheeling_contract_no;"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let held = "SELECT count(*) FROM pg_locks WHERE relation = 'joint.contracts'::regclass \
+                AND mode = 'AccessExclusiveLock' AND granted";
+    while db.source_sql(held) != "1" {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut run = db
+        .command(&["cutover", "--mapping", "mappings/retail.toml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the cutover is blocked behind the DDL, then commit it.
+    let waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'joint.contracts'::regclass AND NOT granted";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while db.source_sql(waiting) == "0" {
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the cutover did not wait for the DDL"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cutover never reached the table"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    writeln!(stdin, "COMMIT;").unwrap();
+    drop(stdin);
+    assert!(ddl.wait().unwrap().success());
+    let run = crate::support::Run::from(run.wait_with_output().unwrap());
+    run.expect_code(1);
     assert!(
-        swap.is_err() || !still_running,
-        "the columns were renamed while the cutover was still reading"
+        run.stderr.contains("columns of the source table"),
+        "{}",
+        run.stderr
     );
-    assert!(child.wait().unwrap().success());
-    db.assert_reference_copy_exact();
+    assert_eq!(
+        db.target_sql("SELECT count(*) FROM retail.contracts WHERE phone_number IS NOT NULL"),
+        "0",
+        "values were read under the swapped names"
+    );
 }
 
 #[test]

@@ -179,23 +179,6 @@ impl Cluster {
     }
 }
 
-impl Cluster {
-    /// Runs SQL in database `db`; returns stdout, or stderr when psql fails.
-    pub fn psql_result(&self, db: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(pg_bin().join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.url(db))
-            .args(["-c", sql])
-            .output()
-            .expect("running psql");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
-    }
-}
-
 /// A throwaway CA and a server certificate for localhost and 127.0.0.1 signed by it, the
 /// key readable only by the server. Returns (CA certificate, server certificate, key).
 fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
