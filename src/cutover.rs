@@ -130,6 +130,15 @@ async fn decide<'p>(
             pending: None,
         });
     }
+    if state::legacy_layout(client, &table.target).await? && !table.keys_order_by_bytes_natively() {
+        return Err(Error::Usage(format!(
+            "the cutover of {} was started by an older shadan, which cut its batches under the \
+             servers' own collations; those bounds cannot be resumed safely: empty the table and \
+             its checkpoints (DELETE FROM shadan.batches WHERE target_table = {}) and run cutover again",
+            table.target,
+            crate::ident::comment_safe(&crate::ident::quote_literal(&table.target.to_string()))
+        )));
+    }
     if !resume {
         return Err(Error::Usage(format!(
             "target table {} already holds a cutover ({} of {} batches written); continue it with \

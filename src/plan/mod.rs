@@ -206,6 +206,9 @@ pub struct PlannedColumn {
 pub struct KeyOrder {
     /// ` COLLATE <collation>` to put after the column, or empty for types without one.
     pub collate: String,
+    /// Whether the column's own ordering already is the byte order (no collation, or a
+    /// C/POSIX one): layouts cut by shadan before ranges compared bytes are valid then.
+    pub bytewise_own: bool,
     /// The column's own collation, for `plan` to show.
     pub label: Option<String>,
 }
@@ -219,6 +222,7 @@ impl KeyOrder {
             (Some(_), false) => " COLLATE pg_catalog.\"C\"".to_string(),
         };
         Self {
+            bytewise_own: col.collation_sql.is_none() || col.collation_bytewise,
             collate,
             label: col.collation_label.clone(),
         }
@@ -229,6 +233,15 @@ impl TablePlan {
     /// The key columns.
     pub fn key(&self) -> &[PlannedColumn] {
         &self.columns[..self.key_len]
+    }
+
+    /// Whether batch bounds cut under each server's own key ordering (as shadan did before
+    /// ranges compared bytes) select the same keys as byte-order ranges: true when every
+    /// key column orders by bytes on both sides already.
+    pub fn keys_order_by_bytes_natively(&self) -> bool {
+        self.key()
+            .iter()
+            .all(|c| c.source_order.bytewise_own && c.target_order.bytewise_own)
     }
 
     /// Whether any column is copied only for owned rows.

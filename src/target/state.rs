@@ -101,6 +101,24 @@ pub async fn batches(
         .collect())
 }
 
+/// How the bounds of layouts cut now order keys (see `key_order` in `state.sql`).
+const KEY_ORDER: &str = "bytes";
+
+/// Whether any stored batch of `target` was cut by an older shadan under the servers'
+/// own collations (see [`crate::plan::TablePlan::keys_order_by_bytes_natively`]).
+pub async fn legacy_layout(client: &Client, target: &QualifiedName) -> Result<bool, Error> {
+    let legacy: Option<bool> = client
+        .query_one(
+            "SELECT pg_catalog.bool_or(key_order IS DISTINCT FROM $2) FROM shadan.batches \
+             WHERE target_table OPERATOR(pg_catalog.=) $1",
+            &[&target.to_string(), &KEY_ORDER],
+        )
+        .await
+        .map_err(Error::db(format!("reading the batch layout of {target}")))?
+        .get(0);
+    Ok(legacy.unwrap_or(false))
+}
+
 /// Replaces the batch layout of a target table (nothing written yet for any batch), in
 /// one transaction: a kill halfway must not leave a layout that covers only some keys.
 pub async fn save_layout(
@@ -143,14 +161,17 @@ async fn write_layout(
         .map_err(Error::db(&context))?;
     let statement = client
         .prepare(
-            "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id, key_order) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .await
         .map_err(Error::db(&context))?;
     for b in batches {
         client
-            .execute(&statement, &[&name, &b.no, &b.lower, &b.upper, &run_id])
+            .execute(
+                &statement,
+                &[&name, &b.no, &b.lower, &b.upper, &run_id, &KEY_ORDER],
+            )
             .await
             .map_err(Error::db(&context))?;
     }
@@ -277,8 +298,9 @@ pub async fn add_batches(
     for b in batches {
         client
             .execute(
-                "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id) VALUES ($1, $2, $3, $4, $5)",
-                &[&target.to_string(), &b.no, &b.lower, &b.upper, &run_id],
+                "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id, key_order) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&target.to_string(), &b.no, &b.lower, &b.upper, &run_id, &KEY_ORDER],
             )
             .await
             .map_err(Error::db(format!("splitting a batch of {target}")))?;

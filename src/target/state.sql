@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS shadan.batches (
     PRIMARY KEY (target_table, batch_no)
 );
 
+-- How each layout's bounds order keys: 'bytes' (byte order on both servers, whatever
+-- their collations); NULL for layouts cut by an older shadan under the servers' own
+-- collations, valid only where those order by bytes anyway.
+ALTER TABLE shadan.batches ADD COLUMN IF NOT EXISTS key_order text;
+
 -- Indexes and key constraints a cutover set aside to load a table without them, with the
 -- statements that recreate them; rows leave in the transaction that recreates them.
 CREATE TABLE IF NOT EXISTS shadan.deferred_indexes (

@@ -103,6 +103,19 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str) {
         db.source_rows(EXPECTED) == db.target_rows(ACTUAL),
         "after a rerun"
     );
+
+    // A layout an older shadan cut under the servers' collations is laid out anew.
+    db.target_sql("UPDATE shadan.batches SET key_order = NULL");
+    db.source_sql("DELETE FROM s.acct WHERE pg_catalog.hashtext(k) % 23 = 0");
+    db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
+    assert!(
+        db.source_rows(EXPECTED) == db.target_rows(ACTUAL),
+        "after a relayout"
+    );
+    assert_eq!(
+        db.target_sql("SELECT count(*) FROM shadan.batches WHERE key_order IS NULL"),
+        "0"
+    );
 }
 
 #[test]
