@@ -136,7 +136,7 @@ async fn decide<'p>(
              servers' own collations; those bounds cannot be resumed safely: empty the table and \
              its checkpoints (DELETE FROM shadan.batches WHERE target_table = {}) and run cutover again",
             table.target,
-            crate::ident::comment_safe(&crate::ident::quote_literal(&table.target.to_string()))
+            crate::ident::escape_controls(&crate::ident::quote_literal(&table.target.to_string()))
         )));
     }
     if !resume {

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::ident::{comment_safe, quote_ident, quote_literal};
+use crate::ident::{escape_controls, quote_ident, quote_literal};
 use crate::mapping::name::QualifiedName;
 use crate::plan::query::export_view;
 use crate::plan::query::op;
@@ -53,7 +53,7 @@ pub fn script(plan: &Plan, role: &str, views: bool) -> String {
          -- ALTER ROLE {rc} PASSWORD '<fill in>';  -- or use certificate authentication.\n\
          DO $shadan$ BEGIN\n    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {}) THEN\n        CREATE ROLE {r} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION;\n    END IF;\nEND $shadan$;\n",
         quote_literal(role),
-        rc = comment_safe(&r),
+        rc = escape_controls(&r),
     );
     if views {
         views_mode(&mut out, plan, role);
@@ -85,7 +85,7 @@ fn list(cols: &[String]) -> String {
 
 /// A table name for a `--` comment.
 fn commented(name: &QualifiedName) -> String {
-    comment_safe(&name.sql())
+    escape_controls(&name.sql())
 }
 
 fn schemas(plan: &Plan) -> BTreeSet<String> {
@@ -102,7 +102,7 @@ fn direct_mode(out: &mut String, plan: &Plan, role: &str) {
         let _ = writeln!(
             out,
             "-- Lets the role name objects in {}; grants no data.\nGRANT USAGE ON SCHEMA {q} TO {r};\n",
-            comment_safe(&q)
+            escape_controls(&q)
         );
     }
     for t in &plan.tables {
@@ -111,7 +111,7 @@ fn direct_mode(out: &mut String, plan: &Plan, role: &str) {
             .non_public
             .iter()
             .filter(|c| !read.contains(&c.name))
-            .map(|c| comment_safe(&quote_ident(&c.name)))
+            .map(|c| escape_controls(&quote_ident(&c.name)))
             .collect();
         let _ =
             writeln!(
@@ -130,19 +130,32 @@ fn direct_mode(out: &mut String, plan: &Plan, role: &str) {
     }
 }
 
+/// The role that owns the export views read by `role` (and their schema).
+pub fn export_owner(role: &str) -> String {
+    format!("{role}_export_owner")
+}
+
 fn views_mode(out: &mut String, plan: &Plan, role: &str) {
     let r = quote_ident(role);
-    let owner_role = format!("{role}_export_owner");
+    let owner_role = export_owner(role);
     let o = quote_ident(&owner_role);
     let schema = quote_ident(EXPORT_SCHEMA);
     let _ = writeln!(
         out,
         "-- A role that cannot log in owns the export views; only it may read the tables.\n\
          DO $shadan$ BEGIN\n    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {}) THEN\n        CREATE ROLE {o} NOLOGIN;\n    END IF;\nEND $shadan$;\n\
+         -- A schema of that name owned by anyone else could hold views that compute anything.\n\
+         DO $shadan$ BEGIN\n    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = {} \
+         AND nspowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {})) THEN\n        \
+         RAISE EXCEPTION 'schema % exists and belongs to another role: drop it, then run this script again', {};\n    \
+         END IF;\nEND $shadan$;\n\
          CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {o};\n\
          -- The login role may use the export schema and nothing of the source schemas.\n\
          GRANT USAGE ON SCHEMA {schema} TO {r};\n",
-        quote_literal(&owner_role)
+        quote_literal(&owner_role),
+        quote_literal(EXPORT_SCHEMA),
+        quote_literal(&owner_role),
+        quote_literal(EXPORT_SCHEMA),
     );
     for s in schemas(plan) {
         let _ = writeln!(

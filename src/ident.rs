@@ -19,12 +19,14 @@ pub fn quote_ident(name: &str) -> String {
     out
 }
 
-/// Makes SQL text (a quoted name, usually) safe inside a `--` comment: a line break in
-/// a name would end the comment and turn the rest of the name into SQL, so every control
-/// character (and the Unicode line and paragraph separators) is written as `\u{..}`.
-pub fn comment_safe(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    for ch in sql.chars() {
+/// Writes every control character (and the Unicode line and paragraph separators) of
+/// `text` as `\u{..}`. Names come from catalogs other roles write: inside a `--` comment
+/// of generated SQL a line break would end the comment and turn the rest of the name into
+/// SQL, and on a terminal it would forge a line (`VERIFIED …`) or an escape sequence
+/// would erase one.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
         if ch.is_control() || ch == '\u{2028}' || ch == '\u{2029}' {
             out.push_str(&format!("\\u{{{:x}}}", u32::from(ch)));
         } else {
@@ -68,7 +70,7 @@ mod tests {
     #[test]
     fn a_name_in_a_comment_cannot_end_the_comment() {
         let hostile = quote_ident("x\nALTER ROLE mallory SUPERUSER;\n--");
-        let safe = comment_safe(&hostile);
+        let safe = escape_controls(&hostile);
         assert!(!safe.contains('\n'), "{safe}");
         assert_eq!(safe, "\"x\\u{a}ALTER ROLE mallory SUPERUSER;\\u{a}--\"");
     }

@@ -25,8 +25,12 @@ fn main() -> ExitCode {
         Err(e) => {
             if json_logs {
                 tracing::error!(exit_code = e.code(), "{e}");
+            } else if let shadan::error::Error::Invalid(problems) = &e {
+                // One line per problem, each escaped already.
+                eprintln!("shadan: {problems}");
             } else {
-                eprintln!("shadan: {e}");
+                // Names in a message come from catalogs others write: no line of theirs.
+                eprintln!("shadan: {}", shadan::ident::escape_controls(&e.to_string()));
             }
             e.exit_code()
         }

@@ -100,15 +100,39 @@ impl TlsOptions {
 pub fn split_options(conn: &str) -> Result<(String, TlsOptions), String> {
     let mut mode = None;
     let mut root = None;
+    let mut binding = None;
+    let mut unsupported = None;
     let mut take = |key: &str, value: String| -> bool {
         match key {
             "sslmode" => mode = Some(value),
             "sslrootcert" => root = Some(value),
+            // Kept for tokio-postgres, which knows it; noted so PGCHANNELBINDING is not
+            // added over it.
+            "channel_binding" => {
+                binding = Some(value);
+                return false;
+            }
+            "sslcrl" | "sslcrldir" | "sslcert" | "sslkey" | "sslpassword" => {
+                unsupported = Some(key.to_string());
+            }
             _ => return false,
         }
         true
     };
-    let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+    let url = conn.starts_with("postgres://") || conn.starts_with("postgresql://");
+    let mut rest = if url {
+        let authority = conn
+            .split_once("://")
+            .map(|(_, r)| r.split(['/', '?']).next().unwrap_or(""))
+            .unwrap_or("");
+        if authority.matches('@').count() > 1 {
+            // The string is not repeated: the part before the last '@' is a password.
+            return Err(
+                "the URL has more than one '@' before the host; write an '@' in the user name or \
+                 password as %40"
+                    .into(),
+            );
+        }
         match conn.split_once('?') {
             None => conn.to_string(),
             Some((base, query)) => {
@@ -136,6 +160,32 @@ pub fn split_options(conn: &str) -> Result<(String, TlsOptions), String> {
         kept.join(" ")
     };
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    // Client certificates and revocation lists are not implemented: refused rather than
+    // ignored, since an ignored CRL would accept a revoked server certificate.
+    let unsupported = unsupported.or_else(|| {
+        ["PGSSLCRL", "PGSSLCRLDIR", "PGSSLCERT", "PGSSLKEY"]
+            .into_iter()
+            .find(|v| env(v).is_some())
+            .map(String::from)
+    });
+    if let Some(option) = unsupported {
+        return Err(format!(
+            "{option} is not supported (no client certificates or revocation lists); remove it \
+             and authenticate with a password or SCRAM"
+        ));
+    }
+    if binding.is_none() {
+        if let Some(b) = env("PGCHANNELBINDING") {
+            if !matches!(b.as_str(), "disable" | "prefer" | "require") {
+                return Err("unknown PGCHANNELBINDING; use disable, prefer or require".into());
+            }
+            rest = match (url, rest.contains('?')) {
+                (true, true) => format!("{rest}&channel_binding={b}"),
+                (true, false) => format!("{rest}?channel_binding={b}"),
+                (false, _) => format!("{rest} channel_binding={b}"),
+            };
+        }
+    }
     let mode = match mode.or_else(|| env("PGSSLMODE")) {
         Some(m) => TlsMode::parse(&m)?,
         None => TlsMode::Prefer,
@@ -309,5 +359,7 @@ mod tests {
         }
         let err = split_options("host=h password=my secret").unwrap_err();
         assert!(!err.contains("secret"), "{err}");
+        let err = split_options("postgres://u:se@cretPW1@h/db").unwrap_err();
+        assert!(!err.contains("cretPW1"), "{err}");
     }
 }

@@ -15,11 +15,10 @@ SELECT n.nspname::text                                           AS schema_name,
        t.typcategory::text                                       AS type_category,
        coalesce(et.oid OPERATOR(pg_catalog.>=) 16384, false)     AS element_user_defined,
        pg_catalog.obj_description(c.oid, 'pg_class')             AS table_comment,
-       pg_catalog.quote_ident(tn.nspname::text) OPERATOR(pg_catalog.||) '.'
-           OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.typname::text)
+       pg_catalog.quote_ident(rn.nspname::text) OPERATOR(pg_catalog.||) '.'
+           OPERATOR(pg_catalog.||) pg_catalog.quote_ident(rt.typname::text)
                                                                  AS base_type_name,
-       CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typbasetype ELSE a.atttypid END
-                                                                 AS representation_oid,
+       rt.oid                                                    AS representation_oid,
        CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typtypmod ELSE a.atttypmod END
                                                                  AS representation_typmod,
        CASE WHEN co.oid IS NOT NULL
@@ -49,13 +48,28 @@ SELECT n.nspname::text                                           AS schema_name,
                           AND d.datcollate::text OPERATOR(pg_catalog.=) ANY (ARRAY['C', 'POSIX'])
                      ELSE co.collprovider OPERATOR(pg_catalog.=) 'c'
                           AND co.collcollate::text OPERATOR(pg_catalog.=) ANY (ARRAY['C', 'POSIX']) END,
-                false)                                           AS collation_bytewise
+                false)                                           AS collation_bytewise,
+       pg_catalog.pg_get_userbyid(c.relowner)::text              AS owner,
+       pg_catalog.pg_get_userbyid(n.nspowner)::text              AS schema_owner
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
      AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
 JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
-JOIN pg_catalog.pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) t.typnamespace
+-- The type under every domain (a domain over varchar(5) carries the typmod that must not
+-- reach a bound value's cast), followed through domains over domains.
+CROSS JOIN LATERAL (
+    WITH RECURSIVE chain (oid, typtype, typbasetype, depth) AS (
+        SELECT t.oid, t.typtype, t.typbasetype, 0
+        UNION ALL
+        SELECT b.oid, b.typtype, b.typbasetype, chain.depth OPERATOR(pg_catalog.+) 1
+        FROM chain JOIN pg_catalog.pg_type b ON b.oid OPERATOR(pg_catalog.=) chain.typbasetype
+        WHERE chain.typtype OPERATOR(pg_catalog.=) 'd' AND chain.depth OPERATOR(pg_catalog.<) 32
+    )
+    SELECT chain.oid FROM chain ORDER BY chain.depth DESC LIMIT 1
+) root
+JOIN pg_catalog.pg_type rt ON rt.oid OPERATOR(pg_catalog.=) root.oid
+JOIN pg_catalog.pg_namespace rn ON rn.oid OPERATOR(pg_catalog.=) rt.typnamespace
 LEFT JOIN pg_catalog.pg_type et ON et.oid OPERATOR(pg_catalog.=) t.typelem
      AND t.typcategory OPERATOR(pg_catalog.=) 'A'
 LEFT JOIN pg_catalog.pg_collation co ON co.oid OPERATOR(pg_catalog.=) a.attcollation

@@ -17,6 +17,8 @@ pub struct Catalog {
     pub tables: BTreeMap<QualifiedName, TableInfo>,
     /// `server_encoding`: text keys compare byte by byte, so both sides must encode alike.
     pub encoding: String,
+    /// The role the catalog was read as (`current_user`).
+    pub current_user: String,
 }
 
 /// Whether [`Catalog::read`] may take key definitions from the tool's own state schema.
@@ -41,6 +43,10 @@ pub struct TableInfo {
     pub unique_keys: Vec<UniqueKey>,
     /// `COMMENT ON` text, if any (export views carry their mapping's digest there).
     pub comment: Option<String>,
+    /// The role that owns the table or view.
+    pub owner: String,
+    /// The role that owns its schema.
+    pub schema_owner: String,
 }
 
 /// A primary key or plain unique index.
@@ -129,6 +135,8 @@ impl Catalog {
                 columns: Vec::new(),
                 unique_keys: Vec::new(),
                 comment: row.get(11),
+                owner: row.get(19),
+                schema_owner: row.get(20),
             });
             let type_kind: String = row.get(8);
             let type_category: String = row.get(9);
@@ -193,11 +201,17 @@ impl Catalog {
                 });
             }
         }
-        let encoding: String = client
-            .query_one("SELECT pg_catalog.current_setting('server_encoding')", &[])
-            .await?
-            .get(0);
-        Ok(Self { tables, encoding })
+        let session = client
+            .query_one(
+                "SELECT pg_catalog.current_setting('server_encoding'), CURRENT_USER::pg_catalog.text",
+                &[],
+            )
+            .await?;
+        Ok(Self {
+            tables,
+            encoding: session.get(0),
+            current_user: session.get(1),
+        })
     }
 
     /// Looks a table up by name.

@@ -522,6 +522,27 @@ pub(super) fn check_export_view(
         ));
         return;
     };
+    // The view computes whatever its owner wrote: it must be the export owner role the
+    // grants script creates for the role reading it, in a schema of that role, or a
+    // neighbour who got there first could compute every row.
+    let export_owner = crate::grants::export_owner(&source.current_user);
+    if info.owner != export_owner || info.schema_owner != export_owner {
+        problems.push(Problem::table(
+            line,
+            Some(&label),
+            format!(
+                "the export view {} is owned by {} in a schema owned by {}, not by {}, the role \
+                 `shadan grants --views --role {}` creates: a view of another role can compute \
+                 anything; have the DBA drop it (and the schema, if another role owns it) and apply the grants script",
+                crate::ident::escape_controls(&view.sql()),
+                crate::ident::escape_controls(&crate::ident::quote_ident(&info.owner)),
+                crate::ident::escape_controls(&crate::ident::quote_ident(&info.schema_owner)),
+                crate::ident::escape_controls(&crate::ident::quote_ident(&export_owner)),
+                crate::ident::escape_controls(&source.current_user),
+            ),
+        ));
+        return;
+    }
     let expected: BTreeSet<(&str, &str)> = table
         .columns
         .iter()

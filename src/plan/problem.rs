@@ -76,8 +76,10 @@ impl fmt::Display for Problems {
             self.list.len(),
             if self.list.len() == 1 { "" } else { "s" }
         )?;
+        // One line per problem: names from a catalog cannot add or forge lines.
         for p in &self.list {
-            write!(f, "\n  {}:{}: {p}", self.path.display(), p.line)?;
+            let line = crate::ident::escape_controls(&p.to_string());
+            write!(f, "\n  {}:{}: {line}", self.path.display(), p.line)?;
         }
         Ok(())
     }

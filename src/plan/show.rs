@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use crate::ident::escape_controls;
+
 use serde_json::{json, Value};
 
 use super::query::RangeShape;
@@ -55,20 +57,30 @@ fn table_json(t: &TablePlan) -> Value {
 }
 
 /// The plan for a person: one block per table, then what is not replicated.
+///
+/// Names come from catalogs other roles write: each is printed with its control
+/// characters escaped, so a table named `x<newline>VERIFIED …` or one holding terminal
+/// escapes cannot forge or erase a line a reviewer reads.
 pub fn to_text(plan: &Plan) -> String {
+    let e = escape_controls;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "mapping {} ({}, blake3 {}), own retailer {}",
-        plan.mapping_name,
-        plan.mapping_path.display(),
+        e(&plan.mapping_name),
+        e(&plan.mapping_path.display().to_string()),
         &plan.mapping_digest[..16.min(plan.mapping_digest.len())],
-        plan.own_retailer
+        e(&plan.own_retailer)
     );
     for t in &plan.tables {
-        let _ = writeln!(out, "\n{} -> {}", t.source, t.target);
+        let _ = writeln!(
+            out,
+            "\n{} -> {}",
+            e(&t.source.to_string()),
+            e(&t.target.to_string())
+        );
         let scope = match (t.scope, &t.owner) {
-            (Scope::Own, Some(o)) => format!("own: rows where {} = own_retailer", o.name),
+            (Scope::Own, Some(o)) => format!("own: rows where {} = own_retailer", e(&o.name)),
             _ => "all rows".to_string(),
         };
         let _ = writeln!(out, "  scope       {scope}");
@@ -76,18 +88,20 @@ pub fn to_text(plan: &Plan) -> String {
             let _ = writeln!(
                 out,
                 "  only        {} in ({})",
-                f.column.name,
-                f.values.join(", ")
+                e(&f.column.name),
+                e(&f.values.join(", "))
             );
         }
-        let key: Vec<&str> = t.key().iter().map(|c| c.source.as_str()).collect();
+        let key: Vec<String> = t.key().iter().map(|c| e(&c.source)).collect();
         let _ = writeln!(out, "  key         {}", key.join(", "));
         for c in t.key() {
             if let (Some(src), Some(tgt)) = (&c.source_order.label, &c.target_order.label) {
                 let _ = writeln!(
                     out,
-                    "  key order   {}: source collation {src}, target collation {tgt}; batch ranges compare bytes on both",
-                    c.source
+                    "  key order   {}: source collation {}, target collation {}; batch ranges compare bytes on both",
+                    e(&c.source),
+                    e(src),
+                    e(tgt)
                 );
             }
         }
@@ -98,21 +112,25 @@ pub fn to_text(plan: &Plan) -> String {
                 .filter(|c| c.class == class)
                 .map(|c| {
                     if c.source == c.target {
-                        c.source.clone()
+                        e(&c.source)
                     } else {
-                        format!("{} -> {}", c.source, c.target)
+                        format!("{} -> {}", e(&c.source), e(&c.target))
                     }
                 })
                 .collect();
             let _ = writeln!(out, "  {label:<11} {}", none_or(&cols));
         }
-        let np: Vec<String> = t.non_public.iter().map(|c| c.name.clone()).collect();
+        let np: Vec<String> = t.non_public.iter().map(|c| e(&c.name)).collect();
         let _ = writeln!(
             out,
             "  non_public  {}  (never read into the tool)",
             none_or(&np)
         );
-        let _ = writeln!(out, "  query       {}", t.source_select(RangeShape::ALL));
+        let _ = writeln!(
+            out,
+            "  query       {}",
+            e(&t.source_select(RangeShape::ALL))
+        );
         for s in t.session_settings() {
             let _ = writeln!(
                 out,
@@ -130,7 +148,7 @@ pub fn to_text(plan: &Plan) -> String {
     let unmapped: Vec<String> = plan
         .unmapped_source_tables
         .iter()
-        .map(|t| t.to_string())
+        .map(|t| e(&t.to_string()))
         .collect();
     let _ = writeln!(
         out,

@@ -47,7 +47,7 @@ pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
             "the target's state schema is not the tool's own ({}): another role could forge \
              checkpoints or index definitions there; drop or rename that schema, or run shadan \
              as its owner",
-            crate::ident::comment_safe(&foreign.join(", "))
+            crate::ident::escape_controls(&foreign.join(", "))
         )));
     }
     client

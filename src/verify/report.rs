@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::error::{EXIT_DIFFERENCES, EXIT_LEAK, EXIT_OK, EXIT_USAGE};
+use crate::ident::escape_controls;
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -139,14 +140,16 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{:<width$}  source {:>10}  target {:>10}  {state}",
-                t.target, t.source_rows, t.target_rows
+                escape_controls(&t.target),
+                t.source_rows,
+                t.target_rows
             );
         }
         for l in &self.leaks {
-            let place = match &l.column {
+            let place = escape_controls(&match &l.column {
                 Some(c) => format!("{}.{c}", l.table),
                 None => l.table.clone(),
-            };
+            });
             let what = match l.kind {
                 LeakKind::Column => {
                     "the target has a column the mapping does not produce".to_string()

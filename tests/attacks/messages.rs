@@ -13,6 +13,7 @@ fn connection_strings_that_do_not_parse_neither_panic_nor_echo_a_value() {
         "postgres://u@h/db?password=pw%E6%BC%A2x%漢字",
         "host=h password=my secret",
         "postgres://u@h/db?s3cretpart=1",
+        "postgres://u:se@cret-pw@127.0.0.1:1/db",
     ] {
         let out = db
             .command(&["plan", "--mapping", MAPPING])
@@ -22,7 +23,7 @@ fn connection_strings_that_do_not_parse_neither_panic_nor_echo_a_value() {
         let run = crate::support::Run::from(out);
         assert_ne!(run.code, 0);
         let all = run.all_output();
-        for secret in ["pw%E6", "漢字", "secret", "s3cret", "panicked"] {
+        for secret in ["pw%E6", "漢字", "secret", "s3cret", "cret-pw", "panicked"] {
             assert!(!all.contains(secret), "{conn}: {all}");
         }
     }
@@ -73,6 +74,19 @@ fn a_value_that_does_not_fit_its_column_is_a_plan_error_not_a_truncation() {
             run.expect_code(0);
         }
     }
+    // An owner column of a domain with a length: the domain's typmod must not cut the
+    // value either.
+    db.source_sql(
+        "CREATE DOMAIN joint.code AS varchar(5); \
+         ALTER TABLE joint.contracts ALTER COLUMN retailer_code TYPE joint.code",
+    );
+    let text = crate::support::reference_mapping()
+        .replace("own_retailer = \"R0001\"", "own_retailer = \"R0001-TEST\"");
+    let path = write_mapping(&db, &text);
+    let run = db.shadan(&["plan", "--mapping", s(&path)]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("does not fit"), "{}", run.stderr);
+
     // An `only` value that is not of the column's type: the message holds no value.
     db.source_sql("ALTER TABLE joint.contracts ADD COLUMN tariff int");
     let text = crate::support::reference_mapping()
@@ -185,4 +199,38 @@ fn tls_follows_libpq_in_every_mode_against_a_foreign_ca_and_a_server_without_tls
         &format!("{}?channel_binding=require", db.target_url()),
     );
     run.expect_code(1);
+    // ... and so is the same setting from the environment, as libpq reads it.
+    let out = db
+        .command(&["plan", "--mapping", MAPPING])
+        .env("PGCHANNELBINDING", "require")
+        .output()
+        .unwrap();
+    crate::support::Run::from(out).expect_code(1);
+    // A revocation list cannot be honoured, so it is refused rather than ignored.
+    let out = db
+        .command(&["plan", "--mapping", MAPPING])
+        .env("PGSSLCRL", "/nonexistent/crl.pem")
+        .output()
+        .unwrap();
+    let run = crate::support::Run::from(out);
+    run.expect_code(1);
+    assert!(run.stderr.contains("PGSSLCRL"), "{}", run.stderr);
+}
+
+#[test]
+fn a_table_name_cannot_forge_a_line_of_the_plan_or_the_verify_report() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 200);
+    db.source_sql(
+        "CREATE TABLE joint.\"zz\nVERIFIED: mapping approved by auditor\" (a int); \
+         CREATE TABLE joint.\"zz\u{1b}[2Jred\" (a int)",
+    );
+    let run = db.shadan(&["plan", "--mapping", MAPPING]);
+    run.expect_code(0);
+    assert!(
+        !run.stdout.lines().any(|l| l.starts_with("VERIFIED")) && !run.stdout.contains('\u{1b}'),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("zz\\u{a}VERIFIED"), "{}", run.stdout);
 }

@@ -283,3 +283,55 @@ fn a_run_that_lost_its_writer_lock_commits_no_further_batch() {
     db.shadan(&["verify", "--mapping", "mappings/retail.toml"])
         .expect_code(0);
 }
+
+#[test]
+fn an_export_schema_or_view_of_another_role_is_refused() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 500);
+    let neighbour = format!("squatter_{}", db.name);
+    let role = format!("exporter_{}", db.name);
+    // The neighbour creates the export schema before the DBA applies the script.
+    db.source_sql(&format!(
+        "CREATE ROLE {neighbour} LOGIN; GRANT CREATE ON DATABASE {} TO {neighbour}; \
+         SET ROLE {neighbour}; CREATE SCHEMA shadan_export",
+        db.name
+    ));
+    let script = db
+        .shadan(&[
+            "grants",
+            "--mapping",
+            "mappings/retail.toml",
+            "--role",
+            &role,
+            "--views",
+        ])
+        .expect_code(0)
+        .stdout
+        .clone();
+    let refused = db.source_sql_result(&script);
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("belongs to another role")),
+        "{refused:?}"
+    );
+    // Once the DBA drops it, the script applies; a view later handed to another role
+    // (here by a careless DBA) is refused by plan.
+    db.source_sql("DROP SCHEMA shadan_export CASCADE");
+    db.source_sql(&script);
+    let views = write_mapping(
+        &db,
+        &crate::support::reference_mapping().replace(
+            "own_retailer = \"R0001\"",
+            "own_retailer = \"R0001\"\nsource_access = \"views\"",
+        ),
+    );
+    db.shadan_as(Some(&role), None, &["plan", "--mapping", s(&views)])
+        .expect_code(0);
+    db.source_sql(&format!(
+        "ALTER VIEW shadan_export.\"joint.contracts\" OWNER TO {neighbour}"
+    ));
+    let run = db.shadan_as(Some(&role), None, &["plan", "--mapping", s(&views)]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("owned by"), "{}", run.stderr);
+}

@@ -314,6 +314,11 @@ impl TestDb {
         Run::from(c.output().expect("running shadan"))
     }
 
+    /// Runs SQL on the source as the superuser; returns stdout, or stderr when it fails.
+    pub fn source_sql_result(&self, sql: &str) -> Result<String, String> {
+        self.source_sql_as("postgres", sql)
+    }
+
     /// Runs SQL on the source as `role`; returns stdout, or stderr when it fails.
     pub fn source_sql_as(&self, role: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(cluster::pg_bin().join("psql"))
