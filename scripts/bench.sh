@@ -13,6 +13,12 @@
 #   verify   shadan verify and verify --deep --jobs 2
 #   sync     shadan sync --jobs 2 after no change, and after changing 1% of contracts
 #            (switches both ways, move-outs, capacity and address changes)
+#
+#   BENCH_SOURCE_ICU=1 scripts/bench.sh [N]   # the joint database on ICU en-US instead of
+#            C: text key ranges then compare bytes (COLLATE "C"), which the key's index
+#            cannot serve; this measures what that costs
+#   BENCH_SOURCE_ICU=index ...   # the same, with the byte-order key indexes that
+#            `shadan grants` prints built first
 set -euo pipefail
 n=${1:-1000000}
 runs=${RUNS:-3}
@@ -32,9 +38,21 @@ scripts/pg-local.sh stop >/dev/null 2>&1 || true
 scripts/pg-local.sh start >/dev/null
 eval "$(scripts/pg-local.sh env)"
 out=$SHADAN_LOCAL_DIR
+if [ -n "${BENCH_SOURCE_ICU:-}" ]; then
+    admin=${SHADAN_SOURCE%/joint}/postgres
+    $psql -d "$admin" -c "DROP DATABASE joint" >/dev/null
+    $psql -d "$admin" -c "CREATE DATABASE joint TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'" >/dev/null
+    $psql -d "$SHADAN_SOURCE" -f schema/joint.sql >/dev/null
+    echo "the joint database collates with ICU en-US"
+fi
 
 echo "generating $n supply points and contracts ..."
 PSQL="$bin/psql" scripts/gen-data.sh "$n" >/dev/null
+if [ "${BENCH_SOURCE_ICU:-}" = index ]; then
+    "$shadan" grants --mapping "$mapping" | grep '^CREATE INDEX CONCURRENTLY' |
+        $psql -d "$SHADAN_SOURCE" >/dev/null
+    echo "with the byte-order key indexes shadan grants prints"
+fi
 $psql -d "$SHADAN_SOURCE" -c "VACUUM ANALYZE" >/dev/null
 plan_json=$("$shadan" plan --mapping "$mapping" --json)
 rows=$($psql -At -d "$SHADAN_SOURCE" -c "SELECT (SELECT count(*) FROM joint.supply_points) \

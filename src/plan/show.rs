@@ -103,6 +103,19 @@ pub fn to_text(plan: &Plan) -> String {
                     e(src),
                     e(tgt)
                 );
+                for (side, order, name) in [
+                    ("source", &c.source_order, &c.source),
+                    ("target", &c.target_order, &c.target),
+                ] {
+                    if !order.bytewise_own {
+                        let _ = writeln!(
+                            out,
+                            "              the {side}'s key index cannot serve byte ranges: each batch scans the \
+                             table unless an index on ({} COLLATE \"C\") exists (`shadan grants` prints it for the source)",
+                            e(&crate::ident::quote_ident(name))
+                        );
+                    }
+                }
             }
         }
         for (label, class) in [("public", Class::Public), ("own", Class::Own)] {

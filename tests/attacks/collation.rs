@@ -49,7 +49,7 @@ const ACTUAL: &str = "SELECT k, sub, v FROM r.acct ORDER BY k COLLATE \"C\", sub
 
 /// Cutover, then a sync of updates, moves in and out of the scope, deletes and inserts;
 /// the target must equal the projection after each, and verify must agree.
-fn split_and_sync(db: &TestDb, target_key_collation: &str) {
+fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
     db.source_sql(&format!(
         "CREATE SCHEMA s; CREATE TABLE s.acct (k text, sub char(2), owner_code text NOT NULL, v text, \
              PRIMARY KEY (k, sub)); \
@@ -64,6 +64,26 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str) {
     let plan = db.shadan(&["plan", "--mapping", s(&path)]);
     plan.expect_code(0);
     assert!(plan.stdout.contains("key order"), "{}", plan.stdout);
+    // The index that serves byte-order ranges on a source keyed under a locale.
+    let grants = db.shadan(&["grants", "--mapping", s(&path)]);
+    let index: Vec<&str> = grants
+        .expect_code(0)
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("CREATE INDEX CONCURRENTLY"))
+        .collect();
+    if source_icu {
+        assert_eq!(index.len(), 1, "{}", grants.stdout);
+        db.source_sql(index[0]);
+        assert_eq!(
+            db.source_sql(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'acct_shadan_key_bytes'"
+            ),
+            "1"
+        );
+    } else {
+        assert!(index.is_empty(), "{}", grants.stdout);
+    }
     db.shadan(&[
         "cutover",
         "--mapping",
@@ -122,14 +142,14 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str) {
 fn an_icu_source_and_a_c_target_sync_every_key_exactly() {
     let db = TestDb::new();
     recreate_with_icu(&db, true);
-    split_and_sync(&db, "");
+    split_and_sync(&db, "", true);
 }
 
 #[test]
 fn a_c_source_and_an_icu_target_with_a_column_collation_sync_every_key_exactly() {
     let db = TestDb::new();
     recreate_with_icu(&db, false);
-    split_and_sync(&db, "COLLATE \"fr-FR-x-icu\"");
+    split_and_sync(&db, "COLLATE \"fr-FR-x-icu\"", false);
 }
 
 #[test]
