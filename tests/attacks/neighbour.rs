@@ -1,7 +1,7 @@
 //! A neighbour on the joint server: a role that can create objects in `public` (the
 //! default before PostgreSQL 15, kept by pg_upgrade), or name columns, or run DDL.
 
-use crate::support::{reference_data, s, write_mapping, TestDb};
+use crate::support::{reference_data, s, through_export_views, write_mapping, TestDb};
 
 /// A joint table whose owner and `only` columns are varchar, as in the reproduced attack.
 const SCHEMA: &str = "CREATE SCHEMA s; \
@@ -108,21 +108,8 @@ fn export_views_are_created_with_pg_catalog_operators_whatever_public_holds() {
     db.source_sql(SCHEMA);
     db.target_sql(TARGET);
     shadow_operators(&db);
-    let path = write_mapping(&db, MAPPING);
     let role = format!("viewer_{}", db.name);
-    let script = db
-        .shadan(&["grants", "--mapping", s(&path), "--role", &role, "--views"])
-        .expect_code(0)
-        .stdout
-        .clone();
-    db.source_sql(&script);
-    let views = write_mapping(
-        &db,
-        &MAPPING.replace(
-            "own_retailer = \"R0001\"",
-            "own_retailer = \"R0001\"\nsource_access = \"views\"",
-        ),
-    );
+    let views = through_export_views(&db, MAPPING, &role);
     db.shadan_as(Some(&role), None, &["cutover", "--mapping", s(&views)])
         .expect_code(0);
     assert!(db.source_rows(EXPECTED) == db.target_rows(ACTUAL));

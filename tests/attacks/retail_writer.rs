@@ -2,7 +2,7 @@
 //! write: row-level security, a `shadan` schema of someone else's, forged key
 //! definitions, keys that are NULL, and a layout save cut off halfway.
 
-use crate::support::{reference_data, reference_mapping, s, write_mapping, TestDb};
+use crate::support::{reference_data, reference_mapping, s, through_export_views, TestDb};
 
 const MAPPING: &str = "mappings/retail.toml";
 
@@ -136,27 +136,7 @@ fn through_export_views_a_leak_still_exits_4_even_with_deep() {
     db.target_sql("ALTER TABLE retail.contracts ALTER COLUMN night_equipment DROP NOT NULL, ALTER COLUMN start_date DROP NOT NULL");
     let all = reference_mapping().replace("scope = \"own\"", "scope = \"all\"");
     let role = format!("viewer_{}", db.name);
-    let direct = write_mapping(&db, &all);
-    let script = db
-        .shadan(&[
-            "grants",
-            "--mapping",
-            s(&direct),
-            "--role",
-            &role,
-            "--views",
-        ])
-        .expect_code(0)
-        .stdout
-        .clone();
-    db.source_sql(&script);
-    let views = write_mapping(
-        &db,
-        &all.replace(
-            "own_retailer = \"R0001\"",
-            "own_retailer = \"R0001\"\nsource_access = \"views\"",
-        ),
-    );
+    let views = through_export_views(&db, &all, &role);
     db.shadan_as(Some(&role), None, &["cutover", "--mapping", s(&views)])
         .expect_code(0);
     db.shadan_as(Some(&role), None, &["verify", "--mapping", s(&views)])

@@ -167,6 +167,20 @@ pub fn write_mapping(db: &TestDb, text: &str) -> PathBuf {
     path
 }
 
+/// Applies what `shadan grants --views --role <role>` prints for the mapping text
+/// `mapping` on the source, as its DBA would, and returns a mapping file with the same
+/// tables that reads through those export views.
+pub fn through_export_views(db: &TestDb, mapping: &str, role: &str) -> PathBuf {
+    let direct = write_mapping(db, mapping);
+    let script = db.shadan(&["grants", "--mapping", s(&direct), "--role", role, "--views"]);
+    script.expect_code(0);
+    db.source_sql(&script.stdout);
+    write_mapping(
+        db,
+        &mapping.replacen("[mapping]\n", "[mapping]\nsource_access = \"views\"\n", 1),
+    )
+}
+
 /// The reference mapping's text.
 pub fn reference_mapping() -> String {
     std::fs::read_to_string(repo().join("mappings/retail.toml")).unwrap()
