@@ -10,7 +10,7 @@ use crate::catalog::{Catalog, State};
 use crate::connect::{Endpoint, Side};
 use crate::error::Error;
 use crate::mapping::Mapping;
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, Purpose};
 
 /// shadan (遮断): copies, one way, only the retail-permissible subset of the joint
 /// customer database into the retail company's own database, and proves it.
@@ -175,7 +175,7 @@ pub struct PlanArgs {
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Plan(args) => {
-            let (plan, _, _) = open(&cli.global, &args.mapping, State::Trusted).await?;
+            let (plan, _, _) = open(&cli.global, &args.mapping, Use::Write).await?;
             plan.require_exact_targets()?;
             if args.json {
                 println!("{:#}", plan::show::to_json(&plan));
@@ -185,7 +185,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             Ok(crate::error::EXIT_OK)
         }
         Command::Cutover(args) => {
-            let (plan, source, target) = open(&cli.global, &args.mapping, State::Trusted).await?;
+            let (plan, source, target) = open(&cli.global, &args.mapping, Use::Write).await?;
             let opts = crate::cutover::Options {
                 jobs: usize::from(args.jobs),
                 batch_rows: args.batch_rows,
@@ -203,12 +203,12 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             let mut mapping = Mapping::load(&args.mapping)?;
             // The script creates the export views, so they need not exist yet.
             mapping.source_access = None;
-            let (plan, _, _) = build(&cli.global, &mapping, State::Ignored).await?;
+            let (plan, _, _) = build(&cli.global, &mapping, Use::Grants).await?;
             print!("{}", crate::grants::script(&plan, &args.role, args.views));
             Ok(crate::error::EXIT_OK)
         }
         Command::Sync(args) => {
-            let (plan, source, target) = open(&cli.global, &args.mapping, State::Trusted).await?;
+            let (plan, source, target) = open(&cli.global, &args.mapping, Use::Write).await?;
             let opts = crate::sync::Options {
                 jobs: usize::from(args.jobs),
                 batch_rows: args.batch_rows,
@@ -220,7 +220,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             Ok(crate::error::EXIT_OK)
         }
         Command::Verify(args) => {
-            let (plan, source, target) = open(&cli.global, &args.mapping, State::Ignored).await?;
+            let (plan, source, target) = open(&cli.global, &args.mapping, Use::Verify).await?;
             let opts = crate::verify::Options {
                 jobs: usize::from(args.jobs),
                 deep: args.deep,
@@ -249,14 +249,24 @@ fn print_manifest(manifest: &serde_json::Value, json: bool) {
     }
 }
 
-/// Loads the mapping, reads both catalogs and builds the plan. `state` says whether the
-/// target's state schema may add keys a cutover set aside (never for verify).
+/// What a command builds its plan for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// plan, cutover, sync: the target's state may add keys a cutover set aside.
+    Write,
+    /// grants: only the source matters; nothing is taken from the target's state.
+    Grants,
+    /// verify: nothing taken from the target's state, and target drift is read around.
+    Verify,
+}
+
+/// Loads the mapping, reads both catalogs and builds the plan for `use_`.
 pub async fn open(
     global: &GlobalArgs,
     mapping: &std::path::Path,
-    state: State,
+    use_: Use,
 ) -> Result<(Plan, Endpoint, Endpoint), Error> {
-    build(global, &Mapping::load(mapping)?, state).await
+    build(global, &Mapping::load(mapping)?, use_).await
 }
 
 /// Reads both catalogs and builds the plan of a loaded mapping; checks its bound values
@@ -264,15 +274,26 @@ pub async fn open(
 async fn build(
     global: &GlobalArgs,
     mapping: &Mapping,
-    state: State,
+    use_: Use,
 ) -> Result<(Plan, Endpoint, Endpoint), Error> {
     let source = Endpoint::new(Side::Source, global.source.as_deref())?;
     let target = Endpoint::new(Side::Target, global.target.as_deref())?;
+    let (state, purpose) = match use_ {
+        Use::Write => (State::Trusted, Purpose::Write),
+        Use::Grants => (State::Ignored, Purpose::Write),
+        Use::Verify => (State::Ignored, Purpose::Verify),
+    };
     let ((source_client, source_catalog), (_, target_catalog)) = tokio::try_join!(
         read_catalog(&source, State::Ignored),
         read_catalog(&target, state)
     )?;
-    let plan = Plan::build(mapping, &source_catalog, &target_catalog)?;
+    let plan = Plan::build(mapping, &source_catalog, &target_catalog, purpose)?;
+    for drift in &plan.target_drift {
+        tracing::warn!(
+            "the target differs from the mapping, verify reads around it: {}",
+            crate::ident::escape_controls(&drift.to_string())
+        );
+    }
     crate::plan::bound::check(&plan, &source_client).await?;
     Ok((plan, source, target))
 }

@@ -121,17 +121,20 @@ pub fn split_options(conn: &str) -> Result<(String, TlsOptions), String> {
     };
     let url = conn.starts_with("postgres://") || conn.starts_with("postgresql://");
     let mut rest = if url {
-        let authority = conn
-            .split_once("://")
-            .map(|(_, r)| r.split(['/', '?']).next().unwrap_or(""))
-            .unwrap_or("");
-        if authority.matches('@').count() > 1 {
-            // The string is not repeated: the part before the last '@' is a password.
-            return Err(
-                "the URL has more than one '@' before the host; write an '@' in the user name or \
-                 password as %40"
-                    .into(),
-            );
+        // tokio-postgres takes the user and password up to the first '@' anywhere in the
+        // string, and the options from the first '?' after it. A second '@', or a '/',
+        // '?' or '#' before the '@', makes the two readings differ (an option such as
+        // sslmode could be lost, or a piece of a password read as a host and printed):
+        // such a URL is refused, and not repeated.
+        let after_scheme = conn.split_once("://").map_or("", |(_, r)| r);
+        if let Some((userinfo, rest)) = after_scheme.split_once('@') {
+            if rest.contains('@') || userinfo.contains(['/', '?', '#']) {
+                return Err(
+                    "the URL's user name or password holds '@', '/', '?' or '#', or an option \
+                     value holds '@'; percent-encode them (%40, %2F, %3F, %23)"
+                        .into(),
+                );
+            }
         }
         match conn.split_once('?') {
             None => conn.to_string(),
@@ -359,7 +362,17 @@ mod tests {
         }
         let err = split_options("host=h password=my secret").unwrap_err();
         assert!(!err.contains("secret"), "{err}");
-        let err = split_options("postgres://u:se@cretPW1@h/db").unwrap_err();
-        assert!(!err.contains("cretPW1"), "{err}");
+        for url in [
+            "postgres://u:se@cretPW1@h/db",
+            "postgres://h:5/db?user=alice&password=PWHEAD@PWTAIL",
+            "postgres://alice:PWA/PWB@PWC@h/db",
+            "postgres://u:p?w@h/db?sslmode=require",
+        ] {
+            let err = split_options(url).unwrap_err();
+            assert!(
+                !err.contains("PW") && !err.contains("cret") && !err.contains("p?w"),
+                "{err}"
+            );
+        }
     }
 }

@@ -24,11 +24,24 @@ pub(super) struct TableCheck<'a> {
     pub(super) target: &'a Catalog,
     /// Tables or export views.
     pub(super) source_access: SourceAccess,
+    /// What the plan is for.
+    pub(super) purpose: super::Purpose,
     /// Where problems are collected.
     pub(super) problems: &'a mut Vec<Problem>,
+    /// Where target-side problems go when the purpose tolerates them.
+    pub(super) tolerated: &'a mut Vec<Problem>,
 }
 
 impl<'a> TableCheck<'a> {
+    /// Records a problem of the target's schema: fatal for writing, a warning for
+    /// verify, which reads around it (see [`super::Purpose`]).
+    fn target_problem(&mut self, problem: Problem) {
+        match self.purpose {
+            super::Purpose::Write => self.problems.push(problem),
+            super::Purpose::Verify => self.tolerated.push(problem),
+        }
+    }
+
     /// Checks one table entry; returns the table plan and its unexpected target columns
     /// when the entry could be resolved far enough to build one.
     pub(super) fn run(mut self) -> Option<(TablePlan, Vec<UnexpectedColumn>)> {
@@ -160,7 +173,7 @@ impl<'a> TableCheck<'a> {
                 .or_default()
                 .push(&entry.source);
             let Some(tgt_col) = tgt.column(target_col_name) else {
-                self.problems.push(Problem::column(
+                self.target_problem(Problem::column(
                     entry.line,
                     &target_label,
                     target_col_name,
@@ -169,10 +182,28 @@ impl<'a> TableCheck<'a> {
                         entry.source
                     ),
                 ));
+                if self.purpose == super::Purpose::Verify {
+                    columns.push(PlannedColumn {
+                        source: entry.source.clone(),
+                        target: target_col_name.to_string(),
+                        class,
+                        type_name: src_col.type_name.clone(),
+                        is_text: src_col.is_text(),
+                        source_order: KeyOrder::of(src_col),
+                        target_order: KeyOrder::of(src_col),
+                        target_read: Some(format!("NULL::{}", src_col.type_name)),
+                    });
+                }
                 continue;
             };
+            let mut target_read = None;
             if src_col.type_name != tgt_col.type_name {
-                self.problems.push(Problem::column(
+                target_read = Some(format!(
+                    "{}::{}",
+                    crate::ident::quote_ident(&tgt_col.name),
+                    src_col.type_name
+                ));
+                self.target_problem(Problem::column(
                     entry.line,
                     &label,
                     &entry.source,
@@ -187,7 +218,7 @@ impl<'a> TableCheck<'a> {
                     .push(Problem::column(entry.line, &label, &entry.source, why));
             }
             if tgt_col.generated {
-                self.problems.push(Problem::column(
+                self.target_problem(Problem::column(
                     entry.line,
                     &target_label,
                     &tgt_col.name,
@@ -195,7 +226,7 @@ impl<'a> TableCheck<'a> {
                 ));
             }
             if class == Class::Own && scope == Scope::All && tgt_col.not_null {
-                self.problems.push(Problem::column(
+                self.target_problem(Problem::column(
                     entry.line,
                     &target_label,
                     &tgt_col.name,
@@ -210,6 +241,7 @@ impl<'a> TableCheck<'a> {
                 is_text: src_col.is_text(),
                 source_order: KeyOrder::of(src_col),
                 target_order: KeyOrder::of(tgt_col),
+                target_read,
             });
         }
         for (target_col, sources) in &produced {
@@ -433,8 +465,12 @@ impl<'a> TableCheck<'a> {
             for (col, side, table) in sides {
                 let Some(col) = col else { continue };
                 if let Some(why) = super::keys::key_column_problem(col, side) {
-                    self.problems
-                        .push(Problem::column(m.key[0].line, table, &col.name, why));
+                    let problem = Problem::column(m.key[0].line, table, &col.name, why);
+                    if side == "target" {
+                        self.target_problem(problem);
+                    } else {
+                        self.problems.push(problem);
+                    }
                     continue;
                 }
                 if col.collation_sql.is_some() && side == "source" {
@@ -456,7 +492,7 @@ impl<'a> TableCheck<'a> {
                 == target_set
         });
         if !target_unique {
-            self.problems.push(Problem::table(
+            self.target_problem(Problem::table(
                 m.key[0].line,
                 Some(target_label),
                 format!(

@@ -53,6 +53,19 @@ pub enum SourceAccess {
     Views,
 }
 
+/// What a plan is built for. A writing command needs a target it can write exactly;
+/// `verify` only reads, and a target whose schema drifted from the mapping (a key
+/// dropped, a column retyped or dropped by the retail side) must still be audited: its
+/// leaks exit 4, not hide behind a plan error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// cutover, sync, plan, grants: every problem stops the command.
+    Write,
+    /// verify: target-side problems are reported as warnings; a retyped column is read
+    /// cast to the source's type, a missing one as NULL.
+    Verify,
+}
+
 /// The schema of the export views made by `grants --views`.
 pub const EXPORT_SCHEMA: &str = "shadan_export";
 
@@ -75,6 +88,8 @@ pub struct Plan {
     pub tables: Vec<TablePlan>,
     /// Source tables that no mapping entry names: never replicated.
     pub unmapped_source_tables: Vec<QualifiedName>,
+    /// Target-side problems a [`Purpose::Verify`] plan tolerates, for warnings.
+    pub target_drift: Vec<Problem>,
     /// Target columns that no mapping entry produces. Writing commands refuse to run with
     /// any (see [`Plan::require_exact_targets`]); `verify` reports them as `column` leaks.
     pub unexpected_target_columns: Vec<UnexpectedColumn>,
@@ -195,6 +210,11 @@ pub struct PlannedColumn {
     /// How the target column takes part in key ranges and key order.
     #[serde(skip)]
     pub target_order: KeyOrder,
+    /// What verify reads for this column when the target drifted from the mapping: the
+    /// column cast to the source's type, or a typed NULL for a missing column. `None`:
+    /// the column itself (always, in a plan for writing).
+    #[serde(skip)]
+    pub target_read: Option<String>,
 }
 
 /// How a key column is compared in range predicates and ORDER BY, on one side. Batches
@@ -264,8 +284,14 @@ impl Plan {
     /// Checks `mapping` against both catalogs. Returns every problem at once, sorted, when
     /// anything is wrong; unexpected target columns alone do not fail the build (see
     /// [`Plan::require_exact_targets`]).
-    pub fn build(mapping: &Mapping, source: &Catalog, target: &Catalog) -> Result<Self, Problems> {
+    pub fn build(
+        mapping: &Mapping,
+        source: &Catalog,
+        target: &Catalog,
+        purpose: Purpose,
+    ) -> Result<Self, Problems> {
         let mut problems = Vec::new();
+        let mut target_drift = Vec::new();
         let own_retailer = mapping.own_retailer.value.clone();
         if own_retailer.trim().is_empty() {
             problems.push(Problem::table(
@@ -302,7 +328,9 @@ impl Plan {
                 source,
                 target,
                 source_access,
+                purpose,
                 problems: &mut problems,
+                tolerated: &mut target_drift,
             }
             .run();
             let Some((table, extra)) = checked else {
@@ -349,6 +377,7 @@ impl Plan {
             source_access,
             tables,
             unmapped_source_tables,
+            target_drift,
             unexpected_target_columns: unexpected,
         })
     }

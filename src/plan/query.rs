@@ -249,13 +249,22 @@ impl TablePlan {
         )
     }
 
+    /// What is read of each target column, in projection order: the column, or what a
+    /// verify plan reads for a drifted one (see [`super::PlannedColumn::target_read`]).
+    pub fn target_reads(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .map(|c| {
+                c.target_read
+                    .clone()
+                    .unwrap_or_else(|| quote_ident(&c.target))
+            })
+            .collect()
+    }
+
     /// The target's rows of one physical chunk, in projection column order.
     pub fn target_copy_chunk(&self, chunk: Option<Chunk>) -> String {
-        let cols: Vec<String> = self
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.target))
-            .collect();
+        let cols = self.target_reads();
         let preds: Vec<String> = chunk.map(Chunk::predicate).into_iter().collect();
         format!(
             "COPY ({}) TO STDOUT (FORMAT binary)",
@@ -301,11 +310,7 @@ impl TablePlan {
     /// rows in the same column order as the source projection, for comparison.
     pub fn target_copy_out(&self, range: RangeShape) -> String {
         let key_names = self.target_key_ordered();
-        let cols: Vec<String> = self
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.target))
-            .collect();
+        let cols = self.target_reads();
         let preds = self.range_predicates(&key_names, range);
         format!(
             "COPY ({}) TO STDOUT (FORMAT binary)",

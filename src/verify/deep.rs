@@ -233,7 +233,7 @@ async fn search_table(
     if columns.is_empty() || secrets.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
+    let keys: Vec<String> = table.target_reads()[..table.key_len].to_vec();
     let sql = format!(
         "COPY (SELECT pg_catalog.jsonb_build_array({})::text, {} FROM {}) TO STDOUT (FORMAT binary)",
         keys.join(", "),
@@ -285,18 +285,25 @@ async fn search_table(
         .collect())
 }
 
-/// The pieces of a target value that are compared: the whole value, and its tokens, each
-/// at least [`MIN_SECRET_CHARS`] characters long.
+/// The pieces of a target value that are compared, each at least [`MIN_SECRET_CHARS`]
+/// characters long: the whole value; its tokens, split at whitespace and
+/// [`SEPARATORS`]; each token with leading and trailing punctuation trimmed (`WC123456.`,
+/// `「WC123456」`, `WC123456。`); and the pieces of a token split at every character that
+/// is neither a letter nor a digit (`WC123456-x`), so that a secret next to any
+/// punctuation, ASCII or Japanese, is still seen whole.
 fn candidates(text: &str) -> impl Iterator<Item = &str> {
     let whole = text.trim();
-    let split = whole.contains(|c: char| c.is_whitespace() || SEPARATORS.contains(&c));
-    std::iter::once(whole)
-        .chain(
-            whole
-                .split(|c: char| c.is_whitespace() || SEPARATORS.contains(&c))
-                .filter(move |_| split),
-        )
+    let tokens = whole.split(|c: char| c.is_whitespace() || SEPARATORS.contains(&c));
+    let mut out = vec![whole];
+    for token in tokens {
+        out.push(token);
+        out.push(token.trim_matches(|c: char| !c.is_alphanumeric()));
+        out.extend(token.split(|c: char| !c.is_alphanumeric()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.into_iter()
         .filter(|t| t.chars().count() >= MIN_SECRET_CHARS)
+        .filter(move |t| seen.insert(*t))
 }
 
 #[cfg(test)]
@@ -319,5 +326,22 @@ mod tests {
             candidates("東北電力株式会社").collect::<Vec<_>>(),
             ["東北電力株式会社"]
         );
+    }
+
+    #[test]
+    fn a_secret_next_to_punctuation_is_a_candidate() {
+        for text in [
+            "WCC81E728D9D4C2F.",
+            "WCC81E728D9D4C2F。",
+            "see WCC81E728D9D4C2F-x",
+            "「WCC81E728D9D4C2F」",
+            "(note:WCC81E728D9D4C2F!)",
+        ] {
+            assert!(
+                candidates(text).any(|t| t == "WCC81E728D9D4C2F"),
+                "{text}: {:?}",
+                candidates(text).collect::<Vec<_>>()
+            );
+        }
     }
 }

@@ -14,6 +14,8 @@ fn connection_strings_that_do_not_parse_neither_panic_nor_echo_a_value() {
         "host=h password=my secret",
         "postgres://u@h/db?s3cretpart=1",
         "postgres://u:se@cret-pw@127.0.0.1:1/db",
+        "postgres://u:se?cret-pw@127.0.0.1:1/db?sslmode=require",
+        "postgres://127.0.0.1:1/db?user=u&password=se@cret-pw",
     ] {
         let out = db
             .command(&["plan", "--mapping", MAPPING])

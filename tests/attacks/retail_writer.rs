@@ -198,3 +198,46 @@ fn a_layout_save_cut_off_halfway_leaves_no_partial_layout() {
         .expect_code(0);
     db.assert_reference_copy_exact();
 }
+
+#[test]
+fn a_leak_behind_a_target_schema_the_writer_broke_still_exits_4() {
+    let db = copied(1000);
+    // A row keyed as another retailer's contract, kept by the retail writer.
+    let id = db.source_sql(
+        "SELECT contract_id FROM joint.contracts WHERE retailer_code <> 'R0001' \
+         AND supply_kind = 'retail' ORDER BY 1 LIMIT 1",
+    );
+    db.target_sql(&format!(
+        "CREATE TEMP TABLE planted AS SELECT * FROM retail.contracts LIMIT 1; \
+         UPDATE planted SET contract_id = {id}; INSERT INTO retail.contracts SELECT * FROM planted"
+    ));
+    db.shadan(&["verify", "--mapping", MAPPING]).expect_code(4);
+    // The writer then drops the key of that table, retypes a column of another and drops
+    // one of a third kind: verify reads around all of it and still reports the leak.
+    db.target_sql(
+        "ALTER TABLE retail.contracts DROP CONSTRAINT contracts_pkey; \
+         ALTER TABLE retail.supply_points ALTER COLUMN area TYPE varchar(40); \
+         ALTER TABLE retail.supply_points DROP COLUMN postal_code",
+    );
+    for extra in [&[][..], &["--deep"][..]] {
+        let mut args = vec!["verify", "--mapping", MAPPING, "--json"];
+        args.extend_from_slice(extra);
+        let run = db.shadan(&args);
+        run.expect_code(4);
+        let report = run.json();
+        assert!(
+            report["leaks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["kind"] == "out_of_scope" && l["sample_keys"][0] == format!("[{id}]")),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stderr.contains("target differs from the mapping"),
+            "{}",
+            run.stderr
+        );
+    }
+}
