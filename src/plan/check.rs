@@ -183,16 +183,15 @@ impl<'a> TableCheck<'a> {
                     ),
                 ));
                 if self.purpose == super::Purpose::Verify {
-                    columns.push(PlannedColumn {
-                        source: entry.source.clone(),
-                        target: target_col_name.to_string(),
+                    let null = format!("NULL::{}", src_col.type_name);
+                    columns.push(planned(
+                        entry,
+                        target_col_name,
                         class,
-                        type_name: src_col.type_name.clone(),
-                        is_text: src_col.is_text(),
-                        source_order: KeyOrder::of(src_col),
-                        target_order: KeyOrder::of(src_col),
-                        target_read: Some(format!("NULL::{}", src_col.type_name)),
-                    });
+                        src_col,
+                        src_col,
+                        Some(null),
+                    ));
                 }
                 continue;
             };
@@ -233,16 +232,14 @@ impl<'a> TableCheck<'a> {
                     "an \"own\" column is NULL in rows not owned, but the target column is NOT NULL; drop the constraint or use scope = \"own\"",
                 ));
             }
-            columns.push(PlannedColumn {
-                source: entry.source.clone(),
-                target: target_col_name.to_string(),
+            columns.push(planned(
+                entry,
+                target_col_name,
                 class,
-                type_name: src_col.type_name.clone(),
-                is_text: src_col.is_text(),
-                source_order: KeyOrder::of(src_col),
-                target_order: KeyOrder::of(tgt_col),
+                src_col,
+                tgt_col,
                 target_read,
-            });
+            ));
         }
         for (target_col, sources) in &produced {
             if sources.len() > 1 {
@@ -511,6 +508,27 @@ impl<'a> TableCheck<'a> {
 /// A column entry's class, once checked.
 struct ClassEntry {
     class: &'static str,
+}
+
+/// A copied column: `entry` read from `src`, written to (or verified in) `tgt`.
+fn planned(
+    entry: &crate::mapping::MappedColumn,
+    target: &str,
+    class: Class,
+    src: &ColumnInfo,
+    tgt: &ColumnInfo,
+    target_read: Option<String>,
+) -> PlannedColumn {
+    PlannedColumn {
+        source: entry.source.clone(),
+        target: target.to_string(),
+        class,
+        type_name: src.type_name.clone(),
+        is_text: src.is_text(),
+        source_order: KeyOrder::of(src),
+        target_order: KeyOrder::of(tgt),
+        target_read,
+    }
 }
 
 fn typed(col: &ColumnInfo) -> TypedColumn {
