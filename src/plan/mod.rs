@@ -8,6 +8,7 @@
 
 pub mod bound;
 mod check;
+mod export_view;
 mod keys;
 pub mod problem;
 pub mod query;
@@ -337,7 +338,7 @@ impl Plan {
                 continue;
             };
             if source_access == SourceAccess::Views {
-                check::check_export_view(&table, &own_retailer, source, mapped.line, &mut problems);
+                export_view::check(&table, &own_retailer, source, mapped.line, &mut problems);
             }
             if let Some(first) = seen_sources.insert(table.source.clone(), mapped.line) {
                 problems.push(Problem::table(
