@@ -22,9 +22,12 @@ use crate::error::DbError;
 /// - `row_security = off`: a table that row-level security would filter for the tool's
 ///   role raises an error instead of returning a silent subset (see
 ///   [`crate::error::DbError`] for the message).
+/// - `client_connection_check_interval`: a statement of a shadan that was stopped at once
+///   (or killed) is aborted by the server within a second, not left running or waiting.
 /// - fixed text forms (key bounds are exchanged as text), and no timeouts that would cut
 ///   a long snapshot transaction off.
 const SESSION_SETUP: &str = "SET search_path = pg_catalog, pg_temp; SET row_security = off; \
+    SET client_connection_check_interval = '1s'; \
     SET DateStyle = ISO, YMD; SET IntervalStyle = postgres; \
     SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET statement_timeout = 0; \
     SET idle_in_transaction_session_timeout = 0; SET lock_timeout = 0";

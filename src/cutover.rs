@@ -73,7 +73,7 @@ pub async fn run(
 
     let mut work = Vec::new();
     for table in selected {
-        work.push(decide(lock.client(), table, opts.resume).await?);
+        work.push(decide(lock.client(), table, &plan.own_retailer, opts.resume).await?);
     }
     let resumed = work.iter().any(|w| w.pending.is_some());
 
@@ -97,6 +97,7 @@ pub async fn run(
 async fn decide<'p>(
     client: &Client,
     table: &'p TablePlan,
+    own_retailer: &str,
     resume: bool,
 ) -> Result<TableWork<'p>, Error> {
     let stored = state::batches(client, table.index, &table.target).await?;
@@ -137,6 +138,21 @@ async fn decide<'p>(
              its checkpoints (DELETE FROM shadan.batches WHERE target_table = {}) and run cutover again",
             table.target,
             crate::ident::escape_controls(&crate::ident::quote_literal(&table.target.to_string()))
+        )));
+    }
+    if resume
+        && !state::layout_projection_is(
+            client,
+            &table.target,
+            &table.projection_digest(own_retailer),
+        )
+        .await?
+    {
+        return Err(Error::Usage(format!(
+            "the cutover of {} was started for another projection (own_retailer, scope, owner, \
+             `only` or columns differ from this mapping's): resuming would mix two projections in one \
+             table; resume with the mapping it began with, or empty the table and its checkpoints and start over",
+            table.target
         )));
     }
     if !resume {
@@ -205,7 +221,14 @@ async fn copy_all(
                 let (batches, total) = laid_out.remove(&w.table.index).ok_or_else(|| {
                     Error::Runtime(format!("no batch layout for {}", w.table.target))
                 })?;
-                state::save_layout(lock.client(), &w.table.target, &batches, run_id).await?;
+                state::save_layout(
+                    lock.client(),
+                    &w.table.target,
+                    &batches,
+                    run_id,
+                    &w.table.projection_digest(&plan.own_retailer),
+                )
+                .await?;
                 if !opts.keep_indexes {
                     let deferred = indexes::defer(lock.client(), &w.table.target).await?;
                     tracing::info!(table = %w.table.target, indexes = deferred, "indexes set aside for the load");

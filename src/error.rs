@@ -47,7 +47,7 @@ pub enum Error {
     #[error("{0}")]
     Runtime(String),
     /// Stopped by a signal between batches; committed batches are kept.
-    #[error("interrupted; every committed batch is kept: rerun with --resume to continue")]
+    #[error("interrupted; every committed batch is kept: run the same command again to continue (cutover with --resume)")]
     Interrupted,
 }
 

@@ -1,6 +1,9 @@
 //! The one cancellation signal, owned by `main`'s run: SIGINT or SIGTERM ask every
 //! worker to stop between batches. A batch in flight either commits with its checkpoint
-//! or is rolled back; nothing half-written remains.
+//! or is rolled back; nothing half-written remains. A second signal stops at once (exit
+//! 1): every open transaction is rolled back when its connection closes, and the servers
+//! abort statements still running for a vanished client within a second (sessions set
+//! `client_connection_check_interval`), even one waiting on a lock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,8 +29,14 @@ impl Shutdown {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
             }
-            tracing::warn!("stop requested: finishing the batches in flight, then stopping");
+            tracing::warn!("stop requested: finishing the batches in flight, then stopping (signal again to stop at once)");
             flag.request();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            eprintln!("shadan: stopped at once; batches in flight are rolled back, committed ones are kept");
+            std::process::exit(i32::from(crate::error::EXIT_RUNTIME));
         });
         shutdown
     }

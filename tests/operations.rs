@@ -71,7 +71,7 @@ fn sigterm_stops_a_cutover_between_batches_and_resume_completes_it() {
     run.expect_code(1);
     assert!(
         run.stderr
-            .contains("interrupted; every committed batch is kept: rerun with --resume"),
+            .contains("interrupted; every committed batch is kept: run the same command again"),
         "{}",
         run.stderr
     );

@@ -388,7 +388,7 @@ from = "non_public"
     run.expect_code(0);
     assert!(
         run.stdout.contains(
-            r#"SELECT "ID", "select", "MixedCase" FROM "Grid.Ops"."a""; drop table x; --""#
+            r#"SELECT "ID", "select", "MixedCase" FROM ONLY "Grid.Ops"."a""; drop table x; --""#
         ),
         "{}",
         run.stdout

@@ -50,7 +50,8 @@ SELECT n.nspname::text                                           AS schema_name,
                           AND co.collcollate::text OPERATOR(pg_catalog.=) ANY (ARRAY['C', 'POSIX']) END,
                 false)                                           AS collation_bytewise,
        pg_catalog.pg_get_userbyid(c.relowner)::text              AS owner,
-       pg_catalog.pg_get_userbyid(n.nspowner)::text              AS schema_owner
+       pg_catalog.pg_get_userbyid(n.nspowner)::text              AS schema_owner,
+       a.attidentity OPERATOR(pg_catalog.=) 'a'                  AS identity_always
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid

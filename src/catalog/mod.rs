@@ -47,15 +47,29 @@ pub struct TableInfo {
     pub owner: String,
     /// The role that owns its schema.
     pub schema_owner: String,
+    /// Its inheritance descendants (not partitions): a query on this table reads their
+    /// rows too, and they may have columns of their own.
+    pub inheritance_children: Vec<QualifiedName>,
 }
 
-/// A primary key or plain unique index.
+/// A primary key or unique index (valid and ready).
 #[derive(Debug, Clone)]
 pub struct UniqueKey {
     /// Whether this is the primary key.
     pub primary: bool,
-    /// Column names in index order.
+    /// Column names in index order (empty names for expression columns).
     pub columns: Vec<String>,
+    /// Checked immediately (not DEFERRABLE): only such an index can serve ON CONFLICT.
+    pub immediate: bool,
+    /// No expression and no predicate.
+    pub plain: bool,
+}
+
+impl UniqueKey {
+    /// Whether a mapping key may be this index: plain and immediate.
+    pub fn can_be_key(&self) -> bool {
+        self.plain && self.immediate
+    }
 }
 
 /// One column as the catalog describes it.
@@ -71,6 +85,8 @@ pub struct ColumnInfo {
     pub not_null: bool,
     /// A generated column (cannot be written by COPY).
     pub generated: bool,
+    /// `GENERATED ALWAYS AS IDENTITY`: an upsert cannot update it.
+    pub identity_always: bool,
     /// `pg_type.typtype`: b base, c composite, d domain, e enum, p pseudo, r range, m multirange.
     pub type_kind: char,
     /// `pg_type.typcategory`: `S` string, `A` array, ...
@@ -137,6 +153,7 @@ impl Catalog {
                 comment: row.get(11),
                 owner: row.get(19),
                 schema_owner: row.get(20),
+                inheritance_children: Vec::new(),
             });
             let type_kind: String = row.get(8);
             let type_category: String = row.get(9);
@@ -156,6 +173,7 @@ impl Catalog {
                 collation_label: row.get(16),
                 collation_deterministic: row.get(17),
                 collation_bytewise: row.get(18),
+                identity_always: row.get(21),
             });
         }
         // Keys a cutover set aside while loading (see target::indexes) still define the
@@ -188,6 +206,8 @@ impl Catalog {
                     table.unique_keys.push(UniqueKey {
                         primary: false,
                         columns,
+                        immediate: true,
+                        plain: true,
                     });
                 }
             }
@@ -195,10 +215,20 @@ impl Catalog {
         for row in client.query(include_str!("unique_keys.sql"), &[]).await? {
             let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
             if let Some(table) = tables.get_mut(&name) {
+                let columns: Vec<Option<String>> = row.get(3);
                 table.unique_keys.push(UniqueKey {
                     primary: row.get(2),
-                    columns: row.get(3),
+                    columns: columns.into_iter().map(Option::unwrap_or_default).collect(),
+                    immediate: row.get(4),
+                    plain: row.get(5),
                 });
+            }
+        }
+        for row in client.query(include_str!("inheritance.sql"), &[]).await? {
+            let parent = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            let child = QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3));
+            if let Some(table) = tables.get_mut(&parent) {
+                table.inheritance_children.push(child);
             }
         }
         let session = client

@@ -18,7 +18,8 @@ struct Bound<'a> {
     type_name: &'a str,
     base_type_name: &'a str,
     value: &'a str,
-    what: &'static str,
+    /// What the value is, for messages (which never repeat it).
+    what: String,
 }
 
 /// Checks every bound value of `plan` on the source server, which knows the column types;
@@ -34,11 +35,11 @@ pub async fn check(plan: &Plan, source: &Client) -> Result<(), crate::error::Err
                 type_name: &owner.type_name,
                 base_type_name: &owner.base_type_name,
                 value: &plan.own_retailer,
-                what: "own_retailer",
+                what: "own_retailer".into(),
             });
         }
         for f in &t.only {
-            for v in &f.values {
+            for (i, v) in f.values.iter().enumerate() {
                 bounds.push(Bound {
                     line: f.line,
                     table: t.source.to_string(),
@@ -46,7 +47,7 @@ pub async fn check(plan: &Plan, source: &Client) -> Result<(), crate::error::Err
                     type_name: &f.column.type_name,
                     base_type_name: &f.column.base_type_name,
                     value: v,
-                    what: "an `only` value",
+                    what: format!("`only` value number {} of {}", i + 1, f.values.len()),
                 });
             }
         }

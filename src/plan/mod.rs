@@ -115,6 +115,9 @@ pub struct TablePlan {
     pub index: usize,
     /// The source table.
     pub source: QualifiedName,
+    /// Its `relkind`: `r` is read `FROM ONLY` (an inheritance child is a table of its
+    /// own, replicated only when mapped); `p`, a partitioned table, with its partitions.
+    pub source_kind: char,
     /// The target table.
     pub target: QualifiedName,
     /// Row scope.
@@ -134,9 +137,9 @@ pub struct TablePlan {
     pub non_public: Vec<TypedColumn>,
     /// Whether rows are read from the table or from its export view.
     pub access: SourceAccess,
-    /// Every string-typed column of the target table, mapped or not: where `verify --deep`
-    /// looks for non-public values.
-    pub target_text_columns: Vec<String>,
+    /// Every column of the target table that can hold text, mapped or not: where
+    /// `verify --deep` looks for non-public values.
+    pub target_search: Vec<SearchColumn>,
     /// Every column of the source table (name, type) as the plan was checked against: a
     /// run compares it with the catalog once it holds the table against DDL.
     pub source_columns: Vec<(String, String)>,
@@ -158,6 +161,36 @@ impl TablePlan {
         blake3::hash(canonical.to_string().as_bytes())
             .to_hex()
             .to_string()
+    }
+}
+
+/// A target column `verify --deep` searches, and how it is read as text.
+#[derive(Debug, Clone)]
+pub struct SearchColumn {
+    /// The column name.
+    pub name: String,
+    /// The SQL that reads it: the column for string types and `bytea` (its bytes are
+    /// read as UTF-8, lossily), `column::text` for `json`, `jsonb`, `xml` and arrays.
+    pub read: String,
+}
+
+impl SearchColumn {
+    /// How `col` is searched, if it can hold text at all.
+    pub fn of(col: &crate::catalog::ColumnInfo) -> Option<Self> {
+        const BYTEA: u32 = 17;
+        const AS_TEXT: &[u32] = &[114, 142, 3802]; // json, xml, jsonb
+        let name = crate::ident::quote_ident(&col.name);
+        let read = if col.is_text() || col.representation_oid == BYTEA {
+            name
+        } else if AS_TEXT.contains(&col.representation_oid) || col.type_category == 'A' {
+            format!("{name}::pg_catalog.text")
+        } else {
+            return None;
+        };
+        Some(Self {
+            name: col.name.clone(),
+            read,
+        })
     }
 }
 

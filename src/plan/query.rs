@@ -124,6 +124,24 @@ impl TablePlan {
         }
     }
 
+    /// The source table as a FROM item: `ONLY` for an ordinary table, so that rows of an
+    /// inheritance child (a table of its own, listed as not replicated) never cross.
+    pub fn source_table_from(&self) -> String {
+        match self.source_kind {
+            'r' => format!("ONLY {}", self.source.sql()),
+            _ => self.source.sql(),
+        }
+    }
+
+    /// The FROM item source rows are read from: the table ([`Self::source_table_from`])
+    /// or its export view.
+    pub fn source_from(&self) -> String {
+        match self.access {
+            SourceAccess::Tables => self.source_table_from(),
+            SourceAccess::Views => export_view(&self.source).sql(),
+        }
+    }
+
     /// `owner = own_retailer` as SQL, when the table has an owner column. The bound value
     /// is cast to the owner's type without typmod: `'R0001-TEST'::varchar(5)` would be
     /// `R0001`, another company.
@@ -212,7 +230,7 @@ impl TablePlan {
     pub fn source_select(&self, range: RangeShape) -> String {
         let mut preds = self.scope_predicates();
         preds.extend(self.range_predicates(&self.source_key_ordered(), range));
-        select(&self.projection(), &self.source_relation(), &preds)
+        select(&self.projection(), &self.source_from(), &preds)
     }
 
     /// `COPY (projection) TO STDOUT (FORMAT binary)` for one key range of the source.
@@ -245,7 +263,7 @@ impl TablePlan {
         }
         format!(
             "COPY ({}) TO STDOUT (FORMAT binary)",
-            select(&cols, &self.source_relation(), &preds)
+            select(&cols, &self.source_from(), &preds)
         )
     }
 
@@ -268,23 +286,40 @@ impl TablePlan {
         let preds: Vec<String> = chunk.map(Chunk::predicate).into_iter().collect();
         format!(
             "COPY ({}) TO STDOUT (FORMAT binary)",
-            select(&cols, &self.target, &preds)
+            select(&cols, &self.target.sql(), &preds)
         )
     }
 
-    /// Whether a row with the given key (bound as `$1..$n`) exists in the source table at
-    /// all, in scope or not.
-    pub fn source_key_exists(&self) -> String {
-        let preds: Vec<String> = self
+    /// Which of `count` keys (bound as `$1..`, key column by key column, each typed as
+    /// its column) exist in the source table at all, in scope or not: returns the
+    /// 1-based positions of those that do. One query checks many keys.
+    pub fn source_keys_existing(&self, count: usize) -> String {
+        let n = self.key_len;
+        let rows: Vec<String> = (0..count)
+            .map(|r| {
+                let fields: Vec<String> = self
+                    .key()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("${}::{}", r * n + i + 1, c.type_name))
+                    .collect();
+                format!("({}, {})", r + 1, fields.join(", "))
+            })
+            .collect();
+        let names: Vec<String> = (1..=n).map(|i| format!("shadan_k{i}")).collect();
+        let matches: Vec<String> = self
             .key()
             .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} {} ${}", quote_ident(&c.source), op("="), i + 1))
+            .zip(&names)
+            .map(|(c, k)| format!("s.{} {} v.{k}", quote_ident(&c.source), op("=")))
             .collect();
         format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
-            self.source.sql(),
-            preds.join(" AND ")
+            "SELECT v.shadan_i FROM (VALUES {}) AS v(shadan_i, {}) \
+             WHERE EXISTS (SELECT 1 FROM {} AS s WHERE {})",
+            rows.join(", "),
+            names.join(", "),
+            self.source_table_from(),
+            matches.join(" AND ")
         )
     }
 
@@ -314,7 +349,7 @@ impl TablePlan {
         let preds = self.range_predicates(&key_names, range);
         format!(
             "COPY ({}) TO STDOUT (FORMAT binary)",
-            select(&cols, &self.target, &preds)
+            select(&cols, &self.target.sql(), &preds)
         )
     }
 
@@ -331,7 +366,7 @@ impl TablePlan {
         let mut sql = format!(
             "SELECT {} FROM {} TABLESAMPLE SYSTEM ($1)",
             texts.join(", "),
-            self.source.sql()
+            self.source_table_from()
         );
         let preds = self.scope_predicates();
         if !preds.is_empty() {
@@ -400,8 +435,8 @@ pub fn export_view(source: &QualifiedName) -> QualifiedName {
     QualifiedName::new(EXPORT_SCHEMA, format!("{}.{}", source.schema, source.name))
 }
 
-fn select(cols: &[String], from: &QualifiedName, preds: &[String]) -> String {
-    let mut sql = format!("SELECT {} FROM {}", cols.join(", "), from.sql());
+fn select(cols: &[String], from: &str, preds: &[String]) -> String {
+    let mut sql = format!("SELECT {} FROM {from}", cols.join(", "));
     if !preds.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&preds.join(" AND "));

@@ -137,6 +137,16 @@ pub async fn write(
     gone.sort();
     changes.deleted = gone.len() as u64;
 
+    // Deletes first, so a value of a unique column that a deleted row held may be reused
+    // by an inserted one; deferrable constraints are checked at commit, when the batch is
+    // whole.
+    client
+        .batch_execute("SET CONSTRAINTS ALL DEFERRED")
+        .await
+        .map_err(Error::db(&context))?;
+    if !gone.is_empty() {
+        delete_keys(client, table, batch, &gone, &context).await?;
+    }
     if !upserts.is_empty() {
         let stage = format!("shadan_stage_{}", table.index + 1);
         client
@@ -152,14 +162,12 @@ pub async fn write(
             quote_ident(&stage),
             table.target_column_list()
         );
-        send(client, &copy, upserts.iter().copied(), context).await?;
-        client
+        send(client, &copy, upserts.iter().copied(), &context).await?;
+        let written = client
             .execute(&upsert_sql(table, &stage), &[])
             .await
             .map_err(Error::db(&context))?;
-    }
-    if !gone.is_empty() {
-        delete_keys(client, table, &gone, context).await?;
+        affected(table, batch, "inserted or updated", written, upserts.len())?;
     }
     state::store_digest(client, &table.target, batch, &rows.digest, run_id).await?;
     client
@@ -173,6 +181,7 @@ pub async fn write(
 async fn delete_keys(
     client: &Client,
     table: &TablePlan,
+    batch: &Batch,
     gone: &[Vec<u8>],
     context: impl Fn() -> String,
 ) -> Result<(), Error> {
@@ -207,8 +216,11 @@ async fn delete_keys(
         &context,
     )
     .await?;
-    let matches: Vec<String> = keys.iter().map(|k| format!("t.{k} = g.{k}")).collect();
-    client
+    let matches: Vec<String> = keys
+        .iter()
+        .map(|k| format!("t.{k} OPERATOR(pg_catalog.=) g.{k}"))
+        .collect();
+    let deleted = client
         .execute(
             &format!(
                 "DELETE FROM {} AS t USING {} AS g WHERE {}",
@@ -220,10 +232,34 @@ async fn delete_keys(
         )
         .await
         .map_err(Error::db(&context))?;
-    Ok(())
+    affected(table, batch, "deleted", deleted, gone.len())
 }
 
-/// `INSERT INTO target (cols) SELECT cols FROM stage ON CONFLICT (key) DO UPDATE SET ...`.
+/// Fails the batch (its transaction is never committed) when a statement touched another
+/// number of rows than was staged: a trigger that skips rows, a rule that rewrites them,
+/// or a policy would otherwise leave a checkpoint that claims rows the target lacks.
+fn affected(
+    table: &TablePlan,
+    batch: &Batch,
+    what: &str,
+    done: u64,
+    staged: usize,
+) -> Result<(), Error> {
+    if done == staged as u64 {
+        return Ok(());
+    }
+    Err(Error::Runtime(format!(
+        "syncing {} {}: {staged} row(s) staged to be {what}, but the target {what} {done}; \
+         nothing of the batch was kept: look for triggers or rules on the table that skip or \
+         rewrite rows (shadan must write it exactly)",
+        table.target,
+        batch.describe()
+    )))
+}
+
+/// `INSERT INTO target (cols) OVERRIDING SYSTEM VALUE SELECT cols FROM stage ON CONFLICT
+/// (key) DO UPDATE SET ...`; the override lets a key that is an identity column `GENERATED
+/// ALWAYS` take the source's values, as COPY does in cutover.
 fn upsert_sql(table: &TablePlan, stage: &str) -> String {
     let cols = table.target_column_list();
     let keys: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
@@ -240,7 +276,7 @@ fn upsert_sql(table: &TablePlan, stage: &str) -> String {
         format!("DO UPDATE SET {}", sets.join(", "))
     };
     format!(
-        "INSERT INTO {} ({cols}) SELECT {cols} FROM {} ON CONFLICT ({}) {action}",
+        "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {} ON CONFLICT ({}) {action}",
         table.target.sql(),
         quote_ident(stage),
         keys.join(", ")

@@ -55,7 +55,13 @@ pub async fn run(
     plan.require_exact_targets()?;
     let lock = TargetLock::acquire(target, "sync").await?;
     state::ensure_schema(lock.client()).await?;
-    let unfinished = indexes::unfinished(lock.client()).await?;
+    // Only this mapping's tables: another mapping's unfinished cutover is not ours.
+    let targets: Vec<String> = plan.tables.iter().map(|t| t.target.to_string()).collect();
+    let unfinished: Vec<String> = indexes::unfinished(lock.client())
+        .await?
+        .into_iter()
+        .filter(|t| targets.contains(t))
+        .collect();
     if !unfinished.is_empty() {
         return Err(Error::Usage(format!(
             "the cutover of {} has not finished (its indexes are set aside until it does); \
@@ -116,7 +122,14 @@ async fn sync_all(
         if stored.is_empty() {
             let (batches, total) =
                 batch::layout(layout_session.client(), table, opts.batch_rows, None).await?;
-            state::save_layout(lock.client(), &table.target, &batches, run_id).await?;
+            state::save_layout(
+                lock.client(),
+                &table.target,
+                &batches,
+                run_id,
+                &table.projection_digest(&plan.own_retailer),
+            )
+            .await?;
             queue.extend(batches.into_iter().map(|b| (b, None)));
             shown.push((table.target.to_string(), total, 0));
         } else {
@@ -301,7 +314,14 @@ async fn split_grown(
             .await
             .map_err(Error::db("splitting a batch"))?;
         state::narrow_batch(lock.client(), &table.target, &parts[0]).await?;
-        state::add_batches(lock.client(), &table.target, &parts[1..], run_id).await?;
+        state::add_batches(
+            lock.client(),
+            &table.target,
+            &parts[1..],
+            run_id,
+            &table.projection_digest(&plan.own_retailer),
+        )
+        .await?;
         for (part, digest) in parts.iter().zip(&digests) {
             state::store_digest(lock.client(), &table.target, part, digest, run_id).await?;
         }

@@ -53,7 +53,11 @@ pub async fn defer(client: &Client, table: &QualifiedName) -> Result<usize, Erro
         .map_err(Error::db(&context))?;
     let indexes = client
         .query(
-            "SELECT n.nspname::text, c.relname::text, pg_catalog.pg_get_indexdef(i.indexrelid) \
+            "SELECT n.nspname::text, c.relname::text, pg_catalog.pg_get_indexdef(i.indexrelid), \
+                    CASE WHEN i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL THEN \
+                      ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY k(attnum, ord) \
+                            JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                            ORDER BY k.ord) END \
              FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE i.indrelid = $1::text::regclass \
@@ -83,7 +87,10 @@ pub async fn defer(client: &Client, table: &QualifiedName) -> Result<usize, Erro
     }
     for r in &indexes {
         let (schema, index, definition): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-        creates.push((definition, None));
+        // A plain unique index can be the table's key: record its columns like a
+        // constraint's, so resume and sync still find the key while it is set aside.
+        let unique_columns: Option<Vec<String>> = r.get(3);
+        creates.push((definition, unique_columns));
         drops.push(format!(
             "DROP INDEX {}",
             QualifiedName::new(schema, index).sql()

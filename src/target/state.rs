@@ -119,6 +119,24 @@ pub async fn legacy_layout(client: &Client, target: &QualifiedName) -> Result<bo
     Ok(legacy.unwrap_or(false))
 }
 
+/// Whether every stored batch of `target` was cut for the projection `projection`.
+pub async fn layout_projection_is(
+    client: &Client,
+    target: &QualifiedName,
+    projection: &str,
+) -> Result<bool, Error> {
+    let other: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM shadan.batches WHERE target_table OPERATOR(pg_catalog.=) $1 \
+                 AND projection IS DISTINCT FROM $2)",
+            &[&target.to_string(), &projection],
+        )
+        .await
+        .map_err(Error::db(format!("reading the batch layout of {target}")))?
+        .get(0);
+    Ok(!other)
+}
+
 /// Replaces the batch layout of a target table (nothing written yet for any batch), in
 /// one transaction: a kill halfway must not leave a layout that covers only some keys.
 pub async fn save_layout(
@@ -126,13 +144,14 @@ pub async fn save_layout(
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
+    projection: &str,
 ) -> Result<(), Error> {
     let context = || format!("saving the batch layout of {target}");
     client
         .batch_execute("BEGIN")
         .await
         .map_err(Error::db(&context))?;
-    match write_layout(client, target, batches, run_id).await {
+    match write_layout(client, target, batches, run_id, projection).await {
         Ok(()) => client
             .batch_execute("COMMIT")
             .await
@@ -149,6 +168,7 @@ async fn write_layout(
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
+    projection: &str,
 ) -> Result<(), Error> {
     let name = target.to_string();
     let context = || format!("saving the batch layout of {target}");
@@ -161,8 +181,8 @@ async fn write_layout(
         .map_err(Error::db(&context))?;
     let statement = client
         .prepare(
-            "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id, key_order) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id, key_order, projection) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .await
         .map_err(Error::db(&context))?;
@@ -170,7 +190,15 @@ async fn write_layout(
         client
             .execute(
                 &statement,
-                &[&name, &b.no, &b.lower, &b.upper, &run_id, &KEY_ORDER],
+                &[
+                    &name,
+                    &b.no,
+                    &b.lower,
+                    &b.upper,
+                    &run_id,
+                    &KEY_ORDER,
+                    &projection,
+                ],
             )
             .await
             .map_err(Error::db(&context))?;
@@ -294,13 +322,14 @@ pub async fn add_batches(
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
+    projection: &str,
 ) -> Result<(), Error> {
     for b in batches {
         client
             .execute(
-                "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id, key_order) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&target.to_string(), &b.no, &b.lower, &b.upper, &run_id, &KEY_ORDER],
+                "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id, key_order, projection) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&target.to_string(), &b.no, &b.lower, &b.upper, &run_id, &KEY_ORDER, &projection],
             )
             .await
             .map_err(Error::db(format!("splitting a batch of {target}")))?;

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS shadan.batches (
 -- collations, valid only where those order by bytes anyway.
 ALTER TABLE shadan.batches ADD COLUMN IF NOT EXISTS key_order text;
 
+-- The blake3 of the projection (own_retailer, scope, owner, only, columns) the layout was
+-- cut for: a cutover resumes only under the same projection.
+ALTER TABLE shadan.batches ADD COLUMN IF NOT EXISTS projection text;
+
 -- Indexes and key constraints a cutover set aside to load a table without them, with the
 -- statements that recreate them; rows leave in the transaction that recreates them.
 CREATE TABLE IF NOT EXISTS shadan.deferred_indexes (

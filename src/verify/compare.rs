@@ -14,6 +14,10 @@ use crate::error::Error;
 use crate::key::{has_null_field, key_fields, KeyMap, RawValue};
 use crate::plan::{SourceAccess, TablePlan};
 
+/// Extra target keys checked against the source in one query: few queries for many
+/// extra rows, well under PostgreSQL's 65,535 parameters for any key.
+const KEYS_PER_PROBE: usize = 1000;
+
 /// Keys kept per finding for reports (counts are always complete).
 pub const SAMPLE_KEYS: usize = 10;
 
@@ -160,31 +164,37 @@ pub async fn diff_table(
     }
     extra.sort();
     let context = || format!("checking extra rows of {} against the source", table.target);
-    let probe = match table.access {
-        SourceAccess::Tables => Some(
-            source
-                .prepare(&table.source_key_exists())
-                .await
-                .map_err(Error::db(&context))?,
-        ),
-        // Through export views the tool cannot see rows outside the scope at all.
-        SourceAccess::Views => None,
-    };
+    let mut probe = Vec::new();
     for key in &extra {
         diff.extra.add(key);
-        if has_null_field(key) || duplicate_owned.contains_key(key) {
-            continue; // never a source key; or a duplicate of a row the source has
+        // Never a source key (NULL), or a duplicate of a row the source has; through
+        // export views the tool cannot see rows outside the scope at all.
+        if !has_null_field(key)
+            && !duplicate_owned.contains_key(key)
+            && table.access == SourceAccess::Tables
+        {
+            probe.push(key);
         }
-        if let Some(probe) = &probe {
-            let values: Vec<RawValue> = key_fields(key).into_iter().map(RawValue).collect();
-            let params: Vec<&(dyn ToSql + Sync)> =
-                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            let exists: bool = source
-                .query_one(probe, &params)
-                .await
-                .map_err(Error::db(&context))?
-                .get(0);
-            if exists {
+    }
+    let per_query = (60_000 / table.key_len.max(1)).clamp(1, KEYS_PER_PROBE);
+    for chunk in probe.chunks(per_query) {
+        let sql = table.source_keys_existing(chunk.len());
+        let values: Vec<RawValue> = chunk
+            .iter()
+            .flat_map(|key| key_fields(key).into_iter().map(RawValue))
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        for row in source
+            .query(&sql, &params)
+            .await
+            .map_err(Error::db(&context))?
+        {
+            let position: i32 = row.get(0);
+            if let Some(key) = usize::try_from(position - 1)
+                .ok()
+                .and_then(|i| chunk.get(i))
+            {
                 diff.out_of_scope.add(key);
             }
         }

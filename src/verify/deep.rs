@@ -166,7 +166,7 @@ fn secrets_sql(table: &TablePlan) -> Option<String> {
                 )
             }),
     );
-    fingerprints_query(&values, &table.source.sql())
+    fingerprints_query(&values, &table.source_table_from())
 }
 
 /// Fingerprints of the text values the permitted projection holds.
@@ -186,10 +186,20 @@ fn permitted_sql(table: &TablePlan) -> Option<String> {
     )
 }
 
+/// ASCII whitespace trimmed from both ends of a secret, as it is from a target value
+/// (see [`candidates`]); a non-ASCII class would not work in every server encoding.
+const TRIMMED: &str = "E' \\t\\n\\r'";
+
 fn fingerprints_query(values: &[String], from: &str) -> Option<String> {
     if values.is_empty() {
         return None;
     }
+    // Each value as stored and trimmed: a secret stored with a trailing space must match
+    // the trimmed value a target holds.
+    let values: Vec<String> = values
+        .iter()
+        .flat_map(|v| [v.clone(), format!("(pg_catalog.btrim({v}, {TRIMMED}))")])
+        .collect();
     Some(format!(
         "COPY (SELECT {fp} FROM {from} CROSS JOIN LATERAL (VALUES {values}) AS shadan_v(shadan_value) \
          WHERE pg_catalog.char_length(shadan_v.shadan_value) >= {MIN_SECRET_CHARS}) TO STDOUT (FORMAT binary)",
@@ -229,7 +239,7 @@ async fn search_table(
     key: &[u8; 32],
     secrets: &[Fingerprint],
 ) -> Result<Vec<Leak>, Error> {
-    let columns = &table.target_text_columns;
+    let columns = &table.target_search;
     if columns.is_empty() || secrets.is_empty() {
         return Ok(Vec::new());
     }
@@ -237,7 +247,7 @@ async fn search_table(
     let sql = format!(
         "COPY (SELECT pg_catalog.jsonb_build_array({})::text, {} FROM {}) TO STDOUT (FORMAT binary)",
         keys.join(", "),
-        columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "),
+        columns.iter().map(|c| c.read.as_str()).collect::<Vec<_>>().join(", "),
         table.target.sql()
     );
     let context = || format!("searching {} for non-public values", table.target);
@@ -258,10 +268,11 @@ async fn search_table(
                 .flatten()
                 .map(|k| String::from_utf8_lossy(k).into_owned());
             for (i, value) in values.enumerate() {
-                let Some(text) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
+                let Some(bytes) = value else {
                     continue;
                 };
-                if candidates(text).any(is_secret) {
+                let text = String::from_utf8_lossy(bytes);
+                if candidates(&text).any(is_secret) {
                     found[i].0 += 1;
                     if found[i].1.len() < super::compare::SAMPLE_KEYS {
                         found[i].1.extend(row_key.clone());
@@ -278,7 +289,7 @@ async fn search_table(
         .map(|((count, sample_keys), column)| Leak {
             kind: LeakKind::Value,
             table: table.target.to_string(),
-            column: Some(column.clone()),
+            column: Some(column.name.clone()),
             count,
             sample_keys,
         })
@@ -286,7 +297,8 @@ async fn search_table(
 }
 
 /// The pieces of a target value that are compared, each at least [`MIN_SECRET_CHARS`]
-/// characters long: the whole value; its tokens, split at whitespace and
+/// characters long: the whole value as stored, with ASCII whitespace trimmed (as the
+/// secrets are) and with all whitespace trimmed; its tokens, split at whitespace and
 /// [`SEPARATORS`]; each token with leading and trailing punctuation trimmed (`WC123456.`,
 /// `「WC123456」`, `WC123456。`); and the pieces of a token split at every character that
 /// is neither a letter nor a digit (`WC123456-x`), so that a secret next to any
@@ -294,7 +306,7 @@ async fn search_table(
 fn candidates(text: &str) -> impl Iterator<Item = &str> {
     let whole = text.trim();
     let tokens = whole.split(|c: char| c.is_whitespace() || SEPARATORS.contains(&c));
-    let mut out = vec![whole];
+    let mut out = vec![text, text.trim_matches([' ', '\t', '\n', '\r']), whole];
     for token in tokens {
         out.push(token);
         out.push(token.trim_matches(|c: char| !c.is_alphanumeric()));
@@ -316,6 +328,7 @@ mod tests {
         assert_eq!(
             c,
             [
+                " see WC1234ABCD, tel:022-123-4567 ok ",
                 "see WC1234ABCD, tel:022-123-4567 ok",
                 "WC1234ABCD",
                 "022-123-4567"

@@ -22,6 +22,9 @@ pub struct Report {
     /// a proof, and exits 2 unless it found a leak or a difference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incomplete: Option<String>,
+    /// Whether the `--deep` value search ran (the verdict says what was checked).
+    #[serde(skip)]
+    pub deep: bool,
 }
 
 /// Content comparison of one table.
@@ -92,6 +95,7 @@ impl Report {
             tables,
             leaks,
             incomplete: None,
+            deep: false,
         }
     }
 
@@ -182,7 +186,12 @@ impl Report {
                 "DIFFERENT: the target does not equal the permitted projection (exit 3)"
             }
             EXIT_USAGE => "INCOMPLETE: a requested check could not run (exit 2)",
-            _ => "VERIFIED: the target equals the permitted projection and holds nothing else",
+            _ if self.deep => "VERIFIED: every mapped table equals the permitted projection (blake3 of every row); \
+                 no unmapped column, no own value in a row not owned, no row outside the scope, and no \
+                 non-public text value (6+ characters, whole or as a token) in any text, json, array or bytea column",
+            _ => "VERIFIED: every mapped table equals the permitted projection (blake3 of every row); \
+                 no unmapped column, no own value in a row not owned, no row outside the scope \
+                 (non-public values copied into other columns: run with --deep)",
         };
         if let Some(why) = &self.incomplete {
             let _ = writeln!(out, "not checked: {why}");

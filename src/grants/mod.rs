@@ -11,6 +11,8 @@
 //! definitions must contain `own_retailer` and the `only` values as literals; they are
 //! quoted here and reviewed by the DBA before being applied.
 
+mod leftover;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -60,6 +62,7 @@ pub fn script(plan: &Plan, role: &str, views: bool) -> String {
     } else {
         direct_mode(&mut out, plan, role);
     }
+    leftover::check(&mut out, plan, role, views);
     let _ = writeln!(out, "COMMIT;");
     key_indexes(&mut out, plan);
     out
@@ -248,7 +251,7 @@ fn views_mode(out: &mut String, plan: &Plan, role: &str) {
              -- caller's predicates from running before the view's own filter.\n\
              REVOKE ALL ON TABLE {src} FROM {r};\n\
              GRANT SELECT ({}) ON TABLE {src} TO {o};\n\
-             CREATE OR REPLACE VIEW {view} WITH (security_barrier) AS\n    SELECT {}\n    FROM {src}{filter};\n\
+             CREATE OR REPLACE VIEW {view} WITH (security_barrier) AS\n    SELECT {}\n    FROM {from}{filter};\n\
              ALTER VIEW {view} OWNER TO {o};\n\
              COMMENT ON VIEW {view} IS {};\n\
              REVOKE ALL ON TABLE {view} FROM PUBLIC;\n\
@@ -259,6 +262,7 @@ fn views_mode(out: &mut String, plan: &Plan, role: &str) {
             select.join(", "),
             quote_literal(&format!("{VIEW_COMMENT_PREFIX}{}", t.projection_digest(&plan.own_retailer))),
             src = t.source.sql(),
+            from = t.source_table_from(),
         );
     }
 }
