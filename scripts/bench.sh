@@ -13,6 +13,8 @@
 #   verify   shadan verify and verify --deep --jobs 2
 #   sync     shadan sync --jobs 2 after no change, and after changing 1% of contracts
 #            (switches both ways, move-outs, capacity and address changes)
+#   unusual  single runs, time and peak RSS: verify with 200,000 extra target rows, and
+#            sync, verify and cutover with one 200 MB text value
 #
 #   BENCH_SOURCE_ICU=1 scripts/bench.sh [N]   # the joint database on ICU en-US instead of
 #            C: text key ranges then compare bytes (COLLATE "C"), which the key's index
@@ -184,3 +186,22 @@ row "shadan sync, nothing changed" sync_none cutover2 time
 row "shadan sync, 1% changed" sync_1pct cutover2 time
 python3 -c "import sys; print(f'verify --deep takes {float(sys.argv[1])/float(sys.argv[2]):.2f}x the time of verify')" "${med[deep]}" "${med[verify]}"
 echo "sync after a 1% night: rows written (pg_stat_user_tables) $written_1pct, rows changed (its manifest) $changed_1pct"
+
+# Bounded memory and time where data is unusual (single runs; exit codes 3 expected).
+shadan_any() { /usr/bin/time -f %M -o "$out/rss" "$shadan" "$@" >"$out/stdout" 2>"$out/err" || true; }
+timed() { # label command...: one run, seconds and peak RSS
+    local start
+    start=$(now)
+    "${@:2}"
+    python3 -c "import sys; print(f'{sys.argv[1]:<48} {float(sys.argv[3]) - float(sys.argv[2]):>7.2f} s  {int(sys.argv[4]) // 1024:>6} MB')" \
+        "$1" "$start" "$(now)" "$(cat "$out/rss")"
+}
+echo "-- unusual data (single runs)"
+$psql -d "$SHADAN_TARGET" -c "INSERT INTO retail.supply_points SELECT 'X' || lpad(g::text, 21, '0'), 'extra', '000-0000', 'low', 'x' FROM generate_series(1, 200000) g" >/dev/null
+timed "verify, 200,000 extra target rows" shadan_any verify --mapping "$mapping" --jobs 2
+$psql -d "$SHADAN_TARGET" -c "DELETE FROM retail.supply_points WHERE supply_point_id LIKE 'X%'" >/dev/null
+$psql -d "$SHADAN_SOURCE" -c "UPDATE joint.supply_points SET address = repeat('長い住所 ', 16000000) WHERE supply_point_id = (SELECT min(supply_point_id) FROM joint.supply_points)" >/dev/null
+timed "sync, one 200 MB text value changed" shadan_any sync --mapping "$mapping" --jobs 2
+timed "verify, one 200 MB text value" shadan_any verify --mapping "$mapping" --jobs 2
+empty_target
+timed "cutover --jobs 2, one 200 MB text value" shadan_any cutover --mapping "$mapping" --jobs 2

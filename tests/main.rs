@@ -7,6 +7,7 @@ mod attacks;
 
 mod connect;
 mod cutover;
+mod edges;
 mod grants;
 mod operations;
 mod plan;

@@ -179,6 +179,23 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Runs one statement in database `db`; returns stderr when psql fails.
+    pub fn psql_status(&self, db: &str, sql: &str) -> Result<(), String> {
+        let out = Command::new(pg_bin().join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url(db))
+            .args(["-c", sql])
+            .output()
+            .expect("running psql");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
 /// A throwaway CA and a server certificate for localhost and 127.0.0.1 signed by it, the
 /// key readable only by the server. Returns (CA certificate, server certificate, key).
 fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
