@@ -194,7 +194,7 @@ timed() { # label command...: one run, seconds and peak RSS
     start=$(now)
     "${@:2}"
     python3 -c "import sys; print(f'{sys.argv[1]:<48} {float(sys.argv[3]) - float(sys.argv[2]):>7.2f} s  {int(sys.argv[4]) // 1024:>6} MB')" \
-        "$1" "$start" "$(now)" "$(cat "$out/rss")"
+        "$1" "$start" "$(now)" "$(tail -n 1 "$out/rss")"
 }
 echo "-- unusual data (single runs)"
 $psql -d "$SHADAN_TARGET" -c "INSERT INTO retail.supply_points SELECT 'X' || lpad(g::text, 21, '0'), 'extra', '000-0000', 'low', 'x' FROM generate_series(1, 200000) g" >/dev/null

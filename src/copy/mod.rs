@@ -9,6 +9,7 @@ pub mod tuple;
 
 use std::pin::pin;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 
@@ -21,8 +22,25 @@ pub async fn fold<S>(
     client: &Client,
     sql: &str,
     context: impl Fn() -> String,
-    mut state: S,
+    state: S,
     mut on_tuple: impl FnMut(&mut S, &[u8]),
+) -> Result<S, Error> {
+    fold_chunks(client, sql, context, state, move |s, tuple, _| {
+        on_tuple(s, tuple)
+    })
+    .await
+}
+
+/// [`fold`], also handing over the received message a tuple came in, so that a large
+/// tuple can be kept as a slice of it ([`Bytes::slice_ref`]) instead of a copy. The
+/// server sends each row as a message of its own, so a tuple usually lies inside one;
+/// one that spans messages is handed over from a copy, with the message it ends in.
+pub async fn fold_chunks<S>(
+    client: &Client,
+    sql: &str,
+    context: impl Fn() -> String,
+    mut state: S,
+    mut on_tuple: impl FnMut(&mut S, &[u8], &Bytes),
 ) -> Result<S, Error> {
     let copy = client.copy_out(sql).await.map_err(Error::db(&context))?;
     let mut copy = pin!(copy);
@@ -30,7 +48,7 @@ pub async fn fold<S>(
     while let Some(chunk) = copy.next().await {
         let chunk = chunk.map_err(Error::db(&context))?;
         split
-            .feed(&chunk, &mut |tuple| on_tuple(&mut state, tuple))
+            .feed(&chunk, &mut |tuple| on_tuple(&mut state, tuple, &chunk))
             .map_err(|e| Error::Runtime(format!("{}: {e}", context())))?;
     }
     split

@@ -26,11 +26,25 @@ use crate::target::state;
 /// Bytes sent per COPY message when staging rows.
 const STAGE_MESSAGE_BYTES: usize = 1 << 20;
 
-/// The source rows of one batch, held contiguously, with each row's hash.
+/// Tuples at least this long are held as a slice of the message they arrived in and sent
+/// on as their own message, never copied: one 200 MB value must not cost 200 MB per copy.
+const SHARED_TUPLE_BYTES: usize = 1 << 20;
+
+/// Where a held tuple's bytes are.
+#[derive(Debug)]
+enum Held {
+    /// In [`SourceRows::bytes`].
+    Inline(Range<usize>),
+    /// A slice of the received message (large tuples).
+    Shared(Bytes),
+}
+
+/// The source rows of one batch, small ones held contiguously, large ones as slices of
+/// the messages they arrived in, with each row's hash.
 #[derive(Debug, Default)]
 pub struct SourceRows {
     bytes: Vec<u8>,
-    tuples: Vec<(Range<usize>, [u8; 32])>,
+    tuples: Vec<(Held, [u8; 32])>,
     /// Digest of the rows.
     pub digest: Accumulator,
 }
@@ -44,16 +58,47 @@ impl SourceRows {
         }
     }
 
-    /// Adds one tuple.
-    pub fn push(&mut self, tuple: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(tuple);
+    /// Adds one tuple that arrived in `message`.
+    pub fn push(&mut self, tuple: &[u8], message: &Bytes) {
         let hash = self.digest.add_row_hashed(tuple);
-        self.tuples.push((start..self.bytes.len(), hash));
+        let inside = message.as_ptr_range();
+        let held = if tuple.len() >= SHARED_TUPLE_BYTES
+            && inside.contains(&tuple.as_ptr())
+            && tuple.as_ptr_range().end <= inside.end
+        {
+            Held::Shared(message.slice_ref(tuple))
+        } else {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(tuple);
+            Held::Inline(start..self.bytes.len())
+        };
+        self.tuples.push((held, hash));
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8; 32])> {
-        self.tuples.iter().map(|(r, h)| (&self.bytes[r.clone()], h))
+    fn iter(&self) -> impl Iterator<Item = (Piece<'_>, &[u8; 32])> {
+        self.tuples.iter().map(|(held, h)| {
+            let piece = match held {
+                Held::Inline(r) => Piece::Slice(&self.bytes[r.clone()]),
+                Held::Shared(b) => Piece::Shared(b),
+            };
+            (piece, h)
+        })
+    }
+}
+
+/// A held tuple, to read or to send on.
+#[derive(Debug, Clone, Copy)]
+enum Piece<'a> {
+    Slice(&'a [u8]),
+    Shared(&'a Bytes),
+}
+
+impl Piece<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Slice(s) => s,
+            Piece::Shared(b) => b,
+        }
     }
 }
 
@@ -116,11 +161,12 @@ pub async fn write(
     let positions = table.own_positions();
     let mut changes = Changes::default();
     let mut upserts = Vec::new();
-    for (tuple, hash) in rows.iter() {
+    for (piece, hash) in rows.iter() {
+        let tuple = piece.bytes();
         match held.remove(key_bytes(tuple, table.key_len)) {
             None => {
                 changes.inserted += 1;
-                upserts.push(tuple);
+                upserts.push(piece);
             }
             Some((old, owned_before)) if old != *hash => {
                 if owned_before && !has_own_value(tuple, &positions) {
@@ -128,7 +174,7 @@ pub async fn write(
                 } else {
                     changes.updated += 1;
                 }
-                upserts.push(tuple);
+                upserts.push(piece);
             }
             Some(_) => {}
         }
@@ -212,7 +258,7 @@ async fn delete_keys(
     send(
         client,
         &copy,
-        key_tuples.iter().map(Vec::as_slice),
+        key_tuples.iter().map(|t| Piece::Slice(t)),
         &context,
     )
     .await?;
@@ -283,11 +329,12 @@ fn upsert_sql(table: &TablePlan, stage: &str) -> String {
     )
 }
 
-/// Sends tuples as one binary COPY stream.
+/// Sends tuples as one binary COPY stream: small ones gathered into messages of about
+/// [`STAGE_MESSAGE_BYTES`], a shared (large) one as a message of its own, uncopied.
 async fn send<'a>(
     client: &Client,
     copy: &str,
-    tuples: impl Iterator<Item = &'a [u8]>,
+    tuples: impl Iterator<Item = Piece<'a>>,
     context: impl Fn() -> String,
 ) -> Result<(), Error> {
     let sink = client
@@ -296,8 +343,19 @@ async fn send<'a>(
         .map_err(Error::db(&context))?;
     let mut sink = pin!(sink);
     let mut buf = EMPTY_STREAM_HEADER.to_vec();
-    for tuple in tuples {
-        buf.extend_from_slice(tuple);
+    for piece in tuples {
+        if let Piece::Shared(large) = piece {
+            if !buf.is_empty() {
+                sink.feed(Bytes::from(std::mem::take(&mut buf)))
+                    .await
+                    .map_err(Error::db(&context))?;
+            }
+            sink.feed(large.clone())
+                .await
+                .map_err(Error::db(&context))?;
+            continue;
+        }
+        buf.extend_from_slice(piece.bytes());
         if buf.len() >= STAGE_MESSAGE_BYTES {
             sink.feed(Bytes::from(std::mem::take(&mut buf)))
                 .await

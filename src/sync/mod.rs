@@ -262,12 +262,12 @@ async fn read_source(
     batch: &Batch,
     expected: usize,
 ) -> Result<SourceRows, Error> {
-    crate::copy::fold(
+    crate::copy::fold_chunks(
         session.client(),
         &table.source_copy(batch.shape()),
         || format!("reading {} {}", table.source, batch.describe()),
         SourceRows::with_capacity(expected),
-        |rows, tuple| rows.push(tuple),
+        |rows, tuple, message| rows.push(tuple, message),
     )
     .await
 }
