@@ -32,6 +32,30 @@ const SESSION_SETUP: &str = "SET search_path = pg_catalog, pg_temp; SET row_secu
     SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET statement_timeout = 0; \
     SET idle_in_transaction_session_timeout = 0; SET lock_timeout = 0";
 
+/// The cancel token of every connection opened, for a stop at once ([`cancel_all`]).
+static OPEN: std::sync::Mutex<Vec<(tokio_postgres::CancelToken, MakeTlsConnector)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Asks both servers to cancel whatever statement each of this process's connections is
+/// running (a separate cancel request per connection, as `pg_cancel_backend` does), and
+/// waits at most 3 s for the requests to be delivered. A stop at once cannot rely on the
+/// connection closing: a COPY whose data the server has not read yet, or one waiting on
+/// a lock, would keep running until the server next reads from the socket.
+pub async fn cancel_all() {
+    let open = OPEN
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    let requests = open.into_iter().map(|(token, tls)| async move {
+        let _ = token.cancel_query(tls).await;
+    });
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        futures_util::future::join_all(requests),
+    )
+    .await;
+}
+
 /// Which of the two databases an endpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -156,6 +180,9 @@ impl Endpoint {
             .batch_execute(SESSION_SETUP)
             .await
             .map_err(unreachable)?;
+        if let Ok(mut open) = OPEN.lock() {
+            open.push((client.cancel_token(), self.tls.clone()));
+        }
         Ok(client)
     }
 }

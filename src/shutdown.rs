@@ -1,9 +1,9 @@
 //! The one cancellation signal, owned by `main`'s run: SIGINT or SIGTERM ask every
 //! worker to stop between batches. A batch in flight either commits with its checkpoint
 //! or is rolled back; nothing half-written remains. A second signal stops at once (exit
-//! 1): every open transaction is rolled back when its connection closes, and the servers
-//! abort statements still running for a vanished client within a second (sessions set
-//! `client_connection_check_interval`), even one waiting on a lock.
+//! 1): every statement in flight is cancelled on both servers
+//! ([`crate::connect::cancel_all`]), so its transaction rolls back even when it waits on
+//! a lock or the server has not read all of a COPY's data yet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +35,7 @@ impl Shutdown {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
             }
+            crate::connect::cancel_all().await;
             eprintln!("shadan: stopped at once; batches in flight are rolled back, committed ones are kept");
             std::process::exit(i32::from(crate::error::EXIT_RUNTIME));
         });

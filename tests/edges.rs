@@ -114,6 +114,24 @@ fn a_trigger_that_skips_rows_fails_the_batch_instead_of_a_false_checkpoint() {
     run.expect_code(1);
     assert!(run.stderr.contains("triggers"), "{}", run.stderr);
     db.target_sql("DROP TRIGGER skip ON r.t");
+    // Triggers that still count every row: one rewrites an update, one removes an insert.
+    db.target_sql(
+        "CREATE FUNCTION public.forge() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.v := 'forged'; RETURN NEW; END $$; \
+         CREATE TRIGGER forge BEFORE UPDATE ON r.t FOR EACH ROW EXECUTE FUNCTION public.forge(); \
+         CREATE FUNCTION public.drop_new() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN DELETE FROM r.t WHERE id = NEW.id; RETURN NULL; END $$; \
+         CREATE TRIGGER drop_new AFTER INSERT ON r.t FOR EACH ROW EXECUTE FUNCTION public.drop_new()",
+    );
+    for change in [
+        "UPDATE s.t SET v = 'newer' WHERE id = 5",
+        "INSERT INTO s.t VALUES (1001, 'code-1001', 'v', 'R0001')",
+    ] {
+        db.source_sql(change);
+        let run = db.shadan(&["sync", "--mapping", s(&path)]);
+        run.expect_code(1);
+        assert!(run.stderr.contains("trigger"), "{}", run.stderr);
+    }
+    db.target_sql("DROP TRIGGER forge ON r.t; DROP TRIGGER drop_new ON r.t");
     db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
     exact(&db);
 }
@@ -131,7 +149,17 @@ fn target_constraints_sync_cannot_keep_are_refused_and_deferrable_ones_are_kept(
         ),
         (
             "CREATE TABLE r.t (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text)",
-            "another unique index (code)",
+            "another unique index or exclusion constraint (code)",
+        ),
+        (
+            "CREATE TABLE r.t (id int PRIMARY KEY, code text NOT NULL, v text, EXCLUDE USING btree (code WITH =))",
+            "exclusion constraint (code)",
+        ),
+        (
+            "CREATE TABLE r.t (id int NOT NULL, code text NOT NULL, v text); \
+             CREATE COLLATION IF NOT EXISTS public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false); \
+             CREATE UNIQUE INDEX t_code_ci ON r.t (code COLLATE public.ci); CREATE UNIQUE INDEX t_id ON r.t (id)",
+            "another unique index or exclusion constraint (code)",
         ),
     ] {
         let db = pair(ddl, 10);
@@ -141,6 +169,15 @@ fn target_constraints_sync_cannot_keep_are_refused_and_deferrable_ones_are_kept(
         run.expect_code(2);
         assert!(run.stderr.contains(says), "{ddl}: {}", run.stderr);
     }
+    // A key index with INCLUDE columns is still the key.
+    let db = pair(
+        "CREATE TABLE r.t (id int, code text NOT NULL, v text, PRIMARY KEY (id) INCLUDE (code))",
+        50,
+    );
+    let path = write_mapping(&db, MAPPING);
+    db.shadan(&["cutover", "--mapping", s(&path)])
+        .expect_code(0);
+    exact(&db);
     // A deferrable second unique constraint and an identity key: values move between
     // rows, a deleted row's value is reused, and sync keeps both.
     let db = pair(
@@ -299,9 +336,13 @@ fn deep_finds_secrets_in_json_arrays_and_bytea_and_with_spaces_around_them() {
          WHERE wheeling_contract_no = '{secret}'"
     ));
     db.target_sql(&format!(
-        "ALTER TABLE retail.contracts ADD COLUMN j jsonb, ADD COLUMN a text[], ADD COLUMN b bytea; \
+        "ALTER TABLE retail.contracts ADD COLUMN j jsonb, ADD COLUMN a text[], ADD COLUMN b bytea, \
+             ADD COLUMN js json, ADD COLUMN x xml; \
          UPDATE retail.contracts SET j = jsonb_build_object('note', '{secret}'), a = ARRAY['x', '{secret}'], \
-             b = convert_to('{secret}。', 'UTF8') \
+             b = convert_to('{secret}。', 'UTF8'), \
+             js = ('{{\"n\": \"' || (SELECT string_agg(format('\\u%s', lpad(to_hex(ascii(ch)), 4, '0')), '') \
+                   FROM regexp_split_to_table('{secret}', '') ch) || '\"}}')::json, \
+             x = ('<a>' || (SELECT string_agg('&#' || ascii(ch) || ';', '') FROM regexp_split_to_table('{secret}', '') ch) || '</a>')::xml \
          WHERE contract_id = (SELECT min(contract_id) FROM retail.contracts)"
     ));
     let run = db.shadan(&[
@@ -313,7 +354,7 @@ fn deep_finds_secrets_in_json_arrays_and_bytea_and_with_spaces_around_them() {
     ]);
     run.expect_code(4);
     let report = run.json();
-    for column in ["j", "a", "b"] {
+    for column in ["j", "a", "b", "js", "x"] {
         assert!(
             report["leaks"]
                 .as_array()
@@ -360,6 +401,21 @@ fn values_that_are_not_of_their_column_type_stop_plan_naming_their_position() {
     let run = db.shadan(&["plan", "--mapping", s(&path)]);
     run.expect_code(2);
     assert!(run.stderr.contains("number 2 of 2"), "{}", run.stderr);
+    db.source_sql("ALTER TABLE s.t ADD COLUMN tags text[]");
+    let path = write_mapping(
+        &db,
+        &format!(
+            "{}tags = \"non_public\"\n",
+            MAPPING.replace(
+                "owner = \"o\"",
+                "owner = \"o\"\nonly = { tags = [\"{a}\"] }"
+            )
+        ),
+    );
+    let run = db.shadan(&["plan", "--mapping", s(&path)]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("not supported"), "{}", run.stderr);
+    db.source_sql("ALTER TABLE s.t DROP COLUMN tags");
     let path = write_mapping(
         &db,
         &MAPPING.replace(
@@ -451,4 +507,83 @@ fn another_mappings_unfinished_cutover_does_not_stop_this_sync() {
     );
     db.shadan(&["sync", "--mapping", "mappings/retail.toml"])
         .expect_code(0);
+}
+
+#[test]
+fn a_second_signal_cancels_a_copy_waiting_on_a_row_lock() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 3000);
+    // Another session has inserted (not committed) a key the cutover will copy.
+    let id = db.source_sql(
+        "SELECT min(contract_id) FROM joint.contracts WHERE retailer_code = 'R0001' AND supply_kind = 'retail'",
+    );
+    let mut holder = std::process::Command::new(crate::support::cluster::pg_bin().join("psql"))
+        .args(["-X", "-q", "-d"])
+        .arg(db.target_url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    use std::io::Write;
+    writeln!(
+        stdin,
+        "BEGIN; INSERT INTO retail.contracts (contract_id, supply_point_id, night_equipment, start_date) \
+         VALUES ({id}, '0', false, '2020-01-01');"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let copying = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%retail%contracts%FROM STDIN%' \
+                   AND wait_event_type = 'Lock'";
+    let mut child = db
+        .command(&[
+            "cutover",
+            "--mapping",
+            "mappings/retail.toml",
+            "--keep-indexes",
+            "--jobs",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while db.target_sql(copying) == "0" {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the cutover did not wait on the row"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cutover never reached the row"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for _ in 0..2 {
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two signals did not stop the cutover"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while db.target_sql(copying) != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cutover's COPY still runs on the target"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    writeln!(stdin, "ROLLBACK;").unwrap();
+    drop(stdin);
+    let _ = holder.wait();
 }

@@ -50,6 +50,9 @@ pub struct TableInfo {
     /// Its inheritance descendants (not partitions): a query on this table reads their
     /// rows too, and they may have columns of their own.
     pub inheritance_children: Vec<QualifiedName>,
+    /// Enabled user triggers and non-SELECT rules (`trigger x`, `rule y`): they can
+    /// change what a write does.
+    pub write_hooks: Vec<String>,
 }
 
 /// A primary key or unique index (valid and ready).
@@ -63,12 +66,16 @@ pub struct UniqueKey {
     pub immediate: bool,
     /// No expression and no predicate.
     pub plain: bool,
+    /// Every column compared under a deterministic collation.
+    pub exact: bool,
+    /// An exclusion constraint rather than a unique index.
+    pub exclusion: bool,
 }
 
 impl UniqueKey {
-    /// Whether a mapping key may be this index: plain and immediate.
+    /// Whether a mapping key may be this index: a plain, immediate, exact unique index.
     pub fn can_be_key(&self) -> bool {
-        self.plain && self.immediate
+        self.plain && self.immediate && self.exact && !self.exclusion
     }
 }
 
@@ -154,6 +161,7 @@ impl Catalog {
                 owner: row.get(19),
                 schema_owner: row.get(20),
                 inheritance_children: Vec::new(),
+                write_hooks: Vec::new(),
             });
             let type_kind: String = row.get(8);
             let type_category: String = row.get(9);
@@ -208,6 +216,8 @@ impl Catalog {
                         columns,
                         immediate: true,
                         plain: true,
+                        exact: true,
+                        exclusion: false,
                     });
                 }
             }
@@ -221,6 +231,8 @@ impl Catalog {
                     columns: columns.into_iter().map(Option::unwrap_or_default).collect(),
                     immediate: row.get(4),
                     plain: row.get(5),
+                    exact: row.get(6),
+                    exclusion: row.get(7),
                 });
             }
         }
@@ -229,6 +241,12 @@ impl Catalog {
             let child = QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3));
             if let Some(table) = tables.get_mut(&parent) {
                 table.inheritance_children.push(child);
+            }
+        }
+        for row in client.query(include_str!("write_hooks.sql"), &[]).await? {
+            let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            if let Some(table) = tables.get_mut(&name) {
+                table.write_hooks.push(row.get(2));
             }
         }
         let session = client

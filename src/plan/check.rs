@@ -144,6 +144,17 @@ impl<'a> TableCheck<'a> {
         let mut only = Vec::new();
         for (column, values) in &m.only {
             match src.column(&column.value) {
+                Some(col) if col.type_category == 'A' || !matches!(col.type_kind, 'b' | 'd' | 'e') => {
+                    self.problems.push(Problem::column(
+                        column.line,
+                        &label,
+                        &column.value,
+                        format!(
+                            "an `only` filter on a column of type {} is not supported; filter on a column of a scalar base type",
+                            col.type_name
+                        ),
+                    ))
+                }
                 Some(col) if !values.is_empty() => only.push(OnlyFilter {
                     column: typed(col),
                     values: values.clone(),
@@ -340,6 +351,7 @@ impl<'a> TableCheck<'a> {
                 non_public,
                 access: self.source_access,
                 target_search: tgt.columns.iter().filter_map(SearchColumn::of).collect(),
+                target_write_hooks: tgt.write_hooks.clone(),
                 source_columns: src
                     .columns
                     .iter()
@@ -488,11 +500,23 @@ impl<'a> TableCheck<'a> {
                     .iter()
                     .all(|c| src.column(c).is_some_and(|c| c.not_null))
         }) else {
-            self.problems.push(Problem::table(
-                m.key[0].line,
-                Some(label),
-                "`key` is not the primary key (or a unique index on NOT NULL columns) of the source table; name the primary key columns",
-            ));
+            let same_columns = src.unique_keys.iter().find(|u| {
+                u.columns
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<BTreeSet<_>>()
+                    == key_set
+            });
+            let why = match same_columns {
+                Some(u) if !u.exact => "`key`'s unique index compares under a nondeterministic collation, so \
+                    different keys can be equal; give the key a deterministic collation",
+                Some(u) if !u.immediate => "`key`'s unique index is DEFERRABLE, so it cannot match rows by key; \
+                    make the constraint NOT DEFERRABLE",
+                _ => "`key` is not the primary key (or a unique index on NOT NULL columns) of the source table; \
+                    name the primary key columns",
+            };
+            self.problems
+                .push(Problem::table(m.key[0].line, Some(label), why));
             return 0;
         };
         let ordered: Vec<PlannedColumn> = index
@@ -543,8 +567,9 @@ impl<'a> TableCheck<'a> {
                 m.key[0].line,
                 Some(target_label),
                 format!(
-                    "the target table has no primary key or unique index on ({}) (a DEFERRABLE, partial or \
-                     expression one does not count: ON CONFLICT cannot use it); add one so rows can be matched by key",
+                    "the target table has no primary key or unique index on ({}) (a DEFERRABLE, partial, \
+                     expression or nondeterministically collated one does not count: ON CONFLICT cannot match \
+                     keys exactly with it); add one so rows can be matched by key",
                     ordered.iter().map(|c| c.target.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             ));
@@ -557,7 +582,11 @@ impl<'a> TableCheck<'a> {
             .iter()
             .filter(|u| !key_index(u) && u.immediate)
         {
+            // (A case-insensitive one on the key would even serve ON CONFLICT and merge
+            // two source rows; an exclusion constraint's operators are not known here.)
             let covers_key = other.plain
+                && other.exact
+                && !other.exclusion
                 && target_set
                     .iter()
                     .all(|k| other.columns.iter().any(|c| c == k));
@@ -566,9 +595,9 @@ impl<'a> TableCheck<'a> {
                     m.key[0].line,
                     Some(target_label),
                     format!(
-                        "the target table has another unique index ({}) checked row by row: sync cannot keep it when a \
-                         value moves between rows within a night; make it a DEFERRABLE constraint (sync checks \
-                         those at commit) or drop it",
+                        "the target table has another unique index or exclusion constraint ({}) checked row by row: \
+                         sync cannot keep it when a value moves between rows within a night; make it a DEFERRABLE \
+                         constraint (sync checks those at commit) or drop it",
                         other.columns.iter().map(|c| if c.is_empty() { "<expression>" } else { c.as_str() }).collect::<Vec<_>>().join(", ")
                     ),
                 ));

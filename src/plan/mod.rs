@@ -140,6 +140,10 @@ pub struct TablePlan {
     /// Every column of the target table that can hold text, mapped or not: where
     /// `verify --deep` looks for non-public values.
     pub target_search: Vec<SearchColumn>,
+    /// The target's enabled user triggers and non-SELECT rules: when there are any, sync
+    /// re-reads each batch it wrote and commits only if the target holds exactly the
+    /// source's rows (a trigger can rewrite or remove a row and still count as written).
+    pub target_write_hooks: Vec<String>,
     /// Every column of the source table (name, type) as the plan was checked against: a
     /// run compares it with the catalog once it holds the table against DDL.
     pub source_columns: Vec<(String, String)>,

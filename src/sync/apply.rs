@@ -215,6 +215,27 @@ pub async fn write(
             .map_err(Error::db(&context))?;
         affected(table, batch, "inserted or updated", written, upserts.len())?;
     }
+    if !table.target_write_hooks.is_empty() {
+        // A trigger or rule may have rewritten or removed what was written while the
+        // statements still counted it: read the batch back before committing it.
+        let now = crate::copy::fold(
+            client,
+            &table.target_copy_out(batch.shape()),
+            &context,
+            Accumulator::default(),
+            |acc, tuple| acc.add_row(tuple),
+        )
+        .await?;
+        if now != rows.digest {
+            return Err(Error::Runtime(format!(
+                "syncing {} {}: after the writes the target's rows differ from the source's ({} on the \
+                 table change what is written); nothing of the batch was kept: disable or drop them",
+                table.target,
+                batch.describe(),
+                crate::ident::escape_controls(&table.target_write_hooks.join(", "))
+            )));
+        }
+    }
     state::store_digest(client, &table.target, batch, &rows.digest, run_id).await?;
     client
         .batch_execute("COMMIT")

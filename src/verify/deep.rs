@@ -272,7 +272,12 @@ async fn search_table(
                     continue;
                 };
                 let text = String::from_utf8_lossy(bytes);
-                if candidates(&text).any(is_secret) {
+                let decoded = unescaped(&text);
+                if candidates(&text).any(is_secret)
+                    || decoded
+                        .as_deref()
+                        .is_some_and(|d| candidates(d).any(is_secret))
+                {
                     found[i].0 += 1;
                     if found[i].1.len() < super::compare::SAMPLE_KEYS {
                         found[i].1.extend(row_key.clone());
@@ -318,6 +323,80 @@ fn candidates(text: &str) -> impl Iterator<Item = &str> {
         .filter(move |t| seen.insert(*t))
 }
 
+/// The text a value means when it is written with escapes: JSON's `\uXXXX` (surrogate
+/// pairs included) and `\n`-style escapes, XML's character references (`&#83;`,
+/// `&#x6771;`) and entities. `json` keeps its input as typed and `xml` its references,
+/// so a secret written `"\u6771\u4eac…"` (what `json.dumps` does by default) is found
+/// only in this form. `None` when there is nothing to decode.
+fn unescaped(text: &str) -> Option<String> {
+    if !text.contains('\\') && !text.contains('&') {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let hex4 = |it: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<u32> {
+        let s: String = (0..4).filter_map(|_| it.next()).collect();
+        (s.len() == 4)
+            .then(|| u32::from_str_radix(&s, 16).ok())
+            .flatten()
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('u') => {
+                    let Some(hi) = hex4(&mut chars) else { continue };
+                    let code = if (0xD800..0xDC00).contains(&hi) {
+                        let mut look = chars.clone();
+                        match (look.next(), look.next(), hex4(&mut look)) {
+                            (Some('\\'), Some('u'), Some(lo)) if (0xDC00..0xE000).contains(&lo) => {
+                                chars = look;
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            }
+                            _ => hi,
+                        }
+                    } else {
+                        hi
+                    };
+                    out.extend(char::from_u32(code));
+                }
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            '&' => {
+                let entity: String = chars.clone().take_while(|&c| c != ';').take(12).collect();
+                let decoded = match entity.as_str() {
+                    "lt" => Some('<'),
+                    "gt" => Some('>'),
+                    "amp" => Some('&'),
+                    "quot" => Some('"'),
+                    "apos" => Some('\''),
+                    e if e.starts_with("#x") || e.starts_with("#X") => {
+                        u32::from_str_radix(&e[2..], 16)
+                            .ok()
+                            .and_then(char::from_u32)
+                    }
+                    e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
+                    _ => None,
+                };
+                match decoded {
+                    Some(d) if chars.clone().nth(entity.chars().count()) == Some(';') => {
+                        out.push(d);
+                        for _ in 0..=entity.chars().count() {
+                            chars.next();
+                        }
+                    }
+                    _ => out.push('&'),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +418,19 @@ mod tests {
             candidates("東北電力株式会社").collect::<Vec<_>>(),
             ["東北電力株式会社"]
         );
+    }
+
+    #[test]
+    fn json_escapes_and_xml_references_are_decoded() {
+        assert_eq!(
+            unescaped(r#"{"n":"\u0053ECRET", "a":"\u6771\u4eac\ud83d\ude00"}"#).as_deref(),
+            Some(r#"{"n":"SECRET", "a":"東京😀"}"#)
+        );
+        assert_eq!(
+            unescaped("<a>&#83;ECRET &#x6771;&amp;&lt;b&gt; &bogus; &#</a>").as_deref(),
+            Some("<a>SECRET 東&<b> &bogus; &#</a>")
+        );
+        assert_eq!(unescaped("plain text"), None);
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn keys_whose_equality_is_not_byte_equality_are_refused_by_plan() {
             let run = db.shadan(&["plan", "--mapping", s(&path)]);
             run.expect_code(2);
             assert!(
-                run.stderr.contains("key column") && run.stderr.contains(what),
+                run.stderr.contains("key") && run.stderr.contains(what),
                 "{key_type}: {}",
                 run.stderr
             );
