@@ -2,6 +2,7 @@
 //! inherited tables, grants that must leave nothing readable, what `--deep` covers,
 //! values plan must check, and stopping at once.
 
+use crate::support::held::{self, wait_until, Held};
 use crate::support::{reference_data, s, write_mapping, Run, TestDb};
 
 /// A small table pair: `s.t` on the source (owner column `o`), `r.t` on the target.
@@ -428,72 +429,65 @@ fn values_that_are_not_of_their_column_type_stop_plan_naming_their_position() {
     assert!(run.stderr.contains("own_retailer"), "{}", run.stderr);
 }
 
-#[test]
-fn a_second_signal_stops_a_run_waiting_on_a_lock_at_once() {
-    let db = TestDb::with_reference_schema();
-    reference_data(&db, 300);
-    // Another session holds the target table; the cutover waits on it.
-    let mut holder = std::process::Command::new(crate::support::cluster::pg_bin().join("psql"))
-        .args(["-X", "-q", "-d"])
-        .arg(db.target_url())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = holder.stdin.take().unwrap();
-    use std::io::Write;
-    writeln!(
-        stdin,
-        "BEGIN; LOCK TABLE retail.contracts IN ACCESS EXCLUSIVE MODE;"
-    )
-    .unwrap();
-    stdin.flush().unwrap();
-    while db.target_sql(
-        "SELECT count(*) FROM pg_locks WHERE relation = 'retail.contracts'::regclass AND granted",
-    ) == "0"
-    {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+/// Starts a cutover of the reference mapping with `args`, waits until the target shows it
+/// waiting on a lock (`waiting` counts such sessions), signals it twice, and checks that
+/// it stops at once (exit 1) and that nothing of it is left running on the target.
+fn two_signals_stop(db: &TestDb, args: &[&str], signal: &str, waiting: &str) {
+    let mut cmd = vec!["cutover", "--mapping", "mappings/retail.toml"];
+    cmd.extend_from_slice(args);
     let mut child = db
-        .command(&["cutover", "--mapping", "mappings/retail.toml"])
+        .command(&cmd)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    wait_until(30, "the cutover never waited on the lock", || {
+        db.target_sql(waiting) != "0"
+    });
+    held::signal(&child, signal, 2);
+    wait_until(15, "two signals did not stop the cutover", || {
+        child.try_wait().unwrap().is_some()
+    });
+    Run::from(child.wait_with_output().unwrap()).expect_code(1);
+    wait_until(
+        5,
+        "the cutover's statement still runs on the target",
+        || db.target_sql(waiting) == "0",
+    );
+}
+
+#[test]
+fn a_second_signal_stops_a_run_waiting_on_a_lock_at_once() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 300);
+    let holder = Held::open(
+        &db.target_url(),
+        "BEGIN; LOCK TABLE retail.contracts IN ACCESS EXCLUSIVE MODE;",
+    );
     let waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'retail.contracts'::regclass AND NOT granted";
-    while db.target_sql(waiting) == "0" {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    for _ in 0..2 {
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = holder.kill();
-            panic!("two signals did not stop a cutover waiting on a lock");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let run = Run::from(child.wait_with_output().unwrap());
-    run.expect_code(1);
-    // The server drops the orphaned statement within a second or two.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while db.target_sql(waiting) != "0" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cutover's statement still waits on the lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    writeln!(stdin, "COMMIT;").unwrap();
-    drop(stdin);
-    let _ = holder.wait();
+    two_signals_stop(&db, &[], "TERM", waiting);
+    assert!(holder.end("COMMIT;"));
+}
+
+#[test]
+fn a_second_signal_cancels_a_copy_waiting_on_a_row_lock() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 3000);
+    // Another session has inserted (not committed) a key the cutover will copy.
+    let id = db.source_sql(
+        "SELECT min(contract_id) FROM joint.contracts WHERE retailer_code = 'R0001' AND supply_kind = 'retail'",
+    );
+    let holder = Held::open(
+        &db.target_url(),
+        &format!(
+            "BEGIN; INSERT INTO retail.contracts (contract_id, supply_point_id, night_equipment, start_date) \
+             VALUES ({id}, '0', false, '2020-01-01');"
+        ),
+    );
+    let copying = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%retail%contracts%FROM STDIN%' \
+                   AND wait_event_type = 'Lock'";
+    two_signals_stop(&db, &["--keep-indexes", "--jobs", "1"], "INT", copying);
+    assert!(holder.end("ROLLBACK;"));
 }
 
 #[test]
@@ -507,83 +501,4 @@ fn another_mappings_unfinished_cutover_does_not_stop_this_sync() {
     );
     db.shadan(&["sync", "--mapping", "mappings/retail.toml"])
         .expect_code(0);
-}
-
-#[test]
-fn a_second_signal_cancels_a_copy_waiting_on_a_row_lock() {
-    let db = TestDb::with_reference_schema();
-    reference_data(&db, 3000);
-    // Another session has inserted (not committed) a key the cutover will copy.
-    let id = db.source_sql(
-        "SELECT min(contract_id) FROM joint.contracts WHERE retailer_code = 'R0001' AND supply_kind = 'retail'",
-    );
-    let mut holder = std::process::Command::new(crate::support::cluster::pg_bin().join("psql"))
-        .args(["-X", "-q", "-d"])
-        .arg(db.target_url())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = holder.stdin.take().unwrap();
-    use std::io::Write;
-    writeln!(
-        stdin,
-        "BEGIN; INSERT INTO retail.contracts (contract_id, supply_point_id, night_equipment, start_date) \
-         VALUES ({id}, '0', false, '2020-01-01');"
-    )
-    .unwrap();
-    stdin.flush().unwrap();
-    let copying = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%retail%contracts%FROM STDIN%' \
-                   AND wait_event_type = 'Lock'";
-    let mut child = db
-        .command(&[
-            "cutover",
-            "--mapping",
-            "mappings/retail.toml",
-            "--keep-indexes",
-            "--jobs",
-            "1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while db.target_sql(copying) == "0" {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the cutover did not wait on the row"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cutover never reached the row"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    for _ in 0..2 {
-        std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "two signals did not stop the cutover"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while db.target_sql(copying) != "0" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cutover's COPY still runs on the target"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    writeln!(stdin, "ROLLBACK;").unwrap();
-    drop(stdin);
-    let _ = holder.wait();
 }

@@ -1,6 +1,7 @@
 //! A neighbour on the joint server: a role that can create objects in `public` (the
 //! default before PostgreSQL 15, kept by pg_upgrade), or name columns, or run DDL.
 
+use crate::support::held::{wait_until, Held};
 use crate::support::{reference_data, s, through_export_views, write_mapping, TestDb};
 
 /// A joint table whose owner and `only` columns are varchar, as in the reproduced attack.
@@ -178,28 +179,17 @@ fn columns_swapped_while_a_run_starts_stop_it_before_anything_is_read() {
     reference_data(&db, 2000);
     // A neighbour swaps a public and a non-public column name in a transaction that is
     // still open when the cutover reads the catalog, and commits while it starts.
-    let mut ddl = std::process::Command::new(crate::support::cluster::pg_bin().join("psql"))
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(db.source_url())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = ddl.stdin.take().unwrap();
-    use std::io::Write;
-    writeln!(
-        stdin,
+    let ddl = Held::open(
+        &db.source_url(),
         "BEGIN; ALTER TABLE joint.contracts RENAME COLUMN phone TO shadan_tmp; \
          ALTER TABLE joint.contracts RENAME COLUMN wheeling_contract_no TO phone; \
-         ALTER TABLE joint.contracts RENAME COLUMN shadan_tmp TO wheeling_contract_no;"
-    )
-    .unwrap();
-    stdin.flush().unwrap();
+         ALTER TABLE joint.contracts RENAME COLUMN shadan_tmp TO wheeling_contract_no;",
+    );
     let held = "SELECT count(*) FROM pg_locks WHERE relation = 'joint.contracts'::regclass \
                 AND mode = 'AccessExclusiveLock' AND granted";
-    while db.source_sql(held) != "1" {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until(30, "the DDL never took its lock", || {
+        db.source_sql(held) == "1"
+    });
     let mut run = db
         .command(&["cutover", "--mapping", "mappings/retail.toml"])
         .stdout(std::process::Stdio::piped())
@@ -208,21 +198,14 @@ fn columns_swapped_while_a_run_starts_stop_it_before_anything_is_read() {
         .unwrap();
     // Wait until the cutover is blocked behind the DDL, then commit it.
     let waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'joint.contracts'::regclass AND NOT granted";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while db.source_sql(waiting) == "0" {
+    wait_until(30, "the cutover never waited for the DDL", || {
         assert!(
             run.try_wait().unwrap().is_none(),
             "the cutover did not wait for the DDL"
         );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cutover never reached the table"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    writeln!(stdin, "COMMIT;").unwrap();
-    drop(stdin);
-    assert!(ddl.wait().unwrap().success());
+        db.source_sql(waiting) != "0"
+    });
+    assert!(ddl.end("COMMIT;"));
     let run = crate::support::Run::from(run.wait_with_output().unwrap());
     run.expect_code(1);
     assert!(

@@ -2,6 +2,7 @@
 //! ([`TestDb`]), and running the `shadan` binary the way a user does.
 
 pub mod cluster;
+pub mod held;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
