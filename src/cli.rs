@@ -79,9 +79,31 @@ pub enum Command {
     ///
     /// Example: shadan grants --mapping mappings/retail.toml --views > grants.sql
     Grants(GrantsArgs),
+    /// Write a mapping skeleton from the source catalog (every column non_public), or with
+    /// --target-ddl the retail CREATE TABLEs that fit a classified mapping.
+    ///
+    /// Example: shadan init --schema joint > mapping.toml
+    Init(InitArgs),
 }
 
 /// `shadan grants`.
+/// Arguments of `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Only tables in this schema (repeatable; default: every user schema).
+    #[arg(long = "schema", value_name = "S")]
+    pub schemas: Vec<String>,
+    /// Only tables whose `schema.table` or `table` matches (`*` and `?`; repeatable).
+    #[arg(long = "table", value_name = "PATTERN")]
+    pub tables: Vec<String>,
+    /// Print the retail CREATE TABLE statements for --mapping instead of a skeleton.
+    #[arg(long, requires = "mapping")]
+    pub target_ddl: bool,
+    /// The classified mapping (with --target-ddl).
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct GrantsArgs {
     /// The mapping file.
@@ -197,6 +219,36 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             let shutdown = crate::shutdown::Shutdown::on_signals();
             let manifest = crate::cutover::run(&plan, &source, &target, &opts, &shutdown).await?;
             print_manifest(&manifest, args.json);
+            Ok(crate::error::EXIT_OK)
+        }
+        Command::Init(args) => {
+            let source = Endpoint::new(Side::Source, cli.global.source.as_deref())?;
+            let (client, catalog) = read_catalog(&source, State::Ignored).await?;
+            match (&args.mapping, args.target_ddl) {
+                (Some(path), true) => {
+                    let mapping = Mapping::load(path)?;
+                    let ddl = crate::init::target_ddl::script(&mapping, &catalog).map_err(|p| {
+                        Error::Usage(format!(
+                            "cannot write the retail DDL for {}: {}",
+                            path.display(),
+                            p.join("; ")
+                        ))
+                    })?;
+                    print!("{ddl}");
+                }
+                _ => {
+                    let database: String = client
+                        .query_one("SELECT pg_catalog.current_database()::pg_catalog.text", &[])
+                        .await
+                        .map_err(Error::db("reading the source database's name"))?
+                        .get(0);
+                    let selection = crate::init::Selection {
+                        schemas: args.schemas,
+                        tables: args.tables,
+                    };
+                    print!("{}", crate::init::skeleton(&catalog, &database, &selection));
+                }
+            }
             Ok(crate::error::EXIT_OK)
         }
         Command::Grants(args) => {

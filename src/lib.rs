@@ -23,6 +23,7 @@
 //! - [`cutover`]: the first bulk copy.
 //! - [`sync`]: the nightly refresh, writing only what changed.
 //! - [`grants`]: least-privilege SQL (and export views) for the source DBA.
+//! - [`init`]: a mapping skeleton from the source catalog, and retail DDL from a mapping.
 //! - [`verify`]: the independent proof, with the leak audit.
 //! - [`workers`]: the bounded worker pool every parallel step uses.
 //! - [`progress`], [`shutdown`]: what the operator sees, and the one stop signal.
@@ -41,6 +42,7 @@ pub mod digest;
 pub mod error;
 pub mod grants;
 pub mod ident;
+pub mod init;
 pub mod key;
 pub mod manifest;
 pub mod mapping;

@@ -9,6 +9,7 @@ mod connect;
 mod cutover;
 mod edges;
 mod grants;
+mod init;
 mod operations;
 mod plan;
 mod sync;

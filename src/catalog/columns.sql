@@ -51,7 +51,8 @@ SELECT n.nspname::text                                           AS schema_name,
                 false)                                           AS collation_bytewise,
        pg_catalog.pg_get_userbyid(c.relowner)::text              AS owner,
        pg_catalog.pg_get_userbyid(n.nspowner)::text              AS schema_owner,
-       a.attidentity OPERATOR(pg_catalog.=) 'a'                  AS identity_always
+       a.attidentity OPERATOR(pg_catalog.=) 'a'                  AS identity_always,
+       pg_catalog.col_description(c.oid, a.attnum::pg_catalog.int4) AS column_comment
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid

@@ -94,6 +94,8 @@ pub struct ColumnInfo {
     pub generated: bool,
     /// `GENERATED ALWAYS AS IDENTITY`: an upsert cannot update it.
     pub identity_always: bool,
+    /// `COMMENT ON COLUMN` text, for `shadan init` to show a reviewer.
+    pub comment: Option<String>,
     /// `pg_type.typtype`: b base, c composite, d domain, e enum, p pseudo, r range, m multirange.
     pub type_kind: char,
     /// `pg_type.typcategory`: `S` string, `A` array, ...
@@ -182,6 +184,7 @@ impl Catalog {
                 collation_deterministic: row.get(17),
                 collation_bytewise: row.get(18),
                 identity_always: row.get(21),
+                comment: row.get(22),
             });
         }
         // Keys a cutover set aside while loading (see target::indexes) still define the

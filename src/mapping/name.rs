@@ -88,6 +88,25 @@ impl QualifiedName {
     }
 }
 
+/// Writes a name as a TOML key: bare when it can be, else a TOML string with every
+/// special character escaped (a catalog name may hold quotes or line breaks).
+pub fn toml_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_string()
+    } else {
+        toml_string(name)
+    }
+}
+
+/// Writes text as a TOML basic string, escaped.
+pub fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
 impl fmt::Display for QualifiedName {
     /// Prints the mapping notation, quoting a part only when it contains a dot or a quote,
     /// so that what is printed can be pasted back into a mapping file.

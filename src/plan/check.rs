@@ -80,7 +80,7 @@ impl<'a> TableCheck<'a> {
                     &col.name,
                     format!(
                         "the source column is not classified (fail closed: nothing is copied until it is); add `{} = \"non_public\"` to [table.columns], or \"public\"/\"own\" after review",
-                        toml_key(&col.name)
+                        crate::mapping::name::toml_key(&col.name)
                     ),
                 ));
             }
@@ -642,18 +642,5 @@ fn typed(col: &ColumnInfo) -> TypedColumn {
         type_name: col.type_name.clone(),
         is_text: col.is_text(),
         base_type_name: col.base_type_name.clone(),
-    }
-}
-
-/// Writes a column name as a TOML key, quoting it when it is not a bare key.
-fn toml_key(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
     }
 }

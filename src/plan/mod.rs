@@ -10,6 +10,7 @@ pub mod bound;
 mod check;
 mod export_view;
 mod keys;
+pub use keys::key_column_problem;
 pub mod problem;
 pub mod query;
 pub mod show;
