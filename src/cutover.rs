@@ -27,9 +27,9 @@ use crate::plan::{Plan, TablePlan};
 use crate::progress::{self, Progress, TableCounter};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Session, Snapshot};
-use crate::target::indexes;
 use crate::target::lock::TargetLock;
 use crate::target::state;
+use crate::target::{foreign_keys, indexes};
 use crate::workers;
 
 /// What the user asked of a cutover.
@@ -76,14 +76,37 @@ pub async fn run(
         work.push(decide(lock.client(), table, &plan.own_retailer, opts.resume).await?);
     }
     let resumed = work.iter().any(|w| w.pending.is_some());
+    // Batches of all tables interleave, so a child may arrive before its parent: the
+    // loaded tables' foreign keys wait until every table is in (recorded for --resume).
+    let loading: Vec<&crate::mapping::name::QualifiedName> =
+        work.iter().map(|w| &w.table.target).collect();
+    let set_aside = foreign_keys::set_aside(lock.client(), &loading).await?;
+    if set_aside > 0 {
+        tracing::info!(
+            foreign_keys = set_aside,
+            "foreign keys set aside for the load"
+        );
+    }
 
     let snapshot = Arc::new(Snapshot::export(source, &plan.source_relations()).await?);
     plan.require_unchanged_source(&snapshot.catalog().await?)?;
     let run_id = state::start_run(lock.client(), "cutover", plan, &snapshot.id).await?;
-    let outcome = copy_all(
+    let mut outcome = copy_all(
         plan, source, target, opts, shutdown, &snapshot, run_id, &lock, work,
     )
     .await;
+    if outcome.is_ok() {
+        outcome = foreign_keys::restore_all(lock.client())
+            .await
+            .map(|restored| {
+                if restored > 0 {
+                    tracing::info!(
+                        foreign_keys = restored,
+                        "foreign keys put back and validated"
+                    );
+                }
+            });
+    }
 
     let header = manifest::header(run_id, "cutover", plan, &snapshot, resumed);
     let mut tables = Vec::new();

@@ -8,6 +8,7 @@ mod attacks;
 mod connect;
 mod cutover;
 mod edges;
+mod foreign_keys;
 mod grants;
 mod init;
 mod operations;

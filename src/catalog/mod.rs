@@ -53,6 +53,19 @@ pub struct TableInfo {
     /// Enabled user triggers and non-SELECT rules (`trigger x`, `rule y`): they can
     /// change what a write does.
     pub write_hooks: Vec<String>,
+    /// Its foreign keys (this table referencing another).
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+/// A foreign key of a table.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    /// The constraint's name.
+    pub name: String,
+    /// The referenced table.
+    pub parent: QualifiedName,
+    /// `pg_get_constraintdef`: how to recreate it (`FOREIGN KEY (...) REFERENCES ...`).
+    pub definition: String,
 }
 
 /// A primary key or unique index (valid and ready).
@@ -164,6 +177,7 @@ impl Catalog {
                 schema_owner: row.get(20),
                 inheritance_children: Vec::new(),
                 write_hooks: Vec::new(),
+                foreign_keys: Vec::new(),
             });
             let type_kind: String = row.get(8);
             let type_category: String = row.get(9);
@@ -250,6 +264,16 @@ impl Catalog {
             let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
             if let Some(table) = tables.get_mut(&name) {
                 table.write_hooks.push(row.get(2));
+            }
+        }
+        for row in client.query(include_str!("foreign_keys.sql"), &[]).await? {
+            let child = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            if let Some(table) = tables.get_mut(&child) {
+                table.foreign_keys.push(ForeignKey {
+                    parent: QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3)),
+                    name: row.get(4),
+                    definition: row.get(5),
+                });
             }
         }
         let session = client

@@ -352,6 +352,9 @@ impl<'a> TableCheck<'a> {
                 access: self.source_access,
                 target_search: tgt.columns.iter().filter_map(SearchColumn::of).collect(),
                 target_write_hooks: tgt.write_hooks.clone(),
+                target_parents: Vec::new(),
+                has_children: false,
+                level: 0,
                 source_columns: src
                     .columns
                     .iter()

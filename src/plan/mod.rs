@@ -10,6 +10,7 @@ pub mod bound;
 mod check;
 mod export_view;
 mod keys;
+mod order;
 pub use keys::key_column_problem;
 pub mod problem;
 pub mod query;
@@ -141,6 +142,12 @@ pub struct TablePlan {
     /// Every column of the target table that can hold text, mapped or not: where
     /// `verify --deep` looks for non-public values.
     pub target_search: Vec<SearchColumn>,
+    /// Mapped tables this table's target references by foreign key (plan indexes).
+    pub target_parents: Vec<usize>,
+    /// Whether another mapped table's target references this one.
+    pub has_children: bool,
+    /// Write order: every parent's level is lower than its children's.
+    pub level: usize,
     /// The target's enabled user triggers and non-SELECT rules: when there are any, sync
     /// re-reads each batch it wrote and commits only if the target holds exactly the
     /// source's rows (a trigger can rewrite or remove a row and still count as written).
@@ -395,6 +402,12 @@ impl Plan {
             unexpected.extend(extra);
             tables.push(table);
         }
+        // What no order of writes can keep stops a writing command; verify only reads.
+        let order_problems = match purpose {
+            Purpose::Write => &mut problems,
+            Purpose::Verify => &mut target_drift,
+        };
+        order::order(&mut tables, target, order_problems);
         if !problems.is_empty() {
             return Err(Problems::new(mapping.path.clone(), problems));
         }

@@ -149,6 +149,10 @@ pub async fn abandon(client: &Client) -> Result<(), Error> {
 
 /// Makes the target's rows in `batch` equal to `rows`, stores the batch's checkpoint and
 /// commits, in the transaction opened by [`begin_and_read`]. Returns what was written.
+/// With `defer_deletes` (a table other mapped tables reference), a batch that has rows to
+/// delete only inserts and updates here and returns the keys to delete: they go after
+/// the children's deletes, with the checkpoint ([`finish_deferred`]). Until then the old
+/// checkpoint stays, so a crash in between only makes the next sync compare the batch.
 pub async fn write(
     client: &Client,
     table: &TablePlan,
@@ -156,7 +160,8 @@ pub async fn write(
     rows: &SourceRows,
     mut held: TargetRows,
     run_id: i64,
-) -> Result<Changes, Error> {
+    defer_deletes: bool,
+) -> Result<(Changes, Option<Vec<Vec<u8>>>), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
     let positions = table.own_positions();
     let mut changes = Changes::default();
@@ -190,7 +195,8 @@ pub async fn write(
         .batch_execute("SET CONSTRAINTS ALL DEFERRED")
         .await
         .map_err(Error::db(&context))?;
-    if !gone.is_empty() {
+    let deferred = defer_deletes && !gone.is_empty();
+    if !gone.is_empty() && !deferred {
         delete_keys(client, table, batch, &gone, &context).await?;
     }
     if !upserts.is_empty() {
@@ -215,6 +221,55 @@ pub async fn write(
             .map_err(Error::db(&context))?;
         affected(table, batch, "inserted or updated", written, upserts.len())?;
     }
+    if deferred {
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(Error::db(&context))?;
+        return Ok((changes, Some(gone)));
+    }
+    checkpoint(client, table, batch, rows.digest, run_id).await?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(Error::db(&context))?;
+    Ok((changes, None))
+}
+
+/// The second half of a batch whose deletes were deferred ([`write`]): deletes `gone`
+/// and stores the checkpoint `digest`, in one transaction. `client` has the batch's key
+/// bounds bound.
+pub async fn finish_deferred(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    gone: &[Vec<u8>],
+    digest: Accumulator,
+    run_id: i64,
+) -> Result<(), Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
+    client
+        .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
+        .await
+        .map_err(Error::db(&context))?;
+    delete_keys(client, table, batch, gone, &context).await?;
+    checkpoint(client, table, batch, digest, run_id).await?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(Error::db(&context))
+}
+
+/// Stores the batch's checkpoint, after checking, on a table with triggers or rules, that
+/// the target now holds exactly the source's rows.
+async fn checkpoint(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    digest: Accumulator,
+    run_id: i64,
+) -> Result<(), Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
     if !table.target_write_hooks.is_empty() {
         // A trigger or rule may have rewritten or removed what was written while the
         // statements still counted it: read the batch back before committing it.
@@ -226,7 +281,7 @@ pub async fn write(
             |acc, tuple| acc.add_row(tuple),
         )
         .await?;
-        if now != rows.digest {
+        if now != digest {
             return Err(Error::Runtime(format!(
                 "syncing {} {}: after the writes the target's rows differ from the source's ({} on the \
                  table change what is written); nothing of the batch was kept: disable or drop them",
@@ -236,12 +291,7 @@ pub async fn write(
             )));
         }
     }
-    state::store_digest(client, &table.target, batch, &rows.digest, run_id).await?;
-    client
-        .batch_execute("COMMIT")
-        .await
-        .map_err(Error::db(&context))?;
-    Ok(changes)
+    state::store_digest(client, &table.target, batch, &digest, run_id).await
 }
 
 /// Deletes the target rows with the given encoded keys (staged with binary COPY).

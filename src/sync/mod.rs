@@ -57,14 +57,16 @@ pub async fn run(
     state::ensure_schema(lock.client()).await?;
     // Only this mapping's tables: another mapping's unfinished cutover is not ours.
     let targets: Vec<String> = plan.tables.iter().map(|t| t.target.to_string()).collect();
-    let unfinished: Vec<String> = indexes::unfinished(lock.client())
+    let mut unfinished: Vec<String> = indexes::unfinished(lock.client())
         .await?
         .into_iter()
+        .chain(crate::target::foreign_keys::unfinished(lock.client()).await?)
         .filter(|t| targets.contains(t))
         .collect();
+    unfinished.dedup();
     if !unfinished.is_empty() {
         return Err(Error::Usage(format!(
-            "the cutover of {} has not finished (its indexes are set aside until it does); \
+            "the cutover of {} has not finished (its indexes or foreign keys are set aside until it does); \
              finish it with `shadan cutover --resume` before syncing",
             unfinished.join(", ")
         )));
@@ -164,18 +166,24 @@ async fn sync_all(
             }
         }
     };
+    let deferred: Arc<Mutex<Vec<Deferred>>> = Arc::default();
     let work = {
         let (changes, grown, batch_rows) = (changes.clone(), grown.clone(), opts.batch_rows);
+        let (plan_shared, deferred) = (plan_shared.clone(), deferred.clone());
         move |mut w: Worker, (batch, stored): (Batch, Option<Accumulator>)| {
-            let (plan, changes, grown, counter) = (
+            let (plan, changes, grown, counter, deferred) = (
                 plan_shared.clone(),
                 changes.clone(),
                 grown.clone(),
                 counters[batch.table].clone(),
+                deferred.clone(),
             );
             async move {
                 let table = &plan.tables[batch.table];
-                let (rows, written) = w.sync_batch(table, &batch, stored, run_id).await?;
+                let (rows, written, later) = w.sync_batch(table, &batch, stored, run_id).await?;
+                if let (Some(later), Ok(mut d)) = (later, deferred.lock()) {
+                    d.push(later);
+                }
                 counter
                     .done
                     .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
@@ -195,11 +203,52 @@ async fn sync_all(
             }
         }
     };
-    let outcome = workers::for_each(opts.jobs, queue, shutdown, open, work).await;
+    // Tables by foreign-key level: every parent's inserts and updates commit before its
+    // children's batches start.
+    let mut levels: std::collections::BTreeMap<usize, VecDeque<(Batch, Option<Accumulator>)>> =
+        Default::default();
+    for item in queue {
+        levels
+            .entry(plan.tables[item.0.table].level)
+            .or_default()
+            .push_back(item);
+    }
+    let (open, work) = (Arc::new(open), Arc::new(work));
+    let mut outcome = Ok(());
+    for (_, items) in levels {
+        let (o, w) = (open.clone(), work.clone());
+        outcome =
+            workers::for_each(opts.jobs, items, shutdown, move || o(), move |s, t| w(s, t)).await;
+        if outcome.is_err() {
+            break;
+        }
+    }
     progress.finish().await;
     outcome?;
+    // Then parents' deletes, children's levels first, each with its checkpoint.
+    let mut later = std::mem::take(
+        &mut *deferred
+            .lock()
+            .map_err(|_| Error::Runtime("a sync worker panicked".into()))?,
+    );
+    later.sort_by_key(|d| std::cmp::Reverse(plan.tables[d.batch.table].level));
+    for d in later {
+        let table = &plan.tables[d.batch.table];
+        bind(lock.client(), &d.batch.settings()).await?;
+        apply::finish_deferred(lock.client(), table, &d.batch, &d.gone, d.digest, run_id).await?;
+    }
     let grown = grown.lock().map(|g| g.clone()).unwrap_or_default();
     split_grown(plan, source, snapshot, lock, run_id, opts.batch_rows, grown).await
+}
+
+/// A batch of a referenced table whose deletes wait for the children's.
+struct Deferred {
+    /// The batch.
+    batch: Batch,
+    /// Encoded keys to delete.
+    gone: Vec<Vec<u8>>,
+    /// The source rows' digest: the checkpoint once the deletes are done.
+    digest: Accumulator,
 }
 
 /// One sync worker: a source session on the run's snapshot and a target connection.
@@ -212,15 +261,15 @@ struct Worker {
 }
 
 impl Worker {
-    /// Syncs one batch; returns the source rows in it and, if the batch changed, what was
-    /// written.
+    /// Syncs one batch; returns the source rows in it, what was written if the batch
+    /// changed, and the deletes left for later (a referenced table's).
     async fn sync_batch(
         &mut self,
         table: &TablePlan,
         batch: &Batch,
         stored: Option<Accumulator>,
         run_id: i64,
-    ) -> Result<(u64, Option<Changes>), Error> {
+    ) -> Result<(u64, Option<Changes>, Option<Deferred>), Error> {
         self.session.bind_batch(batch).await?;
         if !self.last_dirty && stored.is_some() {
             // Likely clean: digest the source without holding it or reading the target.
@@ -233,7 +282,7 @@ impl Worker {
             )
             .await?;
             if stored == Some(digest) {
-                return Ok((digest.rows, None));
+                return Ok((digest.rows, None, None));
             }
         }
         // The target is read only for a batch that may have changed.
@@ -247,10 +296,24 @@ impl Worker {
         self.last_dirty = stored != Some(rows.digest);
         if !self.last_dirty {
             apply::abandon(&self.client).await?;
-            return Ok((rows.digest.rows, None));
+            return Ok((rows.digest.rows, None, None));
         }
-        let written = apply::write(&self.client, table, batch, &rows, held, run_id).await?;
-        Ok((rows.digest.rows, Some(written)))
+        let (written, gone) = apply::write(
+            &self.client,
+            table,
+            batch,
+            &rows,
+            held,
+            run_id,
+            table.has_children,
+        )
+        .await?;
+        let later = gone.map(|gone| Deferred {
+            batch: batch.clone(),
+            gone,
+            digest: rows.digest,
+        });
+        Ok((rows.digest.rows, Some(written), later))
     }
 }
 

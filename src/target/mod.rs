@@ -2,8 +2,10 @@
 //!
 //! - [`lock`]: one cutover or sync at a time per target (advisory lock).
 //! - [`indexes`]: indexes set aside during a cutover load and built after it.
+//! - [`foreign_keys`]: foreign keys set aside during a cutover load and validated after it.
 //! - [`state`]: batches with their checkpoints, and run manifests.
 
+pub mod foreign_keys;
 pub mod indexes;
 pub mod lock;
 pub mod state;

@@ -52,3 +52,12 @@ CREATE TABLE IF NOT EXISTS shadan.deferred_indexes (
     unique_columns text[],               -- a primary key or unique constraint's columns
     PRIMARY KEY (target_table, position)
 );
+
+-- Foreign keys a cutover set aside to load tables in any order, with the statements that
+-- recreate them; rows leave in the transaction that recreates them.
+CREATE TABLE IF NOT EXISTS shadan.deferred_foreign_keys (
+    target_table text NOT NULL,
+    name         text NOT NULL,
+    create_sql   text NOT NULL,
+    PRIMARY KEY (target_table, name)
+);

@@ -1,0 +1,84 @@
+//! Foreign keys between mapped target tables, and the order writes must follow so that
+//! they hold after every commit: parents' inserts before children's, children's deletes
+//! before parents'. Each table gets a level (a parent's is lower than its children's);
+//! `plan` refuses what no order can satisfy.
+
+use std::collections::BTreeMap;
+
+use super::{Problem, Scope, TablePlan};
+use crate::catalog::Catalog;
+use crate::mapping::name::QualifiedName;
+
+/// Fills `target_parents`, `has_children` and `level` of every table; records a problem
+/// for a cycle (a table referencing itself included) and for a parent that keeps fewer
+/// rows than its child.
+pub(super) fn order(tables: &mut [TablePlan], target: &Catalog, problems: &mut Vec<Problem>) {
+    let index: BTreeMap<&QualifiedName, usize> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (&t.target, i))
+        .collect();
+    let mut parents: Vec<Vec<usize>> = vec![Vec::new(); tables.len()];
+    for (i, t) in tables.iter().enumerate() {
+        for fk in target
+            .table(&t.target)
+            .map(|info| &info.foreign_keys[..])
+            .unwrap_or(&[])
+        {
+            let Some(&p) = index.get(&fk.parent) else {
+                continue;
+            };
+            if !parents[i].contains(&p) {
+                parents[i].push(p);
+            }
+            let (child, parent) = (&tables[i], &tables[p]);
+            if child.scope == Scope::All && (parent.scope == Scope::Own || !parent.only.is_empty())
+                || child.only.is_empty() && !parent.only.is_empty()
+            {
+                problems.push(Problem::table(
+                    child.line,
+                    Some(&child.target.to_string()),
+                    format!(
+                        "its foreign key {} references {}, which keeps fewer rows (scope or `only`) than this \
+                         table: rows here would reference rows that never cross; give both the same scope and \
+                         filters, or drop the foreign key",
+                        crate::ident::escape_controls(&crate::ident::quote_ident(&fk.name)),
+                        parent.target
+                    ),
+                ));
+            }
+        }
+    }
+    // Levels by repeated relaxation; a table still unsettled after n rounds is in a cycle.
+    let n = tables.len();
+    let mut level = vec![0usize; n];
+    let mut settled = vec![false; n];
+    for _ in 0..=n {
+        for i in 0..n {
+            if settled[i] {
+                continue;
+            }
+            if parents[i].iter().all(|&p| settled[p] && p != i) {
+                level[i] = parents[i].iter().map(|&p| level[p] + 1).max().unwrap_or(0);
+                settled[i] = true;
+            }
+        }
+    }
+    for (i, t) in tables.iter_mut().enumerate() {
+        if !settled[i] {
+            problems.push(Problem::table(
+                t.line,
+                Some(&t.target.to_string()),
+                "the target's foreign keys between mapped tables form a cycle through this table (a \
+                 table referencing itself included): no order of writes keeps them; drop one of the \
+                 foreign keys",
+            ));
+        }
+        t.level = level[i];
+        t.target_parents = parents[i].clone();
+    }
+    let with_children: Vec<usize> = parents.iter().flatten().copied().collect();
+    for (i, t) in tables.iter_mut().enumerate() {
+        t.has_children = with_children.contains(&i);
+    }
+}
