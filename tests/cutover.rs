@@ -100,18 +100,7 @@ fn nulls_empty_strings_japanese_text_numeric_scale_dates_and_times_survive_byte_
 fn killed_mid_copy_then_resume_copies_every_row_exactly_once() {
     let db = TestDb::with_reference_schema();
     reference_data(&db, 20_000);
-    let mut child = db.spawn_quiet(&[
-        "cutover",
-        "--mapping",
-        MAPPING,
-        "--jobs",
-        "2",
-        "--batch-rows",
-        "100",
-    ]);
-    db.wait_for_batches(&mut child, 20);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    db.cutover_killed_after(20, &["--jobs", "2", "--batch-rows", "100"]);
     let total: usize = db
         .target_sql("SELECT count(*) FROM shadan.batches")
         .parse()
@@ -415,18 +404,7 @@ fn indexes_set_aside_for_the_load_are_rebuilt_identically_even_after_a_crash() {
     let db = TestDb::with_reference_schema();
     reference_data(&db, 20_000);
     let before = index_definitions(&db);
-    let mut child = db.spawn_quiet(&[
-        "cutover",
-        "--mapping",
-        MAPPING,
-        "--jobs",
-        "2",
-        "--batch-rows",
-        "100",
-    ]);
-    db.wait_for_batches(&mut child, 20);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    db.cutover_killed_after(20, &["--jobs", "2", "--batch-rows", "100"]);
     assert_ne!(
         index_definitions(&db),
         before,

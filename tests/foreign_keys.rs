@@ -46,18 +46,7 @@ fn cutover_with_a_target_foreign_key_loads_in_any_order_and_puts_it_back() {
 #[test]
 fn a_killed_cutover_with_a_foreign_key_resumes_and_then_syncs_in_dependency_order() {
     let db = with_fk(20_000);
-    let mut child = db.spawn_quiet(&[
-        "cutover",
-        "--mapping",
-        MAPPING,
-        "--jobs",
-        "2",
-        "--batch-rows",
-        "300",
-    ]);
-    db.wait_for_batches(&mut child, 5);
-    child.kill().unwrap();
-    let _ = child.wait();
+    db.cutover_killed_after(5, &["--jobs", "2", "--batch-rows", "300"]);
     // sync refuses while the key is set aside; resume finishes and puts it back.
     db.shadan(&["sync", "--mapping", MAPPING]).expect_code(2);
     db.shadan(&["cutover", "--mapping", MAPPING, "--resume"])

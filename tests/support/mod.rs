@@ -95,6 +95,17 @@ impl TestDb {
             .expect("starting shadan")
     }
 
+    /// Starts `shadan cutover --mapping mappings/retail.toml` with `args`, waits until
+    /// `batches` batches are written, and kills it (SIGKILL).
+    pub fn cutover_killed_after(&self, batches: usize, args: &[&str]) {
+        let mut all = vec!["cutover", "--mapping", "mappings/retail.toml"];
+        all.extend_from_slice(args);
+        let mut child = self.spawn_quiet(&all);
+        self.wait_for_batches(&mut child, batches);
+        child.kill().expect("killing shadan");
+        child.wait().expect("waiting for shadan");
+    }
+
     /// Runs `shadan` to completion.
     pub fn shadan(&self, args: &[&str]) -> Run {
         Run::from(self.command(args).output().expect("running shadan"))
