@@ -22,6 +22,7 @@ use crate::connect::Endpoint;
 use crate::copy::tuple::TupleSplitter;
 use crate::digest::Accumulator;
 use crate::error::Error;
+use crate::key::KeyCheck;
 use crate::manifest;
 use crate::plan::{Plan, TablePlan};
 use crate::progress::{self, Progress, TableCounter};
@@ -360,12 +361,22 @@ pub async fn copy_batch(
     let mut stream = pin!(stream);
     let mut split = TupleSplitter::new();
     let mut digest = Accumulator::default();
+    let mut keys = table.source_is_view().then(|| KeyCheck::new(table.key_len));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(Error::db(&reading))?;
         let before = digest.rows;
         split
-            .feed(&chunk, &mut |tuple| digest.add_row(tuple))
+            .feed(&chunk, &mut |tuple| {
+                digest.add_row(tuple);
+                if let Some(k) = keys.as_mut() {
+                    k.add(tuple);
+                }
+            })
             .map_err(|e| Error::Runtime(format!("{}: {e}", reading())))?;
+        // Stop before the chunk reaches the target; the open transaction rolls back.
+        if let Some(e) = keys.as_ref().and_then(|k| k.error(table)) {
+            return Err(e);
+        }
         sink.feed(chunk).await.map_err(Error::db(&writing))?;
         if let Some(c) = counter {
             c.done

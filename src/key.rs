@@ -95,6 +95,53 @@ pub fn has_null_field(key: &[u8]) -> bool {
     key_fields(key).iter().any(Option::is_none)
 }
 
+/// Checks, as the rows of a source view are read, that the key the mapping names for it
+/// is unique and never NULL: a view has no index to guarantee it. Batches are key ranges,
+/// so two rows with one key always meet in the same batch.
+#[derive(Debug)]
+pub struct KeyCheck {
+    key_len: usize,
+    seen: KeyMap<()>,
+    /// What was found first: `"NULL"` or `"not unique"`.
+    pub problem: Option<&'static str>,
+}
+
+impl KeyCheck {
+    /// A check for keys of `key_len` fields.
+    pub fn new(key_len: usize) -> Self {
+        Self {
+            key_len,
+            seen: KeyMap::default(),
+            problem: None,
+        }
+    }
+
+    /// Takes one tuple's key into account.
+    pub fn add(&mut self, tuple: &[u8]) {
+        if self.problem.is_some() {
+            return;
+        }
+        let key = crate::copy::tuple::key_bytes(tuple, self.key_len);
+        if has_null_field(key) {
+            self.problem = Some("NULL");
+        } else if self.seen.insert(key.to_vec(), ()).is_some() {
+            self.problem = Some("not unique");
+        }
+    }
+
+    /// The error for a problem found, naming the relation (never a key value).
+    pub fn error(&self, table: &TablePlan) -> Option<Error> {
+        self.problem.map(|what| {
+            Error::Runtime(format!(
+                "the key ({}) of the source view {} is {what} in its rows; a view must give every row \
+                 one key: fix the view's definition; nothing of this batch was kept",
+                table.key().iter().map(|c| c.source.as_str()).collect::<Vec<_>>().join(", "),
+                table.source
+            ))
+        })
+    }
+}
+
 /// Renders encoded keys of `table` as JSON arrays (`[9000001]`, `["0300…", "x"]`) on any
 /// server that has the key's types.
 pub async fn render(

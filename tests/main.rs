@@ -15,3 +15,4 @@ mod operations;
 mod plan;
 mod sync;
 mod verify;
+mod views;

@@ -78,7 +78,7 @@ LEFT JOIN pg_catalog.pg_collation co ON co.oid OPERATOR(pg_catalog.=) a.attcolla
 LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid OPERATOR(pg_catalog.=) co.collnamespace
 CROSS JOIN pg_catalog.pg_database d
 WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
-  AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'v']::"char"[])
+  AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'v', 'm']::"char"[])
   AND NOT c.relispartition
   AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema', 'shadan']::name[])
   AND n.nspname::text NOT LIKE 'pg\_toast%'

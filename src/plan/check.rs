@@ -386,7 +386,10 @@ impl<'a> TableCheck<'a> {
         };
         let views = side == "source" && self.source_access == SourceAccess::Views;
         match catalog.table(&name) {
-            Some(info) if info.kind != 'v' => Some((name, info)),
+            // A view (or materialized view) may be a mapped source: its key is checked
+            // unique and not NULL as rows are read. Not a target, and not in views mode.
+            Some(info) if info.kind != 'v' && info.kind != 'm' => Some((name, info)),
+            Some(info) if side == "source" && !views => Some((name, info)),
             _ => {
                 let hint = if views {
                     "the source database has no such table; with source_access = \"views\" the catalog must still show the table (names are case-sensitive)"
@@ -492,7 +495,11 @@ impl<'a> TableCheck<'a> {
             return 0;
         }
         let key_set: BTreeSet<&str> = m.key.iter().map(|k| k.value.as_str()).collect();
-        let Some(index) = src.unique_keys.iter().find(|u| {
+        // A view has no index: the mapping names its key, in that order, and every read
+        // checks it (see `key::KeyCheck`).
+        let view_key: Option<Vec<String>> =
+            matches!(src.kind, 'v' | 'm').then(|| m.key.iter().map(|k| k.value.clone()).collect());
+        let index_key = src.unique_keys.iter().find(|u| {
             u.can_be_key()
                 && u.columns
                     .iter()
@@ -502,7 +509,12 @@ impl<'a> TableCheck<'a> {
                 && u.columns
                     .iter()
                     .all(|c| src.column(c).is_some_and(|c| c.not_null))
-        }) else {
+        });
+        let key_columns: Vec<String> = if let Some(k) = view_key {
+            k
+        } else if let Some(index) = index_key {
+            index.columns.clone()
+        } else {
             let same_columns = src.unique_keys.iter().find(|u| {
                 u.columns
                     .iter()
@@ -522,12 +534,11 @@ impl<'a> TableCheck<'a> {
                 .push(Problem::table(m.key[0].line, Some(label), why));
             return 0;
         };
-        let ordered: Vec<PlannedColumn> = index
-            .columns
+        let ordered: Vec<PlannedColumn> = key_columns
             .iter()
             .filter_map(|name| columns.iter().find(|c| &c.source == name).cloned())
             .collect();
-        if ordered.len() != index.columns.len() {
+        if ordered.len() != key_columns.len() {
             return 0; // a key column failed an earlier check, already reported
         }
         for key_col in &ordered {
@@ -606,7 +617,7 @@ impl<'a> TableCheck<'a> {
                 ));
             }
         }
-        columns.retain(|c| !index.columns.contains(&c.source));
+        columns.retain(|c| !key_columns.contains(&c.source));
         let len = ordered.len();
         columns.splice(0..0, ordered);
         len

@@ -310,6 +310,12 @@ impl TablePlan {
             .all(|c| c.source_order.bytewise_own && c.target_order.bytewise_own)
     }
 
+    /// Whether the source is a view (or materialized view), whose key shadan checks as it
+    /// reads ([`crate::key::KeyCheck`]).
+    pub fn source_is_view(&self) -> bool {
+        matches!(self.source_kind, 'v' | 'm')
+    }
+
     /// Whether any column is copied only for owned rows.
     pub fn has_own_columns(&self) -> bool {
         self.columns.iter().any(|c| c.class == Class::Own)
@@ -416,7 +422,9 @@ impl Plan {
             .tables
             .iter()
             .filter(|(name, info)| {
-                info.kind != 'v' && name.schema != EXPORT_SCHEMA && !mapped.contains(name)
+                !matches!(info.kind, 'v' | 'm')
+                    && name.schema != EXPORT_SCHEMA
+                    && !mapped.contains(name)
             })
             .map(|(name, _)| name.clone())
             .collect();

@@ -75,6 +75,13 @@ impl SourceRows {
         self.tuples.push((held, hash));
     }
 
+    /// Calls `f` with every tuple, in order.
+    pub fn for_each_tuple(&self, mut f: impl FnMut(&[u8])) {
+        for (piece, _) in self.iter() {
+            f(piece.bytes());
+        }
+    }
+
     fn iter(&self) -> impl Iterator<Item = (Piece<'_>, &[u8; 32])> {
         self.tuples.iter().map(|(held, h)| {
             let piece = match held {

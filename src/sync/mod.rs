@@ -293,6 +293,14 @@ impl Worker {
             read_source(&self.session, table, batch, expected),
             apply::begin_and_read(&self.client, table, batch, expected)
         )?;
+        if table.source_is_view() {
+            let mut keys = crate::key::KeyCheck::new(table.key_len);
+            rows.for_each_tuple(|t| keys.add(t));
+            if let Some(e) = keys.error(table) {
+                apply::abandon(&self.client).await?;
+                return Err(e);
+            }
+        }
         self.last_dirty = stored != Some(rows.digest);
         if !self.last_dirty {
             apply::abandon(&self.client).await?;
