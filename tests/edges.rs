@@ -41,13 +41,7 @@ fn pair(target_ddl: &str, n: usize) -> TestDb {
 }
 
 fn exact(db: &TestDb) {
-    let (e, a) = (db.source_rows(EXPECTED), db.target_rows(ACTUAL));
-    assert!(
-        e == a,
-        "{} expected rows, {} target rows",
-        e.lines().count(),
-        a.lines().count()
-    );
+    db.assert_same_rows(EXPECTED, ACTUAL, "r.t");
 }
 
 #[test]

@@ -109,13 +109,7 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
     );
     let run = db.shadan(&["sync", "--mapping", s(&path), "--json"]);
     run.expect_code(0);
-    let (expected, actual) = (db.source_rows(EXPECTED), db.target_rows(ACTUAL));
-    assert!(
-        expected == actual,
-        "after sync: {} expected rows, {} target rows",
-        expected.lines().count(),
-        actual.lines().count()
-    );
+    db.assert_same_rows(EXPECTED, ACTUAL, "after sync");
     db.shadan(&["verify", "--mapping", s(&path)]).expect_code(0);
     // A second sync finds nothing to do.
     db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);

@@ -246,6 +246,19 @@ impl TestDb {
         self.target_sql(&format!("COPY ({select}) TO STDOUT"))
     }
 
+    /// Asserts that the target query `actual` returns exactly the rows of the source
+    /// query `expected` (an independent SQL projection); on failure prints `what` and
+    /// counts only, never row values.
+    pub fn assert_same_rows(&self, expected: &str, actual: &str, what: &str) {
+        let (e, a) = (self.source_rows(expected), self.target_rows(actual));
+        assert!(
+            e == a,
+            "{what}: {} expected rows, {} target rows",
+            e.lines().count(),
+            a.lines().count()
+        );
+    }
+
     /// Asserts that the target holds exactly the independently computed projection of the
     /// reference tables. On failure only counts are printed, never row values.
     pub fn assert_reference_copy_exact(&self) {
