@@ -134,16 +134,24 @@ async fn sample_fraction(
     if table.access != crate::plan::SourceAccess::Tables {
         return Ok(None);
     }
+    // A partitioned table's size is its leaf partitions' (the parent keeps none): it is
+    // sampled like a table, never cut by a scan of every key.
     let row = client
         .query_one(
-            "SELECT c.relkind::text, c.reltuples::float8 FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
+            "SELECT c.relkind::text, \
+                    CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'p' THEN \
+                      (SELECT coalesce(pg_catalog.sum(GREATEST(l.reltuples, 0)), 0)::float8 \
+                       FROM pg_catalog.pg_partition_tree(c.oid) t \
+                       JOIN pg_catalog.pg_class l ON l.oid OPERATOR(pg_catalog.=) t.relid WHERE t.isleaf) \
+                    ELSE c.reltuples::float8 END \
+             FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.regclass",
             &[&table.source.sql()],
         )
         .await
         .map_err(Error::db(format!("sizing {}", table.source)))?;
     let (kind, tuples): (String, f64) = (row.get(0), row.get(1));
     let batch_rows = batch_rows.max(1) as f64;
-    if kind != "r" || tuples < EXACT_BELOW_BATCHES * batch_rows {
+    if !matches!(kind.as_str(), "r" | "p") || tuples < EXACT_BELOW_BATCHES * batch_rows {
         return Ok(None);
     }
     Ok(Some(

@@ -12,6 +12,7 @@ mod foreign_keys;
 mod grants;
 mod init;
 mod operations;
+mod partitions;
 mod plan;
 mod sync;
 mod verify;
