@@ -187,6 +187,46 @@ row "shadan sync, 1% changed" sync_1pct cutover2 time
 python3 -c "import sys; print(f'verify --deep takes {float(sys.argv[1])/float(sys.argv[2]):.2f}x the time of verify')" "${med[deep]}" "${med[verify]}"
 echo "sync after a 1% night: rows written (pg_stat_user_tables) $written_1pct, rows changed (its manifest) $changed_1pct"
 
+# Many tables: 200 mapped tables of 2,000 rows each, per-table overhead (single runs).
+many=200
+many_rows=2000
+for side in "$SHADAN_SOURCE" "$SHADAN_TARGET"; do
+    extra=""
+    [ "$side" = "$SHADAN_SOURCE" ] && extra=", o text NOT NULL"
+    $psql -d "$side" >/dev/null <<SQL
+CREATE SCHEMA many;
+DO \$\$ BEGIN FOR i IN 1..$many LOOP
+  EXECUTE format('CREATE TABLE many.t%s (id int PRIMARY KEY, v text$extra)', lpad(i::text, 3, '0'));
+END LOOP; END \$\$;
+SQL
+done
+$psql -d "$SHADAN_SOURCE" >/dev/null <<SQL
+DO \$\$ BEGIN FOR i IN 1..$many LOOP
+  EXECUTE format('INSERT INTO many.t%s SELECT g, ''v'' || g, CASE WHEN g %% 4 = 0 THEN ''R0002'' ELSE ''R0001'' END FROM generate_series(1, $many_rows) g', lpad(i::text, 3, '0'));
+END LOOP; END \$\$;
+ANALYZE;
+SQL
+many_mapping=$out/many.toml
+python3 - "$many" >"$many_mapping" <<'PY'
+import sys
+print('[mapping]\nname = "many"\nown_retailer = "R0001"')
+for i in range(1, int(sys.argv[1]) + 1):
+    print(f'\n[[table]]\nsource = "many.t{i:03}"\ntarget = "many.t{i:03}"\nkey = ["id"]\nscope = "own"\nowner = "o"\n')
+    print('[table.columns]\nid = "public"\nv = "own"\no = "non_public"')
+PY
+echo "-- $many tables of $many_rows rows (single runs; per table = total / $many)"
+many_run() { # label command...
+    local start
+    start=$(now)
+    "${@:2}"
+    python3 -c "import sys; t = float(sys.argv[3]) - float(sys.argv[2]); print(f'{sys.argv[1]:<48} {t:>7.2f} s  {t * 1000 / int(sys.argv[4]):>6.1f} ms/table')" \
+        "$1" "$start" "$(now)" "$many"
+}
+many_run "plan, $many tables" shadan_run plan --mapping "$many_mapping"
+many_run "cutover --jobs 2, $many tables" shadan_run cutover --mapping "$many_mapping" --jobs 2
+many_run "sync, nothing changed, $many tables" shadan_run sync --mapping "$many_mapping" --jobs 2
+many_run "verify --jobs 2, $many tables" shadan_run verify --mapping "$many_mapping" --jobs 2
+
 # Bounded memory and time where data is unusual (single runs; exit codes 3 expected).
 shadan_any() { /usr/bin/time -f %M -o "$out/rss" "$shadan" "$@" >"$out/stdout" 2>"$out/err" || true; }
 timed() { # label command...: one run, seconds and peak RSS

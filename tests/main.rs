@@ -14,6 +14,7 @@ mod init;
 mod operations;
 mod partitions;
 mod plan;
+mod scale;
 mod sync;
 mod verify;
 mod views;
