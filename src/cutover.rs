@@ -344,6 +344,9 @@ pub async fn copy_batch(
     let writing = || format!("writing {} {}", table.target, batch.describe());
     let reading = || format!("reading {} {}", table.source, batch.describe());
     source.bind_batch(batch).await?;
+    if table.source_is_view() {
+        crate::key::check_view_key(source.client(), table, batch.shape()).await?;
+    }
     target
         .batch_execute("BEGIN")
         .await

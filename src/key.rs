@@ -142,6 +142,30 @@ impl KeyCheck {
     }
 }
 
+/// Checks inside the source that the view `table`'s key is unique and never NULL within
+/// the batch's range (bound on `client`), counting rows outside the scope too: a key
+/// shared by an owned and a foreign row means ownership is ambiguous, so the run stops
+/// (fail closed) rather than copy either.
+pub async fn check_view_key(
+    client: &Client,
+    table: &TablePlan,
+    range: crate::plan::query::RangeShape,
+) -> Result<(), Error> {
+    let ambiguous: bool = client
+        .query_one(&table.source_view_key_ambiguous(range), &[])
+        .await
+        .map_err(Error::db(format!(
+            "checking the key of the source view {}",
+            table.source
+        )))?
+        .get(0);
+    let mut check = KeyCheck::new(table.key_len);
+    if ambiguous {
+        check.problem = Some("NULL or not unique (rows outside the scope counted)");
+    }
+    check.error(table).map_or(Ok(()), Err)
+}
+
 /// Renders encoded keys of `table` as JSON arrays (`[9000001]`, `["0300…", "x"]`) on any
 /// server that has the key's types.
 pub async fn render(

@@ -113,3 +113,39 @@ fn plan_refuses_foreign_keys_no_write_order_can_keep() {
     run.expect_code(2);
     assert!(run.stderr.contains("cycle"), "{}", run.stderr);
 }
+
+#[test]
+fn a_cascading_foreign_key_is_refused_and_one_to_a_partitioned_parent_is_kept() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 500);
+    db.target_sql(
+        "ALTER TABLE retail.contracts ADD CONSTRAINT contracts_sp_fk \
+         FOREIGN KEY (supply_point_id) REFERENCES retail.supply_points ON DELETE CASCADE",
+    );
+    let run = db.shadan(&["plan", "--mapping", MAPPING]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("CASCADE"), "{}", run.stderr);
+    // The parent partitioned (PostgreSQL clones the key for each partition).
+    db.target_sql(
+        "ALTER TABLE retail.contracts DROP CONSTRAINT contracts_sp_fk; \
+         ALTER TABLE retail.supply_points RENAME TO old_sp; \
+         CREATE TABLE retail.supply_points (LIKE retail.old_sp INCLUDING ALL) PARTITION BY HASH (supply_point_id); \
+         CREATE TABLE retail.sp0 PARTITION OF retail.supply_points FOR VALUES WITH (MODULUS 2, REMAINDER 0); \
+         CREATE TABLE retail.sp1 PARTITION OF retail.supply_points FOR VALUES WITH (MODULUS 2, REMAINDER 1); \
+         DROP TABLE retail.old_sp; \
+         ALTER TABLE retail.contracts ADD CONSTRAINT contracts_sp_fk \
+         FOREIGN KEY (supply_point_id) REFERENCES retail.supply_points",
+    );
+    db.shadan(&[
+        "cutover",
+        "--mapping",
+        MAPPING,
+        "--jobs",
+        "2",
+        "--batch-rows",
+        "100",
+    ])
+    .expect_code(0);
+    db.assert_reference_copy_exact();
+    fk_is_back(&db);
+}

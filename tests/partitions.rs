@@ -98,3 +98,29 @@ fn range_partitioned_source_and_list_partitioned_target_cutover_sync_and_attach(
     db.shadan(&["verify", "--mapping", s(&path), "--deep"])
         .expect_code(0);
 }
+
+#[test]
+fn a_trigger_on_one_target_partition_fails_the_batch_it_rewrites() {
+    let db = TestDb::new();
+    db.source_sql(
+        "CREATE SCHEMA p; CREATE TABLE p.reading (read_on date, spid text, region text, kwh int, \
+             retailer text NOT NULL, PRIMARY KEY (read_on, spid, region)); \
+         INSERT INTO p.reading SELECT '2024-01-01'::date + (g % 90), 'sp' || g, 'north', g, 'R0001' \
+         FROM generate_series(1, 500) g",
+    );
+    db.target_sql(
+        "CREATE SCHEMA r; CREATE TABLE r.reading (read_on date, spid text, region text, kwh int, \
+             PRIMARY KEY (read_on, spid, region)) PARTITION BY LIST (region); \
+         CREATE TABLE r.reading_north PARTITION OF r.reading FOR VALUES IN ('north'); \
+         CREATE FUNCTION public.forge() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN NEW.kwh := -1; RETURN NEW; END $$; \
+         CREATE TRIGGER forge BEFORE UPDATE ON r.reading_north FOR EACH ROW EXECUTE FUNCTION public.forge()",
+    );
+    let path = write_mapping(&db, MAPPING);
+    db.shadan(&["cutover", "--mapping", s(&path)])
+        .expect_code(0);
+    db.source_sql("UPDATE p.reading SET kwh = kwh + 1 WHERE spid = 'sp7'");
+    let run = db.shadan(&["sync", "--mapping", s(&path)]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("trigger"), "{}", run.stderr);
+}

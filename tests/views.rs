@@ -130,3 +130,28 @@ fn a_column_added_to_the_view_stops_every_command_until_it_is_classified() {
         )
         .is_err_and(|e| e.contains("permission denied")));
 }
+
+#[test]
+fn a_reading_under_two_retailers_contracts_stops_the_run_even_if_one_is_out_of_scope() {
+    let db = with_readings();
+    db.shadan(&["cutover", "--mapping", MAPPING]).expect_code(0);
+    // Another retailer's contract overlapping an own customer's: the view lists that
+    // reading twice, once out of the scope. Ownership is ambiguous, so nothing crosses.
+    db.source_sql(
+        "INSERT INTO joint.contracts SELECT contract_id + 90000000, supply_point_id, holder_name, holder_name_kana, \
+             phone, contracted_capacity_kva, load_equipment_capacity_kw, main_breaker_amperes, night_equipment, \
+             'R0002', supply_kind, wheeling_contract_no, wheeling_rate_plan, start_date, end_date, updated_at \
+         FROM joint.contracts WHERE retailer_code = 'R0001' AND supply_kind = 'retail' \
+           AND supply_point_id IN (SELECT supply_point_id FROM joint.meter_readings) LIMIT 1",
+    );
+    let run = db.shadan(&["sync", "--mapping", MAPPING]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("rows outside the scope counted"),
+        "{}",
+        run.stderr
+    );
+    db.target_sql("TRUNCATE retail.readings; DROP SCHEMA shadan CASCADE");
+    db.shadan(&["cutover", "--mapping", MAPPING]).expect_code(1);
+    assert_eq!(db.target_sql("SELECT count(*) FROM retail.readings"), "0");
+}

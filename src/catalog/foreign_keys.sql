@@ -1,11 +1,14 @@
 -- Foreign keys between user tables: the referencing (child) table, the referenced
--- (parent) table, the constraint's name and its definition.
+-- (parent) table, the constraint's name, its definition and its ON DELETE / ON UPDATE
+-- actions (`a` no action, `r` restrict, `c` cascade, `n` set null, `d` set default).
+-- Clones for partitions are left out.
 SELECT cn.nspname::text, c.relname::text, pn.nspname::text, p.relname::text,
-       k.conname::text, pg_catalog.pg_get_constraintdef(k.oid)
+       k.conname::text, pg_catalog.pg_get_constraintdef(k.oid),
+       k.confdeltype::text, k.confupdtype::text
 FROM pg_catalog.pg_constraint k
 JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) k.conrelid
 JOIN pg_catalog.pg_namespace cn ON cn.oid OPERATOR(pg_catalog.=) c.relnamespace
 JOIN pg_catalog.pg_class p ON p.oid OPERATOR(pg_catalog.=) k.confrelid
 JOIN pg_catalog.pg_namespace pn ON pn.oid OPERATOR(pg_catalog.=) p.relnamespace
-WHERE k.contype OPERATOR(pg_catalog.=) 'f'
+WHERE k.contype OPERATOR(pg_catalog.=) 'f' AND k.conparentid OPERATOR(pg_catalog.=) 0
 ORDER BY 1, 2, 5

@@ -66,6 +66,9 @@ pub struct ForeignKey {
     pub parent: QualifiedName,
     /// `pg_get_constraintdef`: how to recreate it (`FOREIGN KEY (...) REFERENCES ...`).
     pub definition: String,
+    /// Whether it acts on its own when a parent row is deleted or its key updated
+    /// (CASCADE, SET NULL, SET DEFAULT): then it changes rows sync does not write.
+    pub acts: bool,
 }
 
 /// A primary key or unique index (valid and ready).
@@ -273,6 +276,9 @@ impl Catalog {
                     parent: QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3)),
                     name: row.get(4),
                     definition: row.get(5),
+                    acts: [row.get::<_, String>(6), row.get::<_, String>(7)]
+                        .iter()
+                        .any(|a| matches!(a.as_str(), "c" | "n" | "d")),
                 });
             }
         }

@@ -25,6 +25,7 @@ pub fn script(mapping: &Mapping, source: &Catalog) -> Result<String, Vec<String>
         mapping.digest
     );
     let mut schemas = std::collections::BTreeSet::new();
+    let mut user_types = std::collections::BTreeSet::new();
     let mut tables = Vec::new();
     for m in &mapping.tables {
         let at = |what: String| format!("line {}: {what}", m.line);
@@ -78,6 +79,9 @@ pub fn script(mapping: &Mapping, source: &Catalog) -> Result<String, Vec<String>
             } else {
                 ""
             };
+            if col.type_kind != 'b' || !col.base_type_name.starts_with("pg_catalog.") {
+                user_types.insert(col.type_name.clone());
+            }
             if let Some(i) = key.iter().position(|k| *k == col.name) {
                 key_targets[i] = quote_ident(&target);
             }
@@ -102,6 +106,13 @@ pub fn script(mapping: &Mapping, source: &Catalog) -> Result<String, Vec<String>
     }
     if !problems.is_empty() {
         return Err(problems);
+    }
+    if !user_types.is_empty() {
+        let _ = writeln!(
+            out,
+            "-- These types are the source's own: create them here first, as they are there:\n--   {}",
+            escape_controls(&user_types.into_iter().collect::<Vec<_>>().join(", "))
+        );
     }
     for schema in schemas {
         let _ = writeln!(out, "CREATE SCHEMA IF NOT EXISTS {};", quote_ident(&schema));

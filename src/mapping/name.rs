@@ -102,9 +102,21 @@ pub fn toml_key(name: &str) -> String {
     }
 }
 
-/// Writes text as a TOML basic string, escaped.
+/// Writes text as a one-line TOML basic string (`"…"`), valid as a value and as a key:
+/// quotes and backslashes escaped, every control character as `\uXXXX`.
 pub fn toml_string(text: &str) -> String {
-    toml::Value::String(text.to_string()).to_string()
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl fmt::Display for QualifiedName {
@@ -131,6 +143,27 @@ impl Serialize for QualifiedName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toml_keys_and_strings_parse_back_whatever_the_name() {
+        for name in [
+            "plain",
+            "it's \"x\"",
+            "a\nb",
+            "tab\there",
+            "back\\slash",
+            "東京",
+            "\u{7f}del",
+        ] {
+            let doc = format!("{} = {}", toml_key(name), toml_string(name));
+            let parsed: toml::Table = doc.parse().unwrap_or_else(|e| panic!("{doc}: {e}"));
+            assert_eq!(
+                parsed.get(name).and_then(|v| v.as_str()),
+                Some(name),
+                "{doc}"
+            );
+        }
+    }
 
     #[test]
     fn plain_and_mixed_case_names_are_kept_exactly() {

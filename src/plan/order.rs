@@ -28,6 +28,18 @@ pub(super) fn order(tables: &mut [TablePlan], target: &Catalog, problems: &mut V
             let Some(&p) = index.get(&fk.parent) else {
                 continue;
             };
+            if fk.acts {
+                problems.push(Problem::table(
+                    tables[i].line,
+                    Some(&tables[i].target.to_string()),
+                    format!(
+                        "its foreign key {} has ON DELETE/ON UPDATE CASCADE, SET NULL or SET DEFAULT: it would \
+                         change rows of this table that sync counted, behind its back; make it NO ACTION \
+                         (sync deletes children itself, before their parents)",
+                        crate::ident::escape_controls(&crate::ident::quote_ident(&fk.name))
+                    ),
+                ));
+            }
             if !parents[i].contains(&p) {
                 parents[i].push(p);
             }

@@ -233,6 +233,33 @@ impl TablePlan {
         select(&self.projection(), &self.source_from(), &preds)
     }
 
+    /// Whether the source view has, within one key range and counting rows outside the
+    /// scope and `only` filters too, a key that is NULL or not unique: one boolean,
+    /// computed inside the source.
+    pub fn source_view_key_ambiguous(&self, range: RangeShape) -> String {
+        let keys = self.source_key_ordered();
+        let ranges = self.range_predicates(&keys, range);
+        let within = if ranges.is_empty() {
+            "true".to_string()
+        } else {
+            ranges.join(" AND ")
+        };
+        let nulls: Vec<String> = self
+            .key()
+            .iter()
+            .map(|c| format!("{} IS NULL", quote_ident(&c.source)))
+            .collect();
+        let from = self.source_table_from();
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM {from} WHERE {within} GROUP BY {} \
+                 HAVING pg_catalog.count(*) {} 1) \
+             OR EXISTS (SELECT 1 FROM {from} WHERE {within} AND ({}))",
+            keys.join(", "),
+            op(">"),
+            nulls.join(" OR ")
+        )
+    }
+
     /// `COPY (projection) TO STDOUT (FORMAT binary)` for one key range of the source.
     pub fn source_copy(&self, range: RangeShape) -> String {
         format!(

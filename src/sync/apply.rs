@@ -259,12 +259,21 @@ pub async fn finish_deferred(
         .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
         .await
         .map_err(Error::db(&context))?;
-    delete_keys(client, table, batch, gone, &context).await?;
-    checkpoint(client, table, batch, digest, run_id).await?;
-    client
-        .batch_execute("COMMIT")
-        .await
-        .map_err(Error::db(&context))
+    let done = async {
+        delete_keys(client, table, batch, gone, &context).await?;
+        checkpoint(client, table, batch, digest, run_id).await?;
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(Error::db(&context))
+    }
+    .await;
+    if done.is_err() {
+        // `client` is the lock's session, used for the run's record afterwards: leave
+        // it usable, so the real error is the one reported.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    done
 }
 
 /// Stores the batch's checkpoint, after checking, on a table with triggers or rules, that

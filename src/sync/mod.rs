@@ -271,6 +271,11 @@ impl Worker {
         run_id: i64,
     ) -> Result<(u64, Option<Changes>, Option<Deferred>), Error> {
         self.session.bind_batch(batch).await?;
+        if table.source_is_view() {
+            // Every night, clean batch or not: a new overlap can leave the projection as
+            // it was and still make ownership ambiguous.
+            crate::key::check_view_key(self.session.client(), table, batch.shape()).await?;
+        }
         if !self.last_dirty && stored.is_some() {
             // Likely clean: digest the source without holding it or reading the target.
             let digest = crate::copy::fold(

@@ -13,7 +13,8 @@ use crate::ident::quote_ident;
 use crate::mapping::name::QualifiedName;
 
 /// Sets aside the foreign keys of `tables` (the tables that reference others); returns
-/// how many.
+/// how many. Only constraints of their own count: the clones PostgreSQL makes for each
+/// partition of a referenced (or referencing) partitioned table go with them.
 pub async fn set_aside(client: &Client, tables: &[&QualifiedName]) -> Result<usize, Error> {
     let context = "setting aside the target's foreign keys for the load";
     client
@@ -27,7 +28,8 @@ pub async fn set_aside(client: &Client, tables: &[&QualifiedName]) -> Result<usi
             .query(
                 "SELECT k.conname::text, pg_catalog.pg_get_constraintdef(k.oid) FROM pg_catalog.pg_constraint k \
                  WHERE k.conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.regclass \
-                   AND k.contype OPERATOR(pg_catalog.=) 'f' ORDER BY 1",
+                   AND k.contype OPERATOR(pg_catalog.=) 'f' \
+                   AND k.conparentid OPERATOR(pg_catalog.=) 0 ORDER BY 1",
                 &[&name],
             )
             .await
