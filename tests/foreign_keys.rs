@@ -17,6 +17,20 @@ fn with_fk(n: usize) -> TestDb {
     db
 }
 
+/// A cutover with two workers and small batches, so tables interleave; must succeed.
+fn cutover_in_batches(db: &TestDb, batch_rows: &str) {
+    db.shadan(&[
+        "cutover",
+        "--mapping",
+        MAPPING,
+        "--jobs",
+        "2",
+        "--batch-rows",
+        batch_rows,
+    ])
+    .expect_code(0);
+}
+
 fn fk_is_back(db: &TestDb) {
     assert_eq!(
         db.target_sql("SELECT convalidated FROM pg_constraint WHERE conname = 'contracts_sp_fk'"),
@@ -28,16 +42,7 @@ fn fk_is_back(db: &TestDb) {
 #[test]
 fn cutover_with_a_target_foreign_key_loads_in_any_order_and_puts_it_back() {
     let db = with_fk(3000);
-    db.shadan(&[
-        "cutover",
-        "--mapping",
-        MAPPING,
-        "--jobs",
-        "2",
-        "--batch-rows",
-        "200",
-    ])
-    .expect_code(0);
+    cutover_in_batches(&db, "200");
     db.assert_reference_copy_exact();
     fk_is_back(&db);
     db.shadan(&["verify", "--mapping", MAPPING]).expect_code(0);
@@ -136,16 +141,7 @@ fn a_cascading_foreign_key_is_refused_and_one_to_a_partitioned_parent_is_kept() 
          ALTER TABLE retail.contracts ADD CONSTRAINT contracts_sp_fk \
          FOREIGN KEY (supply_point_id) REFERENCES retail.supply_points",
     );
-    db.shadan(&[
-        "cutover",
-        "--mapping",
-        MAPPING,
-        "--jobs",
-        "2",
-        "--batch-rows",
-        "100",
-    ])
-    .expect_code(0);
+    cutover_in_batches(&db, "100");
     db.assert_reference_copy_exact();
     fk_is_back(&db);
 }
