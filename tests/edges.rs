@@ -306,6 +306,29 @@ fn the_grants_script_stops_when_the_role_could_read_more_through_public_or_a_mem
     let refused = db.source_sql_result(&script).unwrap_err();
     assert!(refused.contains(&club), "{refused}");
     db.source_sql(&format!("REVOKE {club} FROM {role}"));
+    // A SECURITY DEFINER function anyone may run, and a copy in another schema that
+    // PUBLIC may read: both open non-public data to the role.
+    db.source_sql(
+        "CREATE FUNCTION joint.detail(bigint) RETURNS text LANGUAGE sql SECURITY DEFINER \
+         AS 'SELECT wheeling_contract_no FROM joint.contracts WHERE contract_id = $1'",
+    );
+    let refused = db.source_sql_result(&script).unwrap_err();
+    assert!(
+        refused.contains("SECURITY DEFINER") && refused.contains("detail"),
+        "{refused}"
+    );
+    db.source_sql("REVOKE EXECUTE ON FUNCTION joint.detail(bigint) FROM PUBLIC");
+    db.source_sql(
+        "CREATE SCHEMA archive; GRANT USAGE ON SCHEMA archive TO PUBLIC; \
+         CREATE TABLE archive.old AS SELECT contract_id, wheeling_contract_no FROM joint.contracts; \
+         GRANT SELECT ON archive.old TO PUBLIC",
+    );
+    let refused = db.source_sql_result(&script).unwrap_err();
+    assert!(
+        refused.contains("archive.old.wheeling_contract_no"),
+        "{refused}"
+    );
+    db.source_sql("REVOKE SELECT ON archive.old FROM PUBLIC");
     db.source_sql(&script);
     assert_eq!(
         db.source_sql(&format!(
@@ -495,4 +518,30 @@ fn another_mappings_unfinished_cutover_does_not_stop_this_sync() {
     );
     db.shadan(&["sync", "--mapping", "mappings/retail.toml"])
         .expect_code(0);
+}
+
+#[test]
+fn deep_trims_an_ideographic_space_from_secrets_as_from_target_values() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 300);
+    db.shadan(&["cutover", "--mapping", "mappings/retail.toml"])
+        .expect_code(0);
+    // A legacy fixed-width value padded with U+3000 on the source, copied trimmed.
+    db.source_sql(
+        "UPDATE joint.contracts SET wheeling_contract_no = 'WC778899AABBCC' || U&'\\3000' \
+         WHERE contract_id = (SELECT min(contract_id) FROM joint.contracts WHERE retailer_code <> 'R0001')",
+    );
+    db.target_sql(
+        "UPDATE retail.supply_points SET address = address || ' WC778899AABBCC' \
+         WHERE supply_point_id = (SELECT min(supply_point_id) FROM retail.supply_points)",
+    );
+    let run = db.shadan(&[
+        "verify",
+        "--mapping",
+        "mappings/retail.toml",
+        "--deep",
+        "--json",
+    ]);
+    run.expect_code(4);
+    assert_eq!(run.json()["leaks"][0]["kind"], "value", "{}", run.stdout);
 }

@@ -145,3 +145,35 @@ fn a_cascading_foreign_key_is_refused_and_one_to_a_partitioned_parent_is_kept() 
     db.assert_reference_copy_exact();
     fk_is_back(&db);
 }
+
+#[test]
+fn a_foreign_key_to_columns_other_than_the_parents_key_is_refused() {
+    let db = TestDb::new();
+    db.source_sql(
+        "CREATE SCHEMA s; CREATE TABLE s.p (id int PRIMARY KEY, grp text NOT NULL); \
+         CREATE TABLE s.c (id int PRIMARY KEY, pid int NOT NULL, grp text NOT NULL)",
+    );
+    db.target_sql(
+        "CREATE SCHEMA r; CREATE TABLE r.p (id int PRIMARY KEY, grp text NOT NULL, UNIQUE (id, grp)); \
+         CREATE TABLE r.c (id int PRIMARY KEY, pid int NOT NULL, grp text NOT NULL, \
+             FOREIGN KEY (pid, grp) REFERENCES r.p (id, grp))",
+    );
+    let table = |name: &str, cols: &str| {
+        format!(
+            "\n[[table]]\nsource = \"s.{name}\"\ntarget = \"r.{name}\"\nkey = [\"id\"]\nscope = \"all\"\n\n[table.columns]\n{cols}"
+        )
+    };
+    let mapping = format!(
+        "[mapping]\nname = \"fk\"\nown_retailer = \"R0001\"\n{}{}",
+        table("p", "id = \"public\"\ngrp = \"public\"\n"),
+        table("c", "id = \"public\"\npid = \"public\"\ngrp = \"public\"\n")
+    );
+    let path = write_mapping(&db, &mapping);
+    let run = db.shadan(&["plan", "--mapping", s(&path)]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("other than its mapped key"),
+        "{}",
+        run.stderr
+    );
+}

@@ -155,3 +155,24 @@ fn a_reading_under_two_retailers_contracts_stops_the_run_even_if_one_is_out_of_s
     db.shadan(&["cutover", "--mapping", MAPPING]).expect_code(1);
     assert_eq!(db.target_sql("SELECT count(*) FROM retail.readings"), "0");
 }
+
+#[test]
+fn a_null_key_in_a_view_stops_the_run_whichever_batch_it_would_fall_in() {
+    let db = TestDb::new();
+    db.source_sql(
+        "CREATE SCHEMA j; CREATE TABLE j.notes (id int PRIMARY KEY, body text, rc text NOT NULL); \
+         INSERT INTO j.notes SELECT g, 'note ' || g, CASE WHEN g % 3 = 0 THEN 'R0002' ELSE 'R0001' END \
+         FROM generate_series(1, 1000) g; \
+         CREATE VIEW j.notes_v AS SELECT CASE WHEN id = 500 THEN NULL ELSE id END AS id, body, rc FROM j.notes",
+    );
+    db.target_sql("CREATE SCHEMA r; CREATE TABLE r.notes (id int PRIMARY KEY, body text)");
+    let path = write_mapping(
+        &db,
+        "[mapping]\nname = \"n\"\nown_retailer = \"R0001\"\n\n[[table]]\nsource = \"j.notes_v\"\n\
+         target = \"r.notes\"\nkey = [\"id\"]\nscope = \"own\"\nowner = \"rc\"\n\n[table.columns]\n\
+         id = \"public\"\nbody = \"public\"\nrc = \"non_public\"\n",
+    );
+    let run = db.shadan(&["cutover", "--mapping", s(&path), "--batch-rows", "100"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("NULL"), "{}", run.stderr);
+}

@@ -4,7 +4,12 @@
 -- Clones for partitions are left out.
 SELECT cn.nspname::text, c.relname::text, pn.nspname::text, p.relname::text,
        k.conname::text, pg_catalog.pg_get_constraintdef(k.oid),
-       k.confdeltype::text, k.confupdtype::text
+       k.confdeltype::text, k.confupdtype::text,
+       ARRAY(SELECT a.attname::text
+             FROM pg_catalog.unnest(k.confkey) WITH ORDINALITY x(attnum, ord)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) k.confrelid
+                  AND a.attnum OPERATOR(pg_catalog.=) x.attnum
+             ORDER BY x.ord) AS parent_columns
 FROM pg_catalog.pg_constraint k
 JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) k.conrelid
 JOIN pg_catalog.pg_namespace cn ON cn.oid OPERATOR(pg_catalog.=) c.relnamespace

@@ -66,6 +66,8 @@ pub struct ForeignKey {
     pub parent: QualifiedName,
     /// `pg_get_constraintdef`: how to recreate it (`FOREIGN KEY (...) REFERENCES ...`).
     pub definition: String,
+    /// The parent's columns it references, in order.
+    pub parent_columns: Vec<String>,
     /// Whether it acts on its own when a parent row is deleted or its key updated
     /// (CASCADE, SET NULL, SET DEFAULT): then it changes rows sync does not write.
     pub acts: bool,
@@ -279,6 +281,7 @@ impl Catalog {
                     acts: [row.get::<_, String>(6), row.get::<_, String>(7)]
                         .iter()
                         .any(|a| matches!(a.as_str(), "c" | "n" | "d")),
+                    parent_columns: row.get(8),
                 });
             }
         }

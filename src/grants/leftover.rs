@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use super::{columns_read, schemas};
+use super::columns_read;
 use crate::ident::{quote_ident, quote_literal};
 use crate::plan::Plan;
 
@@ -16,7 +16,6 @@ use crate::plan::Plan;
 pub(super) fn check(out: &mut String, plan: &Plan, role: &str, views: bool) {
     let r = quote_ident(role);
     let role_literal = quote_literal(role);
-    let schemas: Vec<String> = schemas(plan).iter().map(|s| quote_literal(s)).collect();
     let allowed: Vec<String> = if views {
         Vec::new()
     } else {
@@ -55,12 +54,23 @@ pub(super) fn check(out: &mut String, plan: &Plan, role: &str, views: bool) {
          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace\n      \
          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid\n           \
          AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped\n     \
-         WHERE n.nspname::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY[{schemas}])\n       \
+         WHERE n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema', {export}]::name[])\n       \
+         AND n.nspname::pg_catalog.text NOT LIKE 'pg\\_%'\n       \
          AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'v', 'm', 'f']::\"char\"[])\n       \
          AND {not_allowed}\n       \
          AND pg_catalog.has_column_privilege({role_literal}, c.oid, a.attnum, 'SELECT');\n    \
          IF leftover IS NOT NULL THEN\n        \
          RAISE EXCEPTION 'role % can still read columns the mapping does not need: %; revoke those grants (also any to PUBLIC) and run this script again', {role_literal}, leftover;\n    \
+         END IF;\n    \
+         SELECT pg_catalog.string_agg(pg_catalog.format('%I.%I', n.nspname, p.proname), ', ')\n      \
+         INTO leftover\n      \
+         FROM pg_catalog.pg_proc p\n      \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace\n     \
+         WHERE p.prosecdef\n       \
+         AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema']::name[])\n       \
+         AND pg_catalog.has_function_privilege({role_literal}, p.oid, 'EXECUTE');\n    \
+         IF leftover IS NOT NULL THEN\n        \
+         RAISE EXCEPTION 'role % can run SECURITY DEFINER functions, which read with their owner''s privileges: %; revoke EXECUTE (also from PUBLIC) and run this script again', {role_literal}, leftover;\n    \
          END IF;\n    \
          SELECT pg_catalog.string_agg(pg_catalog.quote_ident(g.rolname::pg_catalog.text), ', ') INTO member_of\n      \
          FROM pg_catalog.pg_auth_members m\n      \
@@ -70,6 +80,6 @@ pub(super) fn check(out: &mut String, plan: &Plan, role: &str, views: bool) {
          IF member_of IS NOT NULL THEN\n        \
          RAISE EXCEPTION 'role % belongs to %, whose privileges it can take with SET ROLE; revoke those memberships and run this script again', {role_literal}, member_of;\n    \
          END IF;\nEND $shadan$;\n",
-        schemas = schemas.join(", "),
+        export = quote_literal(crate::plan::EXPORT_SCHEMA),
     );
 }

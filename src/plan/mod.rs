@@ -87,6 +87,8 @@ pub struct Plan {
     pub own_retailer_line: usize,
     /// Tables or export views.
     pub source_access: SourceAccess,
+    /// The source's `server_encoding` (what `--deep` may write in SQL depends on it).
+    pub source_encoding: String,
     /// The mapped tables, in mapping order.
     pub tables: Vec<TablePlan>,
     /// Source tables that no mapping entry names: never replicated.
@@ -435,6 +437,7 @@ impl Plan {
             own_retailer,
             own_retailer_line: mapping.own_retailer.line,
             source_access,
+            source_encoding: source.encoding.clone(),
             tables,
             unmapped_source_tables,
             target_drift,

@@ -28,6 +28,23 @@ pub(super) fn order(tables: &mut [TablePlan], target: &Catalog, problems: &mut V
             let Some(&p) = index.get(&fk.parent) else {
                 continue;
             };
+            let parent_key: std::collections::BTreeSet<&str> =
+                tables[p].key().iter().map(|c| c.target.as_str()).collect();
+            let referenced: std::collections::BTreeSet<&str> =
+                fk.parent_columns.iter().map(String::as_str).collect();
+            if referenced != parent_key {
+                problems.push(Problem::table(
+                    tables[i].line,
+                    Some(&tables[i].target.to_string()),
+                    format!(
+                        "its foreign key {} references columns of {} other than its mapped key: sync commits \
+                         a parent's batch before its children's, so a change of those columns would break it; \
+                         reference the parent's key",
+                        crate::ident::escape_controls(&crate::ident::quote_ident(&fk.name)),
+                        tables[p].target
+                    ),
+                ));
+            }
             if fk.acts {
                 problems.push(Problem::table(
                     tables[i].line,

@@ -250,13 +250,19 @@ impl TablePlan {
             .map(|c| format!("{} IS NULL", quote_ident(&c.source)))
             .collect();
         let from = self.source_table_from();
+        // A NULL key is in no range: the batch without a lower bound (every table has
+        // exactly one) looks for it in the whole view.
+        let nulls_where = if range.lower {
+            "false".to_string()
+        } else {
+            nulls.join(" OR ")
+        };
         format!(
             "SELECT EXISTS (SELECT 1 FROM {from} WHERE {within} GROUP BY {} \
                  HAVING pg_catalog.count(*) {} 1) \
-             OR EXISTS (SELECT 1 FROM {from} WHERE {within} AND ({}))",
+             OR EXISTS (SELECT 1 FROM {from} WHERE {nulls_where})",
             keys.join(", "),
             op(">"),
-            nulls.join(" OR ")
         )
     }
 

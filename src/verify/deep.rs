@@ -57,6 +57,7 @@ pub async fn scan(
     target: &Endpoint,
 ) -> Result<Vec<Leak>, Error> {
     let key = random_key()?;
+    let trim = trim_set(&plan.source_encoding);
     let key_setting = [SessionSetting {
         name: KEY_SETTING.into(),
         value: SettingValue::Text(hex(&key)),
@@ -66,7 +67,7 @@ pub async fn scan(
     let mut secrets = Vec::new();
     let mut permitted = Vec::new();
     for table in &plan.tables {
-        if let Some(sql) = secrets_sql(table) {
+        if let Some(sql) = secrets_sql(table, &trim) {
             collect(
                 src.client(),
                 &sql,
@@ -75,7 +76,7 @@ pub async fn scan(
             )
             .await?;
         }
-        if let Some(sql) = permitted_sql(table) {
+        if let Some(sql) = permitted_sql(table, &trim) {
             collect(
                 src.client(),
                 &sql,
@@ -138,7 +139,7 @@ fn fingerprint(key: &[u8; 32], value: &[u8]) -> Fingerprint {
 
 /// Fingerprints of the table's secrets: non-public text columns of every row, and `own`
 /// text columns of rows not permitted (not owned, or outside the scope).
-fn secrets_sql(table: &TablePlan) -> Option<String> {
+fn secrets_sql(table: &TablePlan, trim: &str) -> Option<String> {
     let permitted_row = {
         let mut preds: Vec<String> = table.owned_predicate().into_iter().collect();
         preds.extend(table.scope_predicates());
@@ -166,11 +167,11 @@ fn secrets_sql(table: &TablePlan) -> Option<String> {
                 )
             }),
     );
-    fingerprints_query(&values, &table.source_table_from())
+    fingerprints_query(&values, &table.source_table_from(), trim)
 }
 
 /// Fingerprints of the text values the permitted projection holds.
-fn permitted_sql(table: &TablePlan) -> Option<String> {
+fn permitted_sql(table: &TablePlan, trim: &str) -> Option<String> {
     let values: Vec<String> = table
         .columns
         .iter()
@@ -183,14 +184,22 @@ fn permitted_sql(table: &TablePlan) -> Option<String> {
             "({}) AS shadan_projection",
             table.source_select(RangeShape::ALL)
         ),
+        trim,
     )
 }
 
-/// ASCII whitespace trimmed from both ends of a secret, as it is from a target value
-/// (see [`candidates`]); a non-ASCII class would not work in every server encoding.
-const TRIMMED: &str = "E' \\t\\n\\r'";
+/// The characters trimmed from both ends of a secret: ASCII whitespace, and on a UTF-8
+/// source the ideographic space (U+3000) that pads legacy fixed-width Japanese data;
+/// the same set the target side trims (see [`candidates`]).
+fn trim_set(source_encoding: &str) -> String {
+    if source_encoding == "UTF8" {
+        "E' \\t\\n\\r' OPERATOR(pg_catalog.||) pg_catalog.chr(12288)".into()
+    } else {
+        "E' \\t\\n\\r'".into()
+    }
+}
 
-fn fingerprints_query(values: &[String], from: &str) -> Option<String> {
+fn fingerprints_query(values: &[String], from: &str, trim: &str) -> Option<String> {
     if values.is_empty() {
         return None;
     }
@@ -198,7 +207,7 @@ fn fingerprints_query(values: &[String], from: &str) -> Option<String> {
     // the trimmed value a target holds.
     let values: Vec<String> = values
         .iter()
-        .flat_map(|v| [v.clone(), format!("(pg_catalog.btrim({v}, {TRIMMED}))")])
+        .flat_map(|v| [v.clone(), format!("(pg_catalog.btrim({v}, {trim}))")])
         .collect();
     Some(format!(
         "COPY (SELECT {fp} FROM {from} CROSS JOIN LATERAL (VALUES {values}) AS shadan_v(shadan_value) \
@@ -311,7 +320,11 @@ async fn search_table(
 fn candidates(text: &str) -> impl Iterator<Item = &str> {
     let whole = text.trim();
     let tokens = whole.split(|c: char| c.is_whitespace() || SEPARATORS.contains(&c));
-    let mut out = vec![text, text.trim_matches([' ', '\t', '\n', '\r']), whole];
+    let mut out = vec![
+        text,
+        text.trim_matches([' ', '\t', '\n', '\r', '\u{3000}']),
+        whole,
+    ];
     for token in tokens {
         out.push(token);
         out.push(token.trim_matches(|c: char| !c.is_alphanumeric()));

@@ -131,7 +131,8 @@ pub async fn run(
             .unexpected_target_columns
             .iter()
             .any(|u| u.table == table.target);
-        if !differing.is_empty() || unmapped {
+        let drifted = table.columns.iter().any(|c| c.target_read.is_some());
+        if !differing.is_empty() || unmapped || drifted {
             to_search.push(table.index);
         }
     }
@@ -142,6 +143,23 @@ pub async fn run(
     }
     let mut report = Report::new(tables, leaks);
     report.deep = opts.deep && !views;
+    if !plan.target_drift.is_empty() {
+        // Read around, the target is still audited; but a retyped column is compared
+        // through a cast (one the retail side may define), which can drop what it holds:
+        // such a target is never signed off.
+        report.mark_incomplete(format!(
+            "the target's schema differs from the mapping ({}); it was compared through casts and \
+             cannot be signed off: restore the mapped definition",
+            crate::ident::escape_controls(
+                &plan
+                    .target_drift
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        ));
+    }
     if opts.deep && views {
         // Every other check ran; a leak they found still exits 4.
         report.mark_incomplete(deep::VIEWS_CANNOT_DEEP.to_string());

@@ -102,7 +102,10 @@ impl Report {
     /// Marks the report as not a proof: a requested check could not run.
     pub fn mark_incomplete(&mut self, why: String) {
         self.verified = false;
-        self.incomplete = Some(why);
+        self.incomplete = Some(match self.incomplete.take() {
+            Some(earlier) => format!("{earlier}; {why}"),
+            None => why,
+        });
     }
 
     /// 0 verified, 3 content differs, 4 leak (wins over 3, in every mode), 2 when a

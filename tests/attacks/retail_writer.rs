@@ -241,3 +241,25 @@ fn a_leak_behind_a_target_schema_the_writer_broke_still_exits_4() {
         );
     }
 }
+
+#[test]
+fn a_retyped_column_that_a_cast_would_cut_is_never_signed_off() {
+    let db = copied(500);
+    let secret = db.source_sql(
+        "SELECT wheeling_contract_no FROM joint.contracts WHERE wheeling_contract_no IS NOT NULL ORDER BY 1 LIMIT 1",
+    );
+    // char(8) retyped to text: the cast back to char(8) would cut the secret away.
+    db.target_sql(&format!(
+        "ALTER TABLE retail.supply_points ALTER COLUMN postal_code TYPE text; \
+         UPDATE retail.supply_points SET postal_code = postal_code || ' {secret}' \
+         WHERE supply_point_id = (SELECT min(supply_point_id) FROM retail.supply_points)"
+    ));
+    let run = db.shadan(&["verify", "--mapping", MAPPING, "--deep", "--json"]);
+    assert_ne!(
+        run.code, 0,
+        "a drifted target was signed off: {}",
+        run.stdout
+    );
+    assert_eq!(run.json()["verified"], false);
+    assert!(!run.all_output().contains(&secret));
+}
