@@ -40,6 +40,15 @@ fn pair(target_ddl: &str, n: usize) -> TestDb {
     db
 }
 
+/// The reference schemas with `n` rows, copied by cutover.
+fn copied(n: usize) -> TestDb {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, n);
+    db.shadan(&["cutover", "--mapping", "mappings/retail.toml"])
+        .expect_code(0);
+    db
+}
+
 fn exact(db: &TestDb) {
     db.assert_same_rows(EXPECTED, ACTUAL, "r.t");
 }
@@ -340,10 +349,7 @@ fn the_grants_script_stops_when_the_role_could_read_more_through_public_or_a_mem
 
 #[test]
 fn deep_finds_secrets_in_json_arrays_and_bytea_and_with_spaces_around_them() {
-    let db = TestDb::with_reference_schema();
-    reference_data(&db, 300);
-    db.shadan(&["cutover", "--mapping", "mappings/retail.toml"])
-        .expect_code(0);
+    let db = copied(300);
     let secret = db.source_sql(
         "SELECT wheeling_contract_no FROM joint.contracts WHERE wheeling_contract_no IS NOT NULL ORDER BY 1 LIMIT 1",
     );
@@ -388,10 +394,7 @@ fn deep_finds_secrets_in_json_arrays_and_bytea_and_with_spaces_around_them() {
 
 #[test]
 fn a_verified_report_says_what_it_checked() {
-    let db = TestDb::with_reference_schema();
-    reference_data(&db, 200);
-    db.shadan(&["cutover", "--mapping", "mappings/retail.toml"])
-        .expect_code(0);
+    let db = copied(200);
     let plain = db.shadan(&["verify", "--mapping", "mappings/retail.toml"]);
     plain.expect_code(0);
     assert!(
@@ -509,10 +512,7 @@ fn a_second_signal_cancels_a_copy_waiting_on_a_row_lock() {
 
 #[test]
 fn another_mappings_unfinished_cutover_does_not_stop_this_sync() {
-    let db = TestDb::with_reference_schema();
-    reference_data(&db, 200);
-    db.shadan(&["cutover", "--mapping", "mappings/retail.toml"])
-        .expect_code(0);
+    let db = copied(200);
     db.target_sql(
         "INSERT INTO shadan.deferred_indexes VALUES ('other.table', 0, 'SELECT 1', NULL)",
     );
@@ -522,10 +522,7 @@ fn another_mappings_unfinished_cutover_does_not_stop_this_sync() {
 
 #[test]
 fn deep_trims_an_ideographic_space_from_secrets_as_from_target_values() {
-    let db = TestDb::with_reference_schema();
-    reference_data(&db, 300);
-    db.shadan(&["cutover", "--mapping", "mappings/retail.toml"])
-        .expect_code(0);
+    let db = copied(300);
     // A legacy fixed-width value padded with U+3000 on the source, copied trimmed.
     db.source_sql(
         "UPDATE joint.contracts SET wheeling_contract_no = 'WC778899AABBCC' || U&'\\3000' \
