@@ -86,8 +86,7 @@ pub enum Command {
     Init(InitArgs),
 }
 
-/// `shadan grants`.
-/// Arguments of `init`.
+/// `shadan init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Only tables in this schema (repeatable; default: every user schema).
@@ -104,6 +103,7 @@ pub struct InitArgs {
     pub mapping: Option<PathBuf>,
 }
 
+/// `shadan grants`.
 #[derive(Debug, Args)]
 pub struct GrantsArgs {
     /// The mapping file.
