@@ -20,23 +20,35 @@ as_postgres() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# As root the servers run as the postgres user, which cannot enter a checkout under a
+# 0700 directory such as /root: their data, sockets and logs then live in a directory of
+# their own under /var/tmp, named after $dir so that `stop` finds and removes it.
+pgdir=$dir
+if [ "$(id -u)" = 0 ]; then
+    probe=$dir
+    while [ ! -e "$probe" ]; do probe=$(dirname "$probe"); done
+    if ! runuser -u postgres -- test -x "$probe" 2>/dev/null; then
+        pgdir=/var/tmp/shadan-local-$(printf '%s' "$dir" | md5sum | cut -c1-16)
+    fi
+fi
+
 start_one() { # name port database schema-file
-    local name=$1 port=$2 db=$3 schema=$4 data="$dir/$1"
+    local name=$1 port=$2 db=$3 schema=$4 data="$pgdir/$1"
     if [ ! -f "$data/PG_VERSION" ]; then
         mkdir -p "$data"
-        [ "$(id -u)" = 0 ] && chown postgres: "$dir" "$data"
+        [ "$(id -u)" = 0 ] && chown postgres: "$pgdir" "$data"
         as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust --no-locale -E UTF8 >/dev/null
     fi
     if ! as_postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-        as_postgres "$bin/pg_ctl" -D "$data" -l "$dir/$name.log" -w start \
-            -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" >/dev/null
+        as_postgres "$bin/pg_ctl" -D "$data" -l "$pgdir/$name.log" -w start \
+            -o "-p $port -k $pgdir -c listen_addresses=127.0.0.1 -c max_connections=200" >/dev/null
     fi
     local url="postgres://postgres@127.0.0.1:$port"
     if ! "$bin/psql" -X -qAt -d "$url/postgres" -c "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
         "$bin/psql" -X -q -d "$url/postgres" -c "CREATE DATABASE $db"
         "$bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$url/$db" -f "$root/schema/$schema"
     fi
-    echo "$name cluster: $url/$db (log $dir/$name.log)"
+    echo "$name cluster: $url/$db (log $pgdir/$name.log)"
 }
 
 case ${1:-} in
@@ -48,10 +60,10 @@ start)
     ;;
 stop)
     for name in source target; do
-        [ -f "$dir/$name/PG_VERSION" ] && as_postgres "$bin/pg_ctl" -D "$dir/$name" -m fast stop >/dev/null 2>&1 || true
+        [ -f "$pgdir/$name/PG_VERSION" ] && as_postgres "$bin/pg_ctl" -D "$pgdir/$name" -m fast stop >/dev/null 2>&1 || true
     done
-    rm -rf "$dir"
-    echo "stopped and removed $dir"
+    rm -rf "$dir" "$pgdir"
+    if [ "$pgdir" = "$dir" ]; then echo "stopped and removed $dir"; else echo "stopped and removed $dir and $pgdir"; fi
     ;;
 env)
     echo "export SHADAN_SOURCE=postgres://postgres@127.0.0.1:$source_port/joint"
