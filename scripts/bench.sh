@@ -34,7 +34,7 @@ psql="$bin/psql -X -q -v ON_ERROR_STOP=1"
 mapping=mappings/retail.toml
 
 cargo build --release --quiet
-shadan=$root/target/release/shadan
+shadan=${CARGO_TARGET_DIR:-$root/target}/release/shadan
 trap 'scripts/pg-local.sh stop >/dev/null' EXIT
 scripts/pg-local.sh stop >/dev/null 2>&1 || true
 scripts/pg-local.sh start >/dev/null

@@ -30,7 +30,7 @@ psql="$bin/psql -X -q -v ON_ERROR_STOP=1"
 
 step "building shadan"
 cargo build --release --quiet
-shadan=$root/target/release/shadan
+shadan=${CARGO_TARGET_DIR:-$root/target}/release/shadan
 mapping=mappings/retail.toml
 
 step "starting two clusters: the grid company's joint database and the retail database"
