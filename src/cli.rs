@@ -130,9 +130,13 @@ pub struct SyncArgs {
     /// Rows per batch for tables never copied before; a batch grown past twice this is split.
     #[arg(long, default_value_t = crate::batch::DEFAULT_BATCH_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_rows: u64,
-    /// Print the run manifest as JSON.
+    /// Print the run manifest (with --dry-run: the preview) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Read both sides like sync and print what it would write, with sample keys;
+    /// write nothing (no data, no checkpoint, no run record). The lock is still taken.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `shadan verify`.
@@ -267,6 +271,17 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 progress: crate::progress::Style::detect(cli.global.log_format == LogFormat::Json),
             };
             let shutdown = crate::shutdown::Shutdown::on_signals();
+            if args.dry_run {
+                let report =
+                    crate::sync::preview::run(&plan, &source, &target, args.batch_rows, &shutdown)
+                        .await?;
+                if args.json {
+                    println!("{report:#}");
+                } else {
+                    print!("{}", crate::sync::preview::summary(&report));
+                }
+                return Ok(crate::error::EXIT_OK);
+            }
             let manifest = crate::sync::run(&plan, &source, &target, &opts, &shutdown).await?;
             print_manifest(&manifest, args.json);
             Ok(crate::error::EXIT_OK)

@@ -7,6 +7,7 @@ mod attacks;
 
 mod connect;
 mod cutover;
+mod dry_run;
 mod edges;
 mod foreign_keys;
 mod grants;

@@ -156,35 +156,47 @@ pub async fn abandon(client: &Client) -> Result<(), Error> {
 
 /// Makes the target's rows in `batch` equal to `rows`, stores the batch's checkpoint and
 /// commits, in the transaction opened by [`begin_and_read`]. Returns what was written.
-/// With `defer_deletes` (a table other mapped tables reference), a batch that has rows to
-/// delete only inserts and updates here and returns the keys to delete: they go after
-/// the children's deletes, with the checkpoint ([`finish_deferred`]). Until then the old
-/// checkpoint stays, so a crash in between only makes the next sync compare the batch.
-pub async fn write(
-    client: &Client,
-    table: &TablePlan,
-    batch: &Batch,
-    rows: &SourceRows,
-    mut held: TargetRows,
-    run_id: i64,
-    defer_deletes: bool,
-) -> Result<(Changes, Option<Vec<Vec<u8>>>), Error> {
-    let context = || format!("syncing {} {}", table.target, batch.describe());
+/// Up to this many keys of each kind of change are kept for a dry run's report.
+pub const SAMPLE_KEYS: usize = 10;
+
+/// What a batch needs: the rows to insert or update, the keys to delete, the counts,
+/// and up to [`SAMPLE_KEYS`] keys of each kind (inserted, updated, deleted, purged).
+pub struct Diff<'a> {
+    /// Counts by kind.
+    pub changes: Changes,
+    upserts: Vec<Piece<'a>>,
+    gone: Vec<Vec<u8>>,
+    /// Sample keys: inserted, updated, deleted, purged.
+    pub samples: [Vec<Vec<u8>>; 4],
+}
+
+/// Compares the source rows of a batch with the target's (`held`, key -> row hash).
+pub fn diff<'a>(table: &TablePlan, rows: &'a SourceRows, mut held: TargetRows) -> Diff<'a> {
     let positions = table.own_positions();
     let mut changes = Changes::default();
     let mut upserts = Vec::new();
+    let mut samples: [Vec<Vec<u8>>; 4] = Default::default();
+    let mut sample = |kind: usize, key: &[u8]| {
+        if samples[kind].len() < SAMPLE_KEYS {
+            samples[kind].push(key.to_vec());
+        }
+    };
     for (piece, hash) in rows.iter() {
         let tuple = piece.bytes();
-        match held.remove(key_bytes(tuple, table.key_len)) {
+        let key = key_bytes(tuple, table.key_len);
+        match held.remove(key) {
             None => {
                 changes.inserted += 1;
+                sample(0, key);
                 upserts.push(piece);
             }
             Some((old, owned_before)) if old != *hash => {
                 if owned_before && !has_own_value(tuple, &positions) {
                     changes.purged += 1;
+                    sample(3, key);
                 } else {
                     changes.updated += 1;
+                    sample(1, key);
                 }
                 upserts.push(piece);
             }
@@ -194,6 +206,37 @@ pub async fn write(
     let mut gone: Vec<Vec<u8>> = held.into_keys().collect();
     gone.sort();
     changes.deleted = gone.len() as u64;
+    for key in gone.iter().take(SAMPLE_KEYS) {
+        samples[2].push(key.clone());
+    }
+    Diff {
+        changes,
+        upserts,
+        gone,
+        samples,
+    }
+}
+
+/// With `defer_deletes` (a table other mapped tables reference), a batch that has rows to
+/// delete only inserts and updates here and returns the keys to delete: they go after
+/// the children's deletes, with the checkpoint ([`finish_deferred`]). Until then the old
+/// checkpoint stays, so a crash in between only makes the next sync compare the batch.
+pub async fn write(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    rows: &SourceRows,
+    held: TargetRows,
+    run_id: i64,
+    defer_deletes: bool,
+) -> Result<(Changes, Option<Vec<Vec<u8>>>), Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
+    let Diff {
+        changes,
+        upserts,
+        gone,
+        ..
+    } = diff(table, rows, held);
 
     // Deletes first, so a value of a unique column that a deleted row held may be reused
     // by an inserted one; deferrable constraints are checked at commit, when the batch is

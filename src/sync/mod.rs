@@ -11,6 +11,7 @@
 //! are split at the end of the run.
 
 pub mod apply;
+pub mod preview;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -332,7 +333,7 @@ impl Worker {
 
 /// Reads the source rows of one batch into memory (bounded by the batch size); the
 /// batch's bounds must be bound on the session.
-async fn read_source(
+pub(super) async fn read_source(
     session: &Session,
     table: &TablePlan,
     batch: &Batch,

@@ -24,6 +24,33 @@ pub struct StoredBatch {
 /// everything in it: the state says which batches are done, and cutover runs the index
 /// definitions stored there, so state another role could write is refused.
 pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
+    check_owned(client).await?;
+    client
+        .batch_execute(include_str!("state.sql"))
+        .await
+        .map_err(Error::db("creating the shadan state schema in the target"))
+}
+
+/// Whether the state schema exists (checked to be the tool's own when it does): a dry
+/// run reads state without creating any.
+pub async fn existing(client: &Client) -> Result<bool, Error> {
+    check_owned(client).await?;
+    let exists: bool = client
+        .query_one(
+            "SELECT pg_catalog.to_regclass('shadan.batches') IS NOT NULL \
+                AND pg_catalog.to_regclass('shadan.deferred_foreign_keys') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(Error::db(
+            "looking for the shadan state schema in the target",
+        ))?
+        .get(0);
+    Ok(exists)
+}
+
+/// Refuses a `shadan` schema, or anything in it, that another role owns.
+async fn check_owned(client: &Client) -> Result<(), Error> {
     let context = "checking who owns the shadan state schema in the target";
     let foreign: Vec<String> = client
         .query(
@@ -50,10 +77,7 @@ pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
             crate::ident::escape_controls(&foreign.join(", "))
         )));
     }
-    client
-        .batch_execute(include_str!("state.sql"))
-        .await
-        .map_err(Error::db("creating the shadan state schema in the target"))
+    Ok(())
 }
 
 /// Checkpoints are written only while the run that writes them still holds the target's

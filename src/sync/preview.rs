@@ -1,0 +1,133 @@
+//! `sync --dry-run`: what a sync would write, read the way sync reads (one source
+//! snapshot, the stored batches and their checkpoints, the same comparison), with nothing
+//! written at all: no data, no checkpoint, no run record, not even the state schema. The
+//! writer lock is still taken, so a dry run never races a real sync. Batches are read one
+//! after another; speed is not the point of a preview.
+
+use serde_json::{json, Value};
+
+use super::{apply, read_source};
+use crate::batch::{self, Batch};
+use crate::connect::Endpoint;
+use crate::digest::Accumulator;
+use crate::error::Error;
+use crate::manifest::Changes;
+use crate::plan::Plan;
+use crate::shutdown::Shutdown;
+use crate::snapshot::{bind, Session, Snapshot};
+use crate::target::lock::TargetLock;
+use crate::target::state;
+
+/// Reads both sides like sync and returns, per table, the changes it would make with up
+/// to [`apply::SAMPLE_KEYS`] keys of each kind.
+pub async fn run(
+    plan: &Plan,
+    source: &Endpoint,
+    target: &Endpoint,
+    batch_rows: u64,
+    shutdown: &Shutdown,
+) -> Result<Value, Error> {
+    plan.require_exact_targets()?;
+    let lock = TargetLock::acquire(target, "sync --dry-run").await?;
+    let has_state = state::existing(lock.client()).await?;
+    let snapshot = Snapshot::export(source, &plan.source_relations()).await?;
+    plan.require_unchanged_source(&snapshot.catalog().await?)?;
+    let session = Session::open(source, &snapshot, plan).await?;
+    let client = target.connect().await?;
+    let mut tables = Vec::new();
+    for table in &plan.tables {
+        let mut stored: Vec<(Batch, Option<Accumulator>)> = Vec::new();
+        if has_state
+            && (table.keys_order_by_bytes_natively()
+                || !state::legacy_layout(lock.client(), &table.target).await?)
+        {
+            stored = state::batches(lock.client(), table.index, &table.target)
+                .await?
+                .into_iter()
+                .map(|s| (s.batch, s.written))
+                .collect();
+        }
+        if stored.is_empty() {
+            let (batches, _) = batch::layout(session.client(), table, batch_rows, None).await?;
+            stored = batches.into_iter().map(|b| (b, None)).collect();
+        }
+        let mut changes = Changes::default();
+        let mut samples: [Vec<Vec<u8>>; 4] = Default::default();
+        for (batch, written) in stored {
+            if shutdown.requested() {
+                return Err(Error::Interrupted);
+            }
+            session.bind_batch(&batch).await?;
+            if table.source_is_view() {
+                crate::key::check_view_key(session.client(), table, batch.shape()).await?;
+            }
+            bind(&client, &batch.settings()).await?;
+            let expected = written.map_or(0, |w| w.rows as usize);
+            let (rows, held) = tokio::try_join!(
+                read_source(&session, table, &batch, expected),
+                apply::begin_and_read(&client, table, &batch, expected)
+            )?;
+            apply::abandon(&client).await?;
+            if written == Some(rows.digest) {
+                continue;
+            }
+            let diff = apply::diff(table, &rows, held);
+            changes.inserted += diff.changes.inserted;
+            changes.updated += diff.changes.updated;
+            changes.deleted += diff.changes.deleted;
+            changes.purged += diff.changes.purged;
+            for (all, found) in samples.iter_mut().zip(diff.samples) {
+                all.extend(found);
+                all.truncate(apply::SAMPLE_KEYS);
+            }
+        }
+        let [inserted, updated, deleted, purged] = samples;
+        let render = |keys| crate::key::render(lock.client(), table, keys);
+        tables.push(json!({
+            "target": table.target.to_string(),
+            "changes": changes,
+            "sample_keys": {
+                "inserted": render(&inserted).await?,
+                "updated": render(&updated).await?,
+                "deleted": render(&deleted).await?,
+                "purged": render(&purged).await?,
+            },
+        }));
+    }
+    Ok(json!({
+        "command": "sync",
+        "dry_run": true,
+        "mapping": {"name": plan.mapping_name, "blake3": plan.mapping_digest},
+        "source_snapshot": {"id": snapshot.id, "taken_at": snapshot.taken_at},
+        "tables": tables,
+    }))
+}
+
+/// The dry run's report for a person: one line per table, then what was not done.
+pub fn summary(report: &Value) -> String {
+    let mut out = String::new();
+    for t in report["tables"].as_array().into_iter().flatten() {
+        let c = &t["changes"];
+        out.push_str(&format!(
+            "  {:<32} would insert {} update {} delete {} purge {}\n",
+            crate::ident::escape_controls(t["target"].as_str().unwrap_or("?")),
+            c["inserted"],
+            c["updated"],
+            c["deleted"],
+            c["purged"]
+        ));
+        for kind in ["inserted", "updated", "deleted", "purged"] {
+            let keys: Vec<&str> = t["sample_keys"][kind]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !keys.is_empty() {
+                out.push_str(&format!("    {kind:<9} {}\n", keys.join(" ")));
+            }
+        }
+    }
+    out.push_str("dry run: nothing was written (no data, no checkpoint, no run record)\n");
+    out
+}
