@@ -84,6 +84,26 @@ pub enum Command {
     ///
     /// Example: shadan init --schema joint > mapping.toml
     Init(InitArgs),
+    /// Past cutover and sync runs from the target's shadan schema (no source needed);
+    /// --check walks the chain of manifests and exits 3 at the first break.
+    ///
+    /// Example: shadan history --limit 7 --check
+    History(HistoryArgs),
+}
+
+/// `shadan history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many runs, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Print the runs as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Walk the chain of manifests (each carries the blake3 of the one before): exit 3,
+    /// naming the run, where a past run was deleted or edited.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `shadan init`.
@@ -224,6 +244,36 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             let manifest = crate::cutover::run(&plan, &source, &target, &opts, &shutdown).await?;
             print_manifest(&manifest, args.json);
             Ok(crate::error::EXIT_OK)
+        }
+        Command::History(args) => {
+            let target = Endpoint::new(Side::Target, cli.global.target.as_deref())?;
+            let client = target.connect().await?;
+            if !crate::target::state::existing(&client).await? {
+                return Err(Error::Usage(format!(
+                    "the target {target} has no shadan state: no cutover or sync has run there"
+                )));
+            }
+            let runs = crate::target::history::list(&client, i64::from(args.limit)).await?;
+            let (broken, head) = if args.check {
+                crate::target::history::check(&client).await?
+            } else {
+                (None, None)
+            };
+            if args.json {
+                let mut out = serde_json::json!({ "runs": runs });
+                if args.check {
+                    out["chain"] = serde_json::json!({ "intact": broken.is_none(), "break": broken, "head": head });
+                }
+                println!("{out:#}");
+            } else {
+                let chain = args.check.then_some((&broken, &head));
+                print!("{}", crate::target::history::to_text(&runs, chain));
+            }
+            Ok(if broken.is_some() {
+                crate::error::EXIT_DIFFERENCES
+            } else {
+                crate::error::EXIT_OK
+            })
         }
         Command::Init(args) => {
             let source = Endpoint::new(Side::Source, cli.global.source.as_deref())?;

@@ -107,7 +107,7 @@ pub async fn finish_run(
         Err(Error::Interrupted) => "interrupted",
         Err(_) => "failed",
     };
-    let stored = state::finish_run(client, run_id, status, &manifest).await;
+    let stored = crate::target::history::close_run(client, run_id, status, manifest).await;
     outcome?;
     stored
 }

@@ -11,6 +11,7 @@ mod dry_run;
 mod edges;
 mod foreign_keys;
 mod grants;
+mod history;
 mod init;
 mod operations;
 mod partitions;

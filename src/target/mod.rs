@@ -4,8 +4,10 @@
 //! - [`indexes`]: indexes set aside during a cutover load and built after it.
 //! - [`foreign_keys`]: foreign keys set aside during a cutover load and validated after it.
 //! - [`state`]: batches with their checkpoints, and run manifests.
+//! - [`history`]: past runs, chained by their manifests' blake3.
 
 pub mod foreign_keys;
+pub mod history;
 pub mod indexes;
 pub mod lock;
 pub mod state;

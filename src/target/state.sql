@@ -20,6 +20,10 @@ CREATE TABLE IF NOT EXISTS shadan.runs (
 -- only while that session still holds it.
 ALTER TABLE shadan.runs ADD COLUMN IF NOT EXISTS lock_pid int;
 
+-- The blake3 of the run's stored manifest (`manifest::text`), which itself carries the
+-- blake3 of the manifest before it: a chain `shadan history --check` walks.
+ALTER TABLE shadan.runs ADD COLUMN IF NOT EXISTS manifest_blake3 text;
+
 -- The key-range batches of each target table, with the checkpoint of each: `rows` and
 -- `lanes` (the batch's multiset digest) are set in the transaction that wrote its rows.
 CREATE TABLE IF NOT EXISTS shadan.batches (

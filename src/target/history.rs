@@ -1,0 +1,196 @@
+//! The run history in the target's `shadan` schema, as a chain that proves itself: each
+//! finished run's manifest carries the blake3 of the manifest before it
+//! (`previous_manifest_blake3`), and its own blake3 is stored beside it. Deleting or
+//! editing a past run breaks the chain at the next one; `shadan history --check` walks it.
+//! Nothing here needs the source.
+
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+use crate::error::Error;
+
+/// blake3 of a manifest as stored (`jsonb::text`, which is canonical).
+fn digest(text: &str) -> String {
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}
+
+/// Closes a run record with its status and manifest, linked to the last finished run, in
+/// one transaction on `client` (the lock's session); returns the stored manifest.
+pub async fn close_run(
+    client: &Client,
+    run_id: i64,
+    status: &str,
+    mut manifest: Value,
+) -> Result<Value, Error> {
+    let context = "recording the end of the run in the target";
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(Error::db(context))?;
+    let done = async {
+        let previous: Option<String> = client
+            .query_opt(
+                "SELECT manifest_blake3 FROM shadan.runs WHERE manifest_blake3 IS NOT NULL \
+                   AND run_id OPERATOR(pg_catalog.<) $1 ORDER BY run_id DESC LIMIT 1",
+                &[&run_id],
+            )
+            .await
+            .map_err(Error::db(context))?
+            .map(|r| r.get(0));
+        manifest["previous_manifest_blake3"] = json!(previous);
+        let stored = super::state::finish_run(client, run_id, status, &manifest).await?;
+        let text: String = client
+            .query_one(
+                "SELECT manifest::pg_catalog.text FROM shadan.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
+                &[&run_id],
+            )
+            .await
+            .map_err(Error::db(context))?
+            .get(0);
+        client
+            .execute(
+                "UPDATE shadan.runs SET manifest_blake3 = $2 WHERE run_id OPERATOR(pg_catalog.=) $1",
+                &[&run_id, &digest(&text)],
+            )
+            .await
+            .map_err(Error::db(context))?;
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(Error::db(context))?;
+        Ok(stored)
+    }
+    .await;
+    if done.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    done
+}
+
+/// The last `limit` runs, newest first: command, times, status and manifest.
+pub async fn list(client: &Client, limit: i64) -> Result<Vec<Value>, Error> {
+    let rows = client
+        .query(
+            "SELECT run_id, command, status, \
+                    pg_catalog.to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                    pg_catalog.to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                    mapping_name, mapping_blake3, source_snapshot, manifest::pg_catalog.text \
+             FROM shadan.runs ORDER BY run_id DESC LIMIT $1",
+            &[&limit],
+        )
+        .await
+        .map_err(Error::db("reading the run history in the target"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let manifest: Option<String> = r.get(8);
+            let tables: Value = manifest
+                .and_then(|m| serde_json::from_str::<Value>(&m).ok())
+                .map(|m| {
+                    m["tables"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|t| json!({"target": t["target"], "rows": t["rows"], "changes": t.get("changes")}))
+                        .collect::<Vec<_>>()
+                        .into()
+                })
+                .unwrap_or(Value::Null);
+            json!({
+                "run_id": r.get::<_, i64>(0),
+                "command": r.get::<_, String>(1),
+                "status": r.get::<_, String>(2),
+                "started_at": r.get::<_, Option<String>>(3),
+                "finished_at": r.get::<_, Option<String>>(4),
+                "mapping": {"name": r.get::<_, String>(5), "blake3": r.get::<_, String>(6)},
+                "source_snapshot": r.get::<_, Option<String>>(7),
+                "tables": tables,
+            })
+        })
+        .collect())
+}
+
+/// Walks the chain of finished runs, oldest first; returns the first break, described
+/// (a run whose manifest was edited, or whose predecessor was deleted or edited), and the
+/// head of the chain (the last finished run's manifest blake3).
+pub async fn check(client: &Client) -> Result<(Option<String>, Option<String>), Error> {
+    let rows = client
+        .query(
+            "SELECT run_id, manifest::pg_catalog.text, manifest_blake3 FROM shadan.runs \
+             WHERE manifest IS NOT NULL ORDER BY run_id",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the run history in the target"))?;
+    let mut previous: Option<String> = None;
+    let mut chained = false;
+    for r in &rows {
+        let (run_id, text, stored): (i64, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
+        let Some(stored) = stored else {
+            if chained {
+                return Ok((
+                    Some(format!("run {run_id}: its manifest has no digest")),
+                    previous,
+                ));
+            }
+            continue; // recorded before the chain existed
+        };
+        if digest(&text) != stored {
+            return Ok((
+                Some(format!(
+                    "run {run_id}: its manifest was edited (its blake3 differs)"
+                )),
+                previous,
+            ));
+        }
+        let claimed: Option<String> = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|m| m["previous_manifest_blake3"].as_str().map(String::from));
+        if claimed != previous && (chained || claimed.is_some()) {
+            return Ok((
+                Some(format!(
+                    "run {run_id}: the run before it is not the one it was chained to (deleted or edited)"
+                )),
+                previous,
+            ));
+        }
+        previous = Some(stored);
+        chained = true;
+    }
+    Ok((None, previous))
+}
+
+/// The history for a person: one line per run, then the chain's verdict when checked
+/// (`chain`: the first break, and the head).
+pub fn to_text(runs: &[Value], chain: Option<(&Option<String>, &Option<String>)>) -> String {
+    let mut out = String::new();
+    for r in runs {
+        let tables: Vec<String> = r["tables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| format!("{} {}", t["target"].as_str().unwrap_or("?"), t["rows"]))
+            .collect();
+        let digest = r["mapping"]["blake3"].as_str().unwrap_or("?");
+        out.push_str(&format!(
+            "run {:>4}  {:<8} {:<11} {} .. {}  {}  mapping {} ({})\n",
+            r["run_id"],
+            r["command"].as_str().unwrap_or("?"),
+            r["status"].as_str().unwrap_or("?"),
+            r["started_at"].as_str().unwrap_or("?"),
+            r["finished_at"].as_str().unwrap_or("-"),
+            crate::ident::escape_controls(&tables.join(", ")),
+            crate::ident::escape_controls(r["mapping"]["name"].as_str().unwrap_or("?")),
+            &digest[..16.min(digest.len())],
+        ));
+    }
+    match chain {
+        Some((None, head)) => out.push_str(&format!(
+            "chain intact; head {}\n",
+            head.as_deref().unwrap_or("(no finished run)")
+        )),
+        Some((Some(broken), _)) => out.push_str(&format!("chain BROKEN: {broken}\n")),
+        None => {}
+    }
+    out
+}

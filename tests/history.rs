@@ -1,0 +1,81 @@
+//! `shadan history`: past runs from the target alone, and a chain of manifests that shows
+//! a deleted or edited run.
+
+use crate::support::{reference_data, Run, TestDb};
+
+const MAPPING: &str = "mappings/retail.toml";
+
+/// Runs `history` with only the target given (the source is not needed).
+fn history(db: &TestDb, args: &[&str]) -> Run {
+    let mut all = vec!["history"];
+    all.extend_from_slice(args);
+    let out = db
+        .command(&all)
+        .env_remove("SHADAN_SOURCE")
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
+fn three_runs() -> TestDb {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 500);
+    db.shadan(&["cutover", "--mapping", MAPPING]).expect_code(0);
+    db.source_sql("UPDATE joint.contracts SET phone = '090-1111-2222' WHERE contract_id = (SELECT min(contract_id) FROM joint.contracts)");
+    db.shadan(&["sync", "--mapping", MAPPING]).expect_code(0);
+    db.shadan(&["sync", "--mapping", MAPPING]).expect_code(0);
+    db
+}
+
+#[test]
+fn history_lists_runs_from_the_target_alone_and_their_chain_is_intact() {
+    let db = three_runs();
+    let run = history(&db, &["--json", "--check"]);
+    run.expect_code(0);
+    let report = run.json();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0]["command"], "sync");
+    assert_eq!(runs[2]["command"], "cutover");
+    assert_eq!(runs[2]["status"], "done");
+    assert!(runs[2]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["target"] == "retail.contracts"));
+    assert_eq!(report["chain"]["intact"], true);
+    let text = history(&db, &["--check", "--limit", "2"]);
+    text.expect_code(0);
+    assert!(text.stdout.contains("chain intact"), "{}", text.stdout);
+    assert_eq!(
+        text.stdout
+            .lines()
+            .filter(|l| l.starts_with("run "))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_deleted_or_edited_run_breaks_the_chain() {
+    let db = three_runs();
+    db.target_sql(
+        "DELETE FROM shadan.runs WHERE run_id = (SELECT min(run_id) + 1 FROM shadan.runs)",
+    );
+    let run = history(&db, &["--check"]);
+    run.expect_code(3);
+    assert!(
+        run.stdout.contains("BROKEN") && run.stdout.contains("deleted or edited"),
+        "{}",
+        run.stdout
+    );
+
+    let db = three_runs();
+    db.target_sql(
+        "UPDATE shadan.runs SET manifest = jsonb_set(manifest, '{tool_version}', '\"9.9.9\"') \
+         WHERE run_id = (SELECT min(run_id) FROM shadan.runs)",
+    );
+    let run = history(&db, &["--check"]);
+    run.expect_code(3);
+    assert!(run.stdout.contains("was edited"), "{}", run.stdout);
+}
