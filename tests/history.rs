@@ -79,3 +79,20 @@ fn a_deleted_or_edited_run_breaks_the_chain() {
     run.expect_code(3);
     assert!(run.stdout.contains("was edited"), "{}", run.stdout);
 }
+
+#[test]
+fn a_verify_report_names_what_it_checked_against() {
+    let db = three_runs();
+    let head = history(&db, &["--json", "--check"]).json()["chain"]["head"].clone();
+    let run = db.shadan(&["verify", "--mapping", MAPPING, "--json"]);
+    run.expect_code(0);
+    let report = run.json();
+    assert_eq!(report["chain_head"], head);
+    assert_eq!(report["tool_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(report["mapping_blake3"].as_str().unwrap().len(), 64);
+    assert_eq!(report["servers"]["source"]["database"], db.name);
+    assert_eq!(report["servers"]["target"]["role"], "postgres");
+    assert!(report["servers"]["source"]["system_identifier"].is_string());
+    assert!(report["verified_at"].is_string());
+    assert!(!run.stdout.to_lowercase().contains("password"));
+}

@@ -143,6 +143,7 @@ pub async fn run(
     }
     let mut report = Report::new(tables, leaks);
     report.deep = opts.deep && !views;
+    report.provenance = provenance(plan, source, target).await?;
     if !plan.target_drift.is_empty() {
         // Read around, the target is still audited; but a retyped column is compared
         // through a cast (one the retail side may define), which can drop what it holds:
@@ -165,6 +166,68 @@ pub async fn run(
         report.mark_incomplete(deep::VIEWS_CANNOT_DEEP.to_string());
     }
     Ok(report)
+}
+
+/// The mapping, the tool, the target's chain head, both servers and the time.
+async fn provenance(
+    plan: &Plan,
+    source: &Endpoint,
+    target: &Endpoint,
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    let identity = |endpoint: &Endpoint| {
+        let endpoint = endpoint.clone();
+        async move {
+            let client = endpoint.connect().await?;
+            let row = client
+                .query_one(
+                    "SELECT pg_catalog.current_setting('server_version'), pg_catalog.current_database()::pg_catalog.text, \
+                            CURRENT_USER::pg_catalog.text, \
+                            pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                    &[],
+                )
+                .await
+                .map_err(Error::db("reading the server's identity"))?;
+            // The cluster's system identifier, where the role may read it.
+            let system: Option<String> = client
+                .query_one(
+                    "SELECT system_identifier::pg_catalog.text FROM pg_catalog.pg_control_system()",
+                    &[],
+                )
+                .await
+                .ok()
+                .map(|r| r.get(0));
+            Ok::<_, Error>((
+                serde_json::json!({
+                    "system_identifier": system,
+                    "server_version": row.get::<_, String>(0),
+                    "database": row.get::<_, String>(1),
+                    "role": row.get::<_, String>(2),
+                }),
+                row.get::<_, String>(3),
+                client,
+            ))
+        }
+    };
+    let ((src, _, _), (tgt, now, client)) = tokio::try_join!(identity(source), identity(target))?;
+    // A state schema of another role is not read from (verify trusts none of it).
+    let head = if crate::target::state::existing(&client)
+        .await
+        .unwrap_or(false)
+    {
+        crate::target::history::check(&client).await?.1
+    } else {
+        None
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("mapping_blake3".into(), plan.mapping_digest.clone().into());
+    out.insert("tool_version".into(), env!("CARGO_PKG_VERSION").into());
+    out.insert("chain_head".into(), head.into());
+    out.insert(
+        "servers".into(),
+        serde_json::json!({"source": src, "target": tgt}),
+    );
+    out.insert("verified_at".into(), now.into());
+    Ok(out)
 }
 
 /// Pass 1: every row of both sides into per-table bucket digests, `jobs` readers per side.

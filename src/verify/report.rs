@@ -25,6 +25,11 @@ pub struct Report {
     /// Whether the `--deep` value search ran (the verdict says what was checked).
     #[serde(skip)]
     pub deep: bool,
+    /// What the report was made from, so that it can be filed and checked later: the
+    /// mapping's blake3, the tool's version, the head of the target's run chain, each
+    /// server's identity (never a password) and the time.
+    #[serde(flatten)]
+    pub provenance: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Content comparison of one table.
@@ -96,6 +101,7 @@ impl Report {
             leaks,
             incomplete: None,
             deep: false,
+            provenance: serde_json::Map::new(),
         }
     }
 
