@@ -131,9 +131,11 @@ async fn show(
         let elapsed = started.elapsed().as_secs_f64().max(0.001);
         for (i, c) in counters.iter().enumerate() {
             let done = c.done.load(Ordering::Relaxed);
+            // A table that grew since it was counted: its total is what has been seen.
+            let total = c.total.max(done);
             match (&bars, style) {
                 (Some(bars), _) => {
-                    bars[i].set_length(c.total.max(done));
+                    bars[i].set_length(total);
                     bars[i].set_position(done);
                     if stopped {
                         bars[i].finish();
@@ -141,18 +143,18 @@ async fn show(
                 }
                 (None, _) if done == last_line[i] && !stopped => {}
                 (None, Style::Events) => {
-                    tracing::info!(table = %c.name, rows = done, total = c.total, elapsed_s = elapsed, "{verb} progress");
+                    tracing::info!(table = %c.name, rows = done, total, elapsed_s = elapsed, "{verb} progress");
                 }
                 (None, _) => {
-                    let of = if c.total == 0 {
+                    let of = if total == 0 {
                         String::new()
                     } else {
-                        format!("/{}", c.total)
+                        format!("/{total}")
                     };
                     eprintln!(
                         "shadan {verb}: {} {done}{of} rows{} ({:.0} rows/s overall)",
                         c.name,
-                        percent(done, c.total),
+                        percent(done, total),
                         done as f64 / elapsed
                     );
                 }

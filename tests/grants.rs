@@ -153,3 +153,27 @@ fn with_export_views_the_role_cannot_read_even_the_owner_column_and_the_copy_is_
         stale.stderr
     );
 }
+
+#[test]
+fn verify_reports_a_column_granted_to_the_reader_later() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 300);
+    let role = format!("audited_{}", db.name);
+    apply_grants(&db, MAPPING, &role, false);
+    shadan_as(&db, &role, &["cutover", "--mapping", MAPPING]).expect_code(0);
+    let clean = shadan_as(&db, &role, &["verify", "--mapping", MAPPING, "--json"]);
+    clean.expect_code(0);
+    assert_eq!(clean.json()["excess_privileges"], serde_json::json!([]));
+    // Years later a DBA grants the reader one non-public column.
+    db.source_sql(&format!(
+        "GRANT SELECT (wheeling_contract_no) ON joint.contracts TO {role}"
+    ));
+    let run = shadan_as(&db, &role, &["verify", "--mapping", MAPPING, "--json"]);
+    run.expect_code(0);
+    let found = run.json()["excess_privileges"].clone();
+    assert_eq!(found[0]["table"], "joint.contracts", "{found}");
+    assert_eq!(found[0]["column"], "wheeling_contract_no");
+    assert_eq!(found[0]["role"], role.as_str());
+    let text = shadan_as(&db, &role, &["verify", "--mapping", MAPPING]);
+    assert!(text.stdout.contains("PRIVILEGE role"), "{}", text.stdout);
+}

@@ -114,3 +114,28 @@ fn every_command_explains_itself_with_an_example() {
     usage.expect_code(2);
     assert!(usage.stderr.contains("--mapping"), "{}", usage.stderr);
 }
+
+#[test]
+fn progress_totals_follow_a_table_that_grew() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 300);
+    db.shadan(&["cutover", "--mapping", MAPPING]).expect_code(0);
+    db.source_sql(
+        "INSERT INTO joint.supply_points (supply_point_id, address, postal_code, voltage_class, area) \
+         SELECT lpad((9000000 + g)::text, 22, '0'), 'addr', '000-0000', 'low', 'x' FROM generate_series(1, 500) g",
+    );
+    let run = db.shadan(&["sync", "--mapping", MAPPING]);
+    run.expect_code(0);
+    let mut seen = 0;
+    for line in run.stderr.lines().filter(|l| l.contains(" rows")) {
+        let Some(counts) = line.split_whitespace().find(|w| w.contains('/')) else {
+            continue;
+        };
+        let (done, total) = counts.split_once('/').unwrap();
+        if let (Ok(done), Ok(total)) = (done.parse::<u64>(), total.parse::<u64>()) {
+            assert!(done <= total, "progress overshoots: {line}");
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no progress line: {}", run.stderr);
+}

@@ -12,6 +12,7 @@
 pub mod buckets;
 pub mod compare;
 pub mod deep;
+pub mod privileges;
 pub mod report;
 
 use std::collections::VecDeque;
@@ -144,6 +145,7 @@ pub async fn run(
     let mut report = Report::new(tables, leaks);
     report.deep = opts.deep && !views;
     report.provenance = provenance(plan, source, target).await?;
+    report.excess_privileges = privileges::audit(&source.connect().await?, plan).await?;
     if !plan.target_drift.is_empty() {
         // Read around, the target is still audited; but a retyped column is compared
         // through a cast (one the retail side may define), which can drop what it holds:

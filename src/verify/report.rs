@@ -30,6 +30,9 @@ pub struct Report {
     /// server's identity (never a password) and the time.
     #[serde(flatten)]
     pub provenance: serde_json::Map<String, serde_json::Value>,
+    /// Source columns the role could read that the mapping does not need (they do not
+    /// change the exit code; see [`super::privileges`]).
+    pub excess_privileges: Vec<super::privileges::ExcessPrivilege>,
 }
 
 /// Content comparison of one table.
@@ -102,6 +105,7 @@ impl Report {
             incomplete: None,
             deep: false,
             provenance: serde_json::Map::new(),
+            excess_privileges: Vec::new(),
         }
     }
 
@@ -202,6 +206,20 @@ impl Report {
                  no unmapped column, no own value in a row not owned, no row outside the scope \
                  (non-public values copied into other columns: run with --deep)",
         };
+        for p in &self.excess_privileges {
+            let place = if p.table.is_empty() {
+                "everything".to_string()
+            } else {
+                format!("{}.{}", p.table, crate::ident::quote_ident(&p.column))
+            };
+            let _ = writeln!(
+                out,
+                "PRIVILEGE role {} can read {}: {}",
+                escape_controls(&p.role),
+                escape_controls(&place),
+                p.fix
+            );
+        }
         if let Some(why) = &self.incomplete {
             let _ = writeln!(out, "not checked: {why}");
         }
