@@ -157,6 +157,9 @@ pub struct SyncArgs {
     /// write nothing (no data, no checkpoint, no run record). The lock is still taken.
     #[arg(long)]
     pub dry_run: bool,
+    /// Write an OpenMetrics file for node_exporter's textfile collector (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `shadan verify`.
@@ -174,6 +177,9 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write an OpenMetrics file for node_exporter's textfile collector (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `shadan cutover`.
@@ -201,6 +207,9 @@ pub struct CutoverArgs {
     /// Print the run manifest as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write an OpenMetrics file for node_exporter's textfile collector (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Default worker count: two keep a small server busy without crowding a nightly window.
@@ -217,8 +226,32 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
-/// Runs the parsed command; returns the process exit code on success.
+/// Runs the parsed command, then writes its metrics file when one was asked for;
+/// returns the process exit code on success.
 pub async fn run(cli: Cli) -> Result<u8, Error> {
+    let metrics = match &cli.command {
+        Command::Cutover(a) => a.metrics_file.clone().map(|p| (p, "cutover")),
+        Command::Sync(a) if !a.dry_run => a.metrics_file.clone().map(|p| (p, "sync")),
+        Command::Verify(a) => a.metrics_file.clone().map(|p| (p, "verify")),
+        _ => None,
+    };
+    let started = crate::metrics::now();
+    let outcome = dispatch(cli).await;
+    if let Some((path, command)) = metrics {
+        let code = match &outcome {
+            Ok(code) => *code,
+            Err(e) => e.code(),
+        };
+        let result = crate::metrics::remembered();
+        if let Err(e) = crate::metrics::write(&path, command, started, code, result.as_ref()) {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the metrics file");
+        }
+    }
+    outcome
+}
+
+/// Runs the command.
+async fn dispatch(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Plan(args) => {
             let (plan, _, _) = open(&cli.global, &args.mapping, Use::Write).await?;
@@ -242,6 +275,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             };
             let shutdown = crate::shutdown::Shutdown::on_signals();
             let manifest = crate::cutover::run(&plan, &source, &target, &opts, &shutdown).await?;
+            crate::metrics::remember(manifest.clone());
             print_manifest(&manifest, args.json);
             Ok(crate::error::EXIT_OK)
         }
@@ -333,6 +367,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
                 return Ok(crate::error::EXIT_OK);
             }
             let manifest = crate::sync::run(&plan, &source, &target, &opts, &shutdown).await?;
+            crate::metrics::remember(manifest.clone());
             print_manifest(&manifest, args.json);
             Ok(crate::error::EXIT_OK)
         }
@@ -345,6 +380,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
             };
             let shutdown = crate::shutdown::Shutdown::on_signals();
             let report = crate::verify::run(&plan, &source, &target, &opts, &shutdown).await?;
+            crate::metrics::remember(serde_json::to_value(&report).unwrap_or_default());
             if args.json {
                 println!(
                     "{}",

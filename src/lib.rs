@@ -26,7 +26,8 @@
 //! - [`init`]: a mapping skeleton from the source catalog, and retail DDL from a mapping.
 //! - [`verify`]: the independent proof, with the leak audit.
 //! - [`workers`]: the bounded worker pool every parallel step uses.
-//! - [`progress`], [`shutdown`]: what the operator sees, and the one stop signal.
+//! - [`progress`], [`shutdown`]: what the operator sees, and the one stop signal;
+//!   [`metrics`]: the file a monitoring system reads.
 //! - [`connect`]: endpoints, with passwords kept out of every message; [`tls`]: libpq's
 //!   sslmode and sslrootcert.
 //! - [`error`]: the top-level error and the exit-code policy.
@@ -49,6 +50,7 @@ pub mod init;
 pub mod key;
 pub mod manifest;
 pub mod mapping;
+pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod shutdown;

@@ -139,3 +139,66 @@ fn progress_totals_follow_a_table_that_grew() {
     }
     assert!(seen > 0, "no progress line: {}", run.stderr);
 }
+
+#[test]
+fn metrics_files_hold_the_last_run_and_keep_the_last_success() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 300);
+    let dir = std::env::temp_dir().join(format!("shadan-metrics-{}", db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sync_file = dir.join("shadan-sync.prom");
+    let verify_file = dir.join("shadan-verify.prom");
+    let (sync_path, verify_path) = (sync_file.to_str().unwrap(), verify_file.to_str().unwrap());
+    db.shadan(&["cutover", "--mapping", MAPPING]).expect_code(0);
+    db.shadan(&["sync", "--mapping", MAPPING, "--metrics-file", sync_path])
+        .expect_code(0);
+    let text = std::fs::read_to_string(&sync_file).unwrap();
+    assert!(
+        text.contains("shadan_last_run_exit_code{command=\"sync\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shadan_rows{command=\"sync\",table=\"retail.contracts\",kind=\"total\"}"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let success = text
+        .lines()
+        .find(|l| l.starts_with("shadan_last_success_timestamp_seconds"))
+        .unwrap()
+        .to_string();
+    // A failed night keeps the time of the last success, for "no success in 26 h".
+    db.source_sql("ALTER TABLE joint.contracts ADD COLUMN surprise text");
+    db.shadan(&["sync", "--mapping", MAPPING, "--metrics-file", sync_path])
+        .expect_code(2);
+    let text = std::fs::read_to_string(&sync_file).unwrap();
+    assert!(
+        text.contains("shadan_last_run_exit_code{command=\"sync\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains(&success), "{text}");
+    db.source_sql("ALTER TABLE joint.contracts DROP COLUMN surprise");
+    // verify's findings by kind.
+    db.target_sql(
+        "CREATE TEMP TABLE x AS SELECT * FROM retail.supply_points LIMIT 1; \
+         UPDATE x SET supply_point_id = '9999999999999999999999'; INSERT INTO retail.supply_points SELECT * FROM x",
+    );
+    db.shadan(&[
+        "verify",
+        "--mapping",
+        MAPPING,
+        "--metrics-file",
+        verify_path,
+    ])
+    .expect_code(3);
+    let text = std::fs::read_to_string(&verify_file).unwrap();
+    assert!(
+        text.contains("shadan_last_run_exit_code{command=\"verify\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shadan_verify_findings{table=\"retail.supply_points\",kind=\"extra\"} 1"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
