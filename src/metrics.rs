@@ -63,53 +63,29 @@ pub fn write(
 ) -> std::io::Result<()> {
     let ended = now();
     let c = label(command);
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    };
-    gauge(
-        "shadan_last_run_start_timestamp_seconds",
-        "When the last run started.",
-    );
-    gauge(
-        "shadan_last_run_end_timestamp_seconds",
-        "When the last run ended.",
-    );
-    gauge(
-        "shadan_last_run_exit_code",
-        "The last run's exit code (0 ok, 1 error, 2 usage, 3 differences, 4 leak).",
-    );
-    gauge(
-        "shadan_last_success_timestamp_seconds",
-        "When a run last exited 0.",
-    );
-    gauge("shadan_rows", "Rows per table in the last run, by kind.");
-    gauge(
-        "shadan_verify_findings",
-        "What the last verify found, by kind.",
-    );
-    let _ = writeln!(
-        out,
-        "shadan_last_run_start_timestamp_seconds{{command=\"{c}\"}} {started:.3}"
-    );
-    let _ = writeln!(
-        out,
-        "shadan_last_run_end_timestamp_seconds{{command=\"{c}\"}} {ended:.3}"
-    );
-    let _ = writeln!(
-        out,
-        "shadan_last_run_exit_code{{command=\"{c}\"}} {exit_code}"
-    );
+    // Each family's HELP and TYPE directly before its samples, families not interleaved.
+    let families: [(&str, &str); 6] = [
+        ("shadan_last_run_start_timestamp_seconds", "When the last run started."),
+        ("shadan_last_run_end_timestamp_seconds", "When the last run ended."),
+        (
+            "shadan_last_run_exit_code",
+            "The last run's exit code (0 ok, 1 error, 2 usage, 3 differences, 4 leak).",
+        ),
+        ("shadan_last_success_timestamp_seconds", "When a run last exited 0."),
+        ("shadan_rows", "Rows per table in the last run, by kind."),
+        ("shadan_verify_findings", "What the last verify found, by kind."),
+    ];
+    let mut samples: Vec<Vec<String>> = vec![Vec::new(); families.len()];
+    samples[0].push(format!("{{command=\"{c}\"}} {started:.3}"));
+    samples[1].push(format!("{{command=\"{c}\"}} {ended:.3}"));
+    samples[2].push(format!("{{command=\"{c}\"}} {exit_code}"));
     let success = if exit_code == 0 {
         Some(format!("{ended:.3}"))
     } else {
         earlier_success(path, command)
     };
     if let Some(success) = success {
-        let _ = writeln!(
-            out,
-            "shadan_last_success_timestamp_seconds{{command=\"{c}\"}} {success}"
-        );
+        samples[3].push(format!("{{command=\"{c}\"}} {success}"));
     }
     for t in result
         .and_then(|r| r["tables"].as_array())
@@ -117,26 +93,24 @@ pub fn write(
         .flatten()
     {
         let table = label(t["target"].as_str().unwrap_or("?"));
-        let mut row = |kind: &str, value: &Value| {
+        for (kind, value) in [
+            ("total", &t["rows"]),
+            ("source", &t["source_rows"]),
+            ("target", &t["target_rows"]),
+            ("inserted", &t["changes"]["inserted"]),
+            ("updated", &t["changes"]["updated"]),
+            ("deleted", &t["changes"]["deleted"]),
+            ("purged", &t["changes"]["purged"]),
+        ] {
             if let Some(n) = value.as_u64() {
-                let _ = writeln!(
-                    out,
-                    "shadan_rows{{command=\"{c}\",table=\"{table}\",kind=\"{kind}\"}} {n}"
-                );
+                samples[4].push(format!(
+                    "{{command=\"{c}\",table=\"{table}\",kind=\"{kind}\"}} {n}"
+                ));
             }
-        };
-        row("total", &t["rows"]);
-        row("source", &t["source_rows"]);
-        row("target", &t["target_rows"]);
-        for kind in ["inserted", "updated", "deleted", "purged"] {
-            row(kind, &t["changes"][kind]);
         }
         for kind in ["missing", "extra", "changed"] {
             if let Some(n) = t[kind].as_u64() {
-                let _ = writeln!(
-                    out,
-                    "shadan_verify_findings{{table=\"{table}\",kind=\"{kind}\"}} {n}"
-                );
+                samples[5].push(format!("{{table=\"{table}\",kind=\"{kind}\"}} {n}"));
             }
         }
     }
@@ -145,13 +119,22 @@ pub fn write(
         .into_iter()
         .flatten()
     {
-        let _ = writeln!(
-            out,
-            "shadan_verify_findings{{table=\"{}\",kind=\"leak_{}\"}} {}",
+        samples[5].push(format!(
+            "{{table=\"{}\",kind=\"leak_{}\"}} {}",
             label(l["table"].as_str().unwrap_or("?")),
             label(l["kind"].as_str().unwrap_or("?")),
             l["count"].as_u64().unwrap_or(0)
-        );
+        ));
+    }
+    let mut out = String::new();
+    for ((name, help), lines) in families.iter().zip(&samples) {
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for line in lines {
+            let _ = writeln!(out, "{name}{line}");
+        }
     }
     out.push_str("# EOF\n");
     let dir = path
