@@ -65,15 +65,27 @@ pub fn write(
     let c = label(command);
     // Each family's HELP and TYPE directly before its samples, families not interleaved.
     let families: [(&str, &str); 6] = [
-        ("shadan_last_run_start_timestamp_seconds", "When the last run started."),
-        ("shadan_last_run_end_timestamp_seconds", "When the last run ended."),
+        (
+            "shadan_last_run_start_timestamp_seconds",
+            "When the last run started.",
+        ),
+        (
+            "shadan_last_run_end_timestamp_seconds",
+            "When the last run ended.",
+        ),
         (
             "shadan_last_run_exit_code",
             "The last run's exit code (0 ok, 1 error, 2 usage, 3 differences, 4 leak).",
         ),
-        ("shadan_last_success_timestamp_seconds", "When a run last exited 0."),
+        (
+            "shadan_last_success_timestamp_seconds",
+            "When a run last exited 0.",
+        ),
         ("shadan_rows", "Rows per table in the last run, by kind."),
-        ("shadan_verify_findings", "What the last verify found, by kind."),
+        (
+            "shadan_verify_findings",
+            "What the last verify found, by kind.",
+        ),
     ];
     let mut samples: Vec<Vec<String>> = vec![Vec::new(); families.len()];
     samples[0].push(format!("{{command=\"{c}\"}} {started:.3}"));
