@@ -81,12 +81,7 @@ fn a_server_without_tls_is_refused_when_tls_is_required() {
         .output()
         .unwrap();
     let run = Run::from(out);
-    run.expect_code(1);
-    assert!(
-        run.stderr.contains("cannot connect to the target database"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(1, "cannot connect to the target database");
     assert!(run.stderr.contains("TLS"), "{}", run.stderr);
 }
 
@@ -104,12 +99,7 @@ fn a_wrong_password_and_a_missing_database_get_clear_messages_without_the_passwo
             db.name
         ),
     );
-    wrong.expect_code(1);
-    assert!(
-        wrong.stderr.contains("password authentication failed"),
-        "{}",
-        wrong.stderr
-    );
+    wrong.expect_stderr(1, "password authentication failed");
     assert!(!wrong.all_output().contains("wrong-staple-9931"));
 
     // The password may also come from PGPASSWORD, like libpq.

@@ -151,8 +151,7 @@ fn a_terminated_target_connection_exits_1_and_resume_completes() {
          WHERE application_name = 'shadan' AND datname = current_database()",
     );
     let run = Run::from(child.wait_with_output().unwrap());
-    run.expect_code(1);
-    assert!(run.stderr.contains("shadan: "), "{}", run.stderr);
+    run.expect_stderr(1, "shadan: ");
     assert!(
         run.stderr.contains("retail.") || run.stderr.contains("target"),
         "the message names what was being written: {}",
@@ -301,12 +300,7 @@ fn table_option_copies_only_the_named_table() {
     .expect_code(0);
     db.assert_reference_copy_exact();
     let unknown = db.shadan(&["cutover", "--mapping", MAPPING, "--table", "joint.nope"]);
-    unknown.expect_code(2);
-    assert!(
-        unknown.stderr.contains("--table joint.nope"),
-        "{}",
-        unknown.stderr
-    );
+    unknown.expect_stderr(2, "--table joint.nope");
 }
 
 #[test]

@@ -86,7 +86,6 @@ fn a_dry_run_on_a_fresh_target_creates_no_state_and_respects_the_lock() {
     );
     let lock = Held::open(&db.target_url(), "SELECT pg_advisory_lock(21320, 1);");
     let run = db.shadan(&["sync", "--mapping", MAPPING, "--dry-run"]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("another shadan"), "{}", run.stderr);
+    run.expect_stderr(1, "another shadan");
     assert!(lock.end("SELECT 1;"));
 }

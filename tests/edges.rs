@@ -85,8 +85,7 @@ fn a_unique_index_key_survives_a_failed_load_and_resume_refuses_another_projecti
         &MAPPING.replace("own_retailer = \"R0001\"", "own_retailer = \"R0002\""),
     );
     let run = db.shadan(&["cutover", "--mapping", s(&other), "--resume"]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("another projection"), "{}", run.stderr);
+    run.expect_stderr(2, "another projection");
     let path = write_mapping(&db, MAPPING);
     db.shadan(&["cutover", "--mapping", s(&path), "--resume"])
         .expect_code(0);
@@ -115,8 +114,7 @@ fn a_trigger_that_skips_rows_fails_the_batch_instead_of_a_false_checkpoint() {
     );
     db.source_sql("UPDATE s.t SET v = 'new' WHERE id = 1; DELETE FROM s.t WHERE id = 2");
     let run = db.shadan(&["sync", "--mapping", s(&path)]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("triggers"), "{}", run.stderr);
+    run.expect_stderr(1, "triggers");
     db.target_sql("DROP TRIGGER skip ON r.t");
     // Triggers that still count every row: one rewrites an update, one removes an insert.
     db.target_sql(
@@ -132,8 +130,7 @@ fn a_trigger_that_skips_rows_fails_the_batch_instead_of_a_false_checkpoint() {
     ] {
         db.source_sql(change);
         let run = db.shadan(&["sync", "--mapping", s(&path)]);
-        run.expect_code(1);
-        assert!(run.stderr.contains("trigger"), "{}", run.stderr);
+        run.expect_stderr(1, "trigger");
     }
     db.target_sql("DROP TRIGGER forge ON r.t; DROP TRIGGER drop_new ON r.t");
     db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
@@ -218,12 +215,7 @@ fn an_invalid_unique_index_is_not_a_key() {
     db.target_sql("DELETE FROM r.t");
     let path = write_mapping(&db, MAPPING);
     let run = db.shadan(&["cutover", "--mapping", s(&path)]);
-    run.expect_code(2);
-    assert!(
-        run.stderr.contains("no primary key or unique index"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(2, "no primary key or unique index");
 }
 
 #[test]
@@ -268,8 +260,7 @@ fn inheritance_children_are_not_read_on_the_source_and_are_audited_on_the_target
         run.stdout
     );
     let run = db.shadan(&["sync", "--mapping", s(&path)]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("inheritance child"), "{}", run.stderr);
+    run.expect_stderr(2, "inheritance child");
 }
 
 #[test]
@@ -284,8 +275,7 @@ fn the_owner_column_can_never_cross() {
             &MAPPING.replace("o    = \"non_public\"", &format!("o    = \"{class}\"")),
         );
         let run = db.shadan(&["plan", "--mapping", s(&path)]);
-        run.expect_code(2);
-        assert!(run.stderr.contains("owner column"), "{}", run.stderr);
+        run.expect_stderr(2, "owner column");
     }
 }
 
@@ -420,8 +410,7 @@ fn values_that_are_not_of_their_column_type_stop_plan_naming_their_position() {
         &MAPPING.replace("owner = \"o\"", "owner = \"o\"\nonly = { id = [1, 2.5] }"),
     );
     let run = db.shadan(&["plan", "--mapping", s(&path)]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("number 2 of 2"), "{}", run.stderr);
+    run.expect_stderr(2, "number 2 of 2");
     db.source_sql("ALTER TABLE s.t ADD COLUMN tags text[]");
     let path = write_mapping(
         &db,
@@ -434,8 +423,7 @@ fn values_that_are_not_of_their_column_type_stop_plan_naming_their_position() {
         ),
     );
     let run = db.shadan(&["plan", "--mapping", s(&path)]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("not supported"), "{}", run.stderr);
+    run.expect_stderr(2, "not supported");
     db.source_sql("ALTER TABLE s.t DROP COLUMN tags");
     let path = write_mapping(
         &db,
@@ -445,8 +433,7 @@ fn values_that_are_not_of_their_column_type_stop_plan_naming_their_position() {
         ),
     );
     let run = db.shadan(&["plan", "--mapping", s(&path)]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("own_retailer"), "{}", run.stderr);
+    run.expect_stderr(2, "own_retailer");
 }
 
 /// Starts a cutover of the reference mapping with `args`, waits until the target shows it

@@ -146,12 +146,7 @@ fn with_export_views_the_role_cannot_read_even_the_owner_column_and_the_copy_is_
         &mapping.replace("own_retailer = \"R0001\"", "own_retailer = \"R0002\""),
     );
     let stale = shadan_as(&db, &role, &["plan", "--mapping", s(&other)]);
-    stale.expect_code(2);
-    assert!(
-        stale.stderr.contains("computes a different projection"),
-        "{}",
-        stale.stderr
-    );
+    stale.expect_stderr(2, "computes a different projection");
 }
 
 #[test]

@@ -91,8 +91,7 @@ fn target_ddl_refuses_a_mapping_the_source_does_not_fit() {
         .replace("source = \"joint.contracts\"", "source = \"joint.nothing\"");
     let path = write_mapping(&db, &text);
     let run = db.shadan(&["init", "--target-ddl", "--mapping", s(&path)]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("joint.nothing"), "{}", run.stderr);
+    run.expect_stderr(2, "joint.nothing");
 }
 
 #[test]

@@ -111,8 +111,7 @@ fn every_command_explains_itself_with_an_example() {
         );
     }
     let usage = db.shadan(&["cutover"]);
-    usage.expect_code(2);
-    assert!(usage.stderr.contains("--mapping"), "{}", usage.stderr);
+    usage.expect_stderr(2, "--mapping");
 }
 
 #[test]

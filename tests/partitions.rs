@@ -121,6 +121,5 @@ fn a_trigger_on_one_target_partition_fails_the_batch_it_rewrites() {
         .expect_code(0);
     db.source_sql("UPDATE p.reading SET kwh = kwh + 1 WHERE spid = 'sp7'");
     let run = db.shadan(&["sync", "--mapping", s(&path)]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("trigger"), "{}", run.stderr);
+    run.expect_stderr(1, "trigger");
 }

@@ -269,8 +269,7 @@ fn type_mismatch_is_rejected_including_typmod() {
          ALTER TABLE retail.supply_points ALTER COLUMN supply_point_id TYPE text",
     );
     let run = db.shadan(&["plan", "--mapping", "mappings/retail.toml"]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("joint.contracts.contracted_capacity_kva: type mismatch: source is numeric(8,1), target retail.contracts.contracted_capacity_kva is numeric(10,2)"), "{}", run.stderr);
+    run.expect_stderr(2, "joint.contracts.contracted_capacity_kva: type mismatch: source is numeric(8,1), target retail.contracts.contracted_capacity_kva is numeric(10,2)");
     assert!(
         run.stderr.contains(
             "joint.supply_points.supply_point_id: type mismatch: source is character(22)"

@@ -203,8 +203,7 @@ fn schema_drift_stops_sync_before_anything_is_written() {
     ] {
         db.source_sql(drift);
         let run = db.shadan(&["sync", "--mapping", MAPPING]);
-        run.expect_code(2);
-        assert!(run.stderr.contains("joint.contracts."), "{}", run.stderr);
+        run.expect_stderr(2, "joint.contracts.");
         assert_eq!(db.target_rows("SELECT * FROM retail.supply_points ORDER BY 1"), before, "target unchanged");
         assert_eq!(db.target_sql("SELECT count(*) FROM shadan.runs"), runs, "no run started");
     }

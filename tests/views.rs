@@ -87,8 +87,7 @@ fn a_duplicate_key_in_the_view_stops_the_run_and_keeps_nothing_of_the_batch() {
     // The same in a fresh cutover.
     db.target_sql("TRUNCATE retail.readings; DROP SCHEMA shadan CASCADE");
     let run = db.shadan(&["cutover", "--mapping", MAPPING]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("not unique"), "{}", run.stderr);
+    run.expect_stderr(1, "not unique");
 }
 
 #[test]
@@ -145,12 +144,7 @@ fn a_reading_under_two_retailers_contracts_stops_the_run_even_if_one_is_out_of_s
            AND supply_point_id IN (SELECT supply_point_id FROM joint.meter_readings) LIMIT 1",
     );
     let run = db.shadan(&["sync", "--mapping", MAPPING]);
-    run.expect_code(1);
-    assert!(
-        run.stderr.contains("rows outside the scope counted"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(1, "rows outside the scope counted");
     db.target_sql("TRUNCATE retail.readings; DROP SCHEMA shadan CASCADE");
     db.shadan(&["cutover", "--mapping", MAPPING]).expect_code(1);
     assert_eq!(db.target_sql("SELECT count(*) FROM retail.readings"), "0");
@@ -173,6 +167,5 @@ fn a_null_key_in_a_view_stops_the_run_whichever_batch_it_would_fall_in() {
          id = \"public\"\nbody = \"public\"\nrc = \"non_public\"\n",
     );
     let run = db.shadan(&["cutover", "--mapping", s(&path), "--batch-rows", "100"]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("NULL"), "{}", run.stderr);
+    run.expect_stderr(1, "NULL");
 }

@@ -86,8 +86,7 @@ fn a_value_that_does_not_fit_its_column_is_a_plan_error_not_a_truncation() {
         .replace("own_retailer = \"R0001\"", "own_retailer = \"R0001-TEST\"");
     let path = write_mapping(&db, &text);
     let run = db.shadan(&["plan", "--mapping", s(&path)]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("does not fit"), "{}", run.stderr);
+    run.expect_stderr(2, "does not fit");
 
     // An `only` value that is not of the column's type: the message holds no value.
     db.source_sql("ALTER TABLE joint.contracts ADD COLUMN tariff int");
@@ -102,8 +101,7 @@ fn a_value_that_does_not_fit_its_column_is_a_plan_error_not_a_truncation() {
         );
     let path = write_mapping(&db, &text);
     let run = db.shadan(&["plan", "--mapping", s(&path)]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("tariff"), "{}", run.stderr);
+    run.expect_stderr(2, "tariff");
     assert!(
         run.stderr.contains("invalid_text_representation"),
         "{}",
@@ -174,8 +172,7 @@ fn tls_follows_libpq_in_every_mode_against_a_foreign_ca_and_a_server_without_tls
         "SHADAN_SOURCE",
         &format!("{}?sslmode=verify-ca", db.source_url()),
     );
-    run.expect_code(1);
-    assert!(run.stderr.contains("sslrootcert"), "{}", run.stderr);
+    run.expect_stderr(1, "sslrootcert");
 
     // The target serves no TLS: prefer falls back to plain (as libpq), require and
     // verify-* refuse.
@@ -215,8 +212,7 @@ fn tls_follows_libpq_in_every_mode_against_a_foreign_ca_and_a_server_without_tls
         .output()
         .unwrap();
     let run = crate::support::Run::from(out);
-    run.expect_code(1);
-    assert!(run.stderr.contains("PGSSLCRL"), "{}", run.stderr);
+    run.expect_stderr(1, "PGSSLCRL");
 }
 
 #[test]

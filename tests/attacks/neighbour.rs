@@ -207,12 +207,7 @@ fn columns_swapped_while_a_run_starts_stop_it_before_anything_is_read() {
     });
     assert!(ddl.end("COMMIT;"));
     let run = crate::support::Run::from(run.wait_with_output().unwrap());
-    run.expect_code(1);
-    assert!(
-        run.stderr.contains("columns of the source table"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(1, "columns of the source table");
     assert_eq!(
         db.target_sql("SELECT count(*) FROM retail.contracts WHERE phone_number IS NOT NULL"),
         "0",
@@ -302,6 +297,5 @@ fn an_export_schema_or_view_of_another_role_is_refused() {
         "ALTER VIEW shadan_export.\"joint.contracts\" OWNER TO {neighbour}"
     ));
     let run = db.shadan_as(Some(&role), None, &["plan", "--mapping", s(&views)]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("owned by"), "{}", run.stderr);
+    run.expect_stderr(2, "owned by");
 }

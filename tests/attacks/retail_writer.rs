@@ -53,8 +53,7 @@ fn a_source_table_filtered_by_row_level_security_stops_the_copy() {
          CREATE POLICY evens ON joint.contracts TO {reader} USING (contract_id % 2 = 0)"
     ));
     let run = db.shadan_as(Some(&reader), None, &["cutover", "--mapping", MAPPING]);
-    run.expect_code(1);
-    assert!(run.stderr.contains("row-level security"), "{}", run.stderr);
+    run.expect_stderr(1, "row-level security");
     assert_eq!(db.target_sql("SELECT count(*) FROM retail.contracts"), "0");
 }
 
@@ -75,8 +74,7 @@ fn a_state_schema_owned_by_another_role_is_refused_and_its_sql_never_runs() {
         &["sync", "--mapping", MAPPING][..],
     ] {
         let run = db.shadan(args);
-        run.expect_code(1);
-        assert!(run.stderr.contains("state schema"), "{}", run.stderr);
+        run.expect_stderr(1, "state schema");
     }
     assert_eq!(
         db.target_sql(&format!(

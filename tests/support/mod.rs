@@ -158,6 +158,13 @@ impl Run {
         self
     }
 
+    /// Asserts the exit code and that stderr says `needle` (showing stderr when not).
+    pub fn expect_stderr(&self, code: i32, needle: &str) -> &Self {
+        self.expect_code(code);
+        assert!(self.stderr.contains(needle), "{}", self.stderr);
+        self
+    }
+
     /// Both streams, for checks that something appears nowhere.
     pub fn all_output(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
