@@ -380,6 +380,8 @@ pub async fn copy_batch(
         if let Some(e) = keys.as_ref().and_then(|k| k.error(table)) {
             return Err(e);
         }
+        crate::metrics::count_bytes(&table.target, "read", chunk.len());
+        crate::metrics::count_bytes(&table.target, "written", chunk.len());
         sink.feed(chunk).await.map_err(Error::db(&writing))?;
         if let Some(c) = counter {
             c.done

@@ -2,8 +2,9 @@
 //! file for node_exporter's textfile collector, written atomically (a temporary file in
 //! the same directory, then a rename), so the collector never reads half a file. It
 //! holds the last run's start, end and exit code, the time of the last success (carried
-//! over from the previous file when this run failed), rows per table and kind, and for
-//! verify the differences and leaks by kind. Use one file per command.
+//! over from the previous file when this run failed), rows per table and kind, bytes of
+//! row data read and written per table (cutover, sync), and for verify the differences
+//! and leaks by kind. Use one file per command.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -24,6 +25,18 @@ pub fn remember(value: Value) {
 /// The value kept by [`remember`].
 pub fn remembered() -> Option<Value> {
     RESULT.lock().ok().and_then(|r| r.clone())
+}
+
+/// Bytes moved per (target table, kind) in this process's run.
+static BYTES: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Counts `n` bytes of tuple data for `table`: `read` from the source, `written` to the
+/// target.
+pub fn count_bytes(table: &impl std::fmt::Display, kind: &'static str, n: usize) {
+    if let Ok(mut b) = BYTES.lock() {
+        *b.entry((table.to_string(), kind)).or_default() += n as u64;
+    }
 }
 
 /// Seconds since the Unix epoch, now.
@@ -64,7 +77,7 @@ pub fn write(
     let ended = now();
     let c = label(command);
     // Each family's HELP and TYPE directly before its samples, families not interleaved.
-    let families: [(&str, &str); 6] = [
+    let families: [(&str, &str); 7] = [
         (
             "shadan_last_run_start_timestamp_seconds",
             "When the last run started.",
@@ -85,6 +98,10 @@ pub fn write(
         (
             "shadan_verify_findings",
             "What the last verify found, by kind.",
+        ),
+        (
+            "shadan_bytes",
+            "Bytes of row data per table in the last run: read from the source, written to the target.",
         ),
     ];
     let mut samples: Vec<Vec<String>> = vec![Vec::new(); families.len()];
@@ -137,6 +154,14 @@ pub fn write(
             label(l["kind"].as_str().unwrap_or("?")),
             l["count"].as_u64().unwrap_or(0)
         ));
+    }
+    if let Ok(bytes) = BYTES.lock() {
+        for ((table, kind), n) in bytes.iter() {
+            samples[6].push(format!(
+                "{{command=\"{c}\",table=\"{}\",kind=\"{kind}\"}} {n}",
+                label(table)
+            ));
+        }
     }
     let mut out = String::new();
     for ((name, help), lines) in families.iter().zip(&samples) {

@@ -161,6 +161,10 @@ fn metrics_files_hold_the_last_run_and_keep_the_last_success() {
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(
+        text.contains("shadan_bytes{command=\"sync\",table=\"retail.contracts\",kind=\"read\"}"),
+        "{text}"
+    );
     let success = text
         .lines()
         .find(|l| l.starts_with("shadan_last_success_timestamp_seconds"))

@@ -264,6 +264,8 @@ pub async fn write(
             quote_ident(&stage),
             table.target_column_list()
         );
+        let bytes: usize = upserts.iter().map(|p| p.bytes().len()).sum();
+        crate::metrics::count_bytes(&table.target, "written", bytes);
         send(client, &copy, upserts.iter().copied(), &context).await?;
         let written = client
             .execute(&upsert_sql(table, &stage), &[])

@@ -279,14 +279,18 @@ impl Worker {
         }
         if !self.last_dirty && stored.is_some() {
             // Likely clean: digest the source without holding it or reading the target.
-            let digest = crate::copy::fold(
+            let (digest, bytes) = crate::copy::fold(
                 self.session.client(),
                 &table.source_copy(batch.shape()),
                 || format!("reading {} {}", table.source, batch.describe()),
-                Accumulator::default(),
-                |acc, tuple| acc.add_row(tuple),
+                (Accumulator::default(), 0usize),
+                |(acc, bytes), tuple| {
+                    acc.add_row(tuple);
+                    *bytes += tuple.len();
+                },
             )
             .await?;
+            crate::metrics::count_bytes(&table.target, "read", bytes);
             if stored == Some(digest) {
                 return Ok((digest.rows, None, None));
             }
@@ -299,6 +303,9 @@ impl Worker {
             read_source(&self.session, table, batch, expected),
             apply::begin_and_read(&self.client, table, batch, expected)
         )?;
+        let mut bytes = 0;
+        rows.for_each_tuple(|t| bytes += t.len());
+        crate::metrics::count_bytes(&table.target, "read", bytes);
         if table.source_is_view() {
             let mut keys = crate::key::KeyCheck::new(table.key_len);
             rows.for_each_tuple(|t| keys.add(t));
