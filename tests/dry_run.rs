@@ -84,6 +84,12 @@ fn a_dry_run_on_a_fresh_target_creates_no_state_and_respects_the_lock() {
             .unwrap()
             > 0
     );
+    // An unfinished cutover: sync would refuse, and so does its dry run.
+    db.cutover_killed_after(1, &["--batch-rows", "20", "--jobs", "1"]);
+    if db.target_sql("SELECT count(*) FROM shadan.deferred_indexes") != "0" {
+        db.shadan(&["sync", "--mapping", MAPPING, "--dry-run"])
+            .expect_stderr(2, "has not finished");
+    }
     let lock = Held::open(&db.target_url(), "SELECT pg_advisory_lock(21320, 1);");
     let run = db.shadan(&["sync", "--mapping", MAPPING, "--dry-run"]);
     run.expect_stderr(1, "another shadan");

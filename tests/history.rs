@@ -70,6 +70,15 @@ fn a_deleted_or_edited_run_breaks_the_chain() {
         run.stdout
     );
 
+    // Every digest removed: the manifests still name their predecessors.
+    let db = three_runs();
+    db.target_sql("UPDATE shadan.runs SET manifest_blake3 = NULL");
+    history(&db, &["--check"]).expect_code(3);
+    // A column edited outside the chain is not what history shows.
+    db.target_sql("UPDATE shadan.runs SET status = 'forged', command = 'forged'");
+    let listed = history(&db, &["--json"]);
+    assert!(!listed.stdout.contains("forged"), "{}", listed.stdout);
+
     let db = three_runs();
     db.target_sql(
         "UPDATE shadan.runs SET manifest = jsonb_set(manifest, '{tool_version}', '\"9.9.9\"') \

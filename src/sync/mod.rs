@@ -56,22 +56,7 @@ pub async fn run(
     plan.require_exact_targets()?;
     let lock = TargetLock::acquire(target, "sync").await?;
     state::ensure_schema(lock.client()).await?;
-    // Only this mapping's tables: another mapping's unfinished cutover is not ours.
-    let targets: Vec<String> = plan.tables.iter().map(|t| t.target.to_string()).collect();
-    let mut unfinished: Vec<String> = indexes::unfinished(lock.client())
-        .await?
-        .into_iter()
-        .chain(crate::target::foreign_keys::unfinished(lock.client()).await?)
-        .filter(|t| targets.contains(t))
-        .collect();
-    unfinished.dedup();
-    if !unfinished.is_empty() {
-        return Err(Error::Usage(format!(
-            "the cutover of {} has not finished (its indexes or foreign keys are set aside until it does); \
-             finish it with `shadan cutover --resume` before syncing",
-            unfinished.join(", ")
-        )));
-    }
+    require_finished_cutover(lock.client(), plan).await?;
     let snapshot = Arc::new(Snapshot::export(source, &plan.source_relations()).await?);
     plan.require_unchanged_source(&snapshot.catalog().await?)?;
     let run_id = state::start_run(lock.client(), "sync", plan, &snapshot.id).await?;
@@ -89,6 +74,29 @@ pub async fn run(
         tables.push(manifest::table_entry(lock.client(), t, run_id, Some(changes[t.index])).await?);
     }
     manifest::finish_run(lock.client(), run_id, header, tables, outcome).await
+}
+
+/// Refuses a sync (or its dry run) while a cutover of this mapping's tables has not
+/// finished: their indexes or foreign keys are still set aside. Another mapping's
+/// unfinished cutover is not this sync's concern.
+pub(crate) async fn require_finished_cutover(client: &Client, plan: &Plan) -> Result<(), Error> {
+    // Only this mapping's tables: another mapping's unfinished cutover is not ours.
+    let targets: Vec<String> = plan.tables.iter().map(|t| t.target.to_string()).collect();
+    let mut unfinished: Vec<String> = indexes::unfinished(client)
+        .await?
+        .into_iter()
+        .chain(crate::target::foreign_keys::unfinished(client).await?)
+        .filter(|t| targets.contains(t))
+        .collect();
+    unfinished.dedup();
+    if !unfinished.is_empty() {
+        return Err(Error::Usage(format!(
+            "the cutover of {} has not finished (its indexes or foreign keys are set aside until it does); \
+             finish it with `shadan cutover --resume` before syncing",
+            unfinished.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

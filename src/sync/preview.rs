@@ -30,6 +30,9 @@ pub async fn run(
     plan.require_exact_targets()?;
     let lock = TargetLock::acquire(target, "sync --dry-run").await?;
     let has_state = state::existing(lock.client()).await?;
+    if has_state {
+        super::require_finished_cutover(lock.client(), plan).await?;
+    }
     let snapshot = Snapshot::export(source, &plan.source_relations()).await?;
     plan.require_unchanged_source(&snapshot.catalog().await?)?;
     let session = Session::open(source, &snapshot, plan).await?;

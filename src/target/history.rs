@@ -38,6 +38,7 @@ pub async fn close_run(
             .map_err(Error::db(context))?
             .map(|r| r.get(0));
         manifest["previous_manifest_blake3"] = json!(previous);
+        manifest["status"] = json!(status);
         let stored = super::state::finish_run(client, run_id, status, &manifest).await?;
         let text: String = client
             .query_one(
@@ -74,7 +75,7 @@ pub async fn list(client: &Client, limit: i64) -> Result<Vec<Value>, Error> {
             "SELECT run_id, command, status, \
                     pg_catalog.to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
                     pg_catalog.to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                    mapping_name, mapping_blake3, source_snapshot, manifest::pg_catalog.text \
+                    mapping_name, mapping_blake3, source_snapshot, manifest::pg_catalog.text, manifest_blake3 \
              FROM shadan.runs ORDER BY run_id DESC LIMIT $1",
             &[&limit],
         )
@@ -83,9 +84,20 @@ pub async fn list(client: &Client, limit: i64) -> Result<Vec<Value>, Error> {
     Ok(rows
         .iter()
         .map(|r| {
-            let manifest: Option<String> = r.get(8);
+            let manifest: Option<Value> = r
+                .get::<_, Option<String>>(8)
+                .and_then(|m| serde_json::from_str(&m).ok());
+            // What the chain covers comes from the manifest (hashed); the columns only
+            // for a run that never finished.
+            let from = |key: &str, column: Value| -> Value {
+                manifest
+                    .as_ref()
+                    .map(|m| m[key].clone())
+                    .filter(|v| !v.is_null())
+                    .unwrap_or(column)
+            };
             let tables: Value = manifest
-                .and_then(|m| serde_json::from_str::<Value>(&m).ok())
+                .as_ref()
                 .map(|m| {
                     m["tables"]
                         .as_array()
@@ -98,12 +110,13 @@ pub async fn list(client: &Client, limit: i64) -> Result<Vec<Value>, Error> {
                 .unwrap_or(Value::Null);
             json!({
                 "run_id": r.get::<_, i64>(0),
-                "command": r.get::<_, String>(1),
-                "status": r.get::<_, String>(2),
-                "started_at": r.get::<_, Option<String>>(3),
-                "finished_at": r.get::<_, Option<String>>(4),
-                "mapping": {"name": r.get::<_, String>(5), "blake3": r.get::<_, String>(6)},
-                "source_snapshot": r.get::<_, Option<String>>(7),
+                "command": from("command", json!(r.get::<_, String>(1))),
+                "status": from("status", json!(r.get::<_, String>(2))),
+                "started_at": from("started_at", json!(r.get::<_, Option<String>>(3))),
+                "finished_at": from("finished_at", json!(r.get::<_, Option<String>>(4))),
+                "mapping": from("mapping", json!({"name": r.get::<_, String>(5), "blake3": r.get::<_, String>(6)})),
+                "source_snapshot": from("source_snapshot", json!(r.get::<_, Option<String>>(7))),
+                "manifest_blake3": r.get::<_, Option<String>>(9),
                 "tables": tables,
             })
         })
@@ -126,8 +139,12 @@ pub async fn check(client: &Client) -> Result<(Option<String>, Option<String>), 
     let mut chained = false;
     for r in &rows {
         let (run_id, text, stored): (i64, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
+        // A manifest written since the chain exists names its predecessor (maybe null).
+        let in_chain = serde_json::from_str::<Value>(&text)
+            .ok()
+            .is_some_and(|m| m.get("previous_manifest_blake3").is_some());
         let Some(stored) = stored else {
-            if chained {
+            if chained || in_chain {
                 return Ok((
                     Some(format!("run {run_id}: its manifest has no digest")),
                     previous,

@@ -15,7 +15,8 @@ use crate::plan::{Plan, SourceAccess};
 /// a superuser (`table` and `column` empty).
 #[derive(Debug, Clone, Serialize)]
 pub struct ExcessPrivilege {
-    /// The role that holds the privilege (the connected role or one it belongs to).
+    /// The role that can read it: the connected role, whether the privilege is its own,
+    /// PUBLIC's or a role's it belongs to (itself or with SET ROLE).
     pub role: String,
     /// `schema.table`.
     pub table: String,
@@ -68,7 +69,7 @@ pub async fn audit(client: &Client, plan: &Plan) -> Result<Vec<ExcessPrivilege>,
     }
     let rows = client
         .query(
-            "SELECT r.rolname::pg_catalog.text, \
+            "SELECT DISTINCT CURRENT_USER::pg_catalog.text, \
                     pg_catalog.quote_ident(n.nspname::pg_catalog.text) OPERATOR(pg_catalog.||) '.' \
                       OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.relname::pg_catalog.text), \
                     a.attname::pg_catalog.text \
@@ -86,7 +87,7 @@ pub async fn audit(client: &Client, plan: &Plan) -> Result<Vec<ExcessPrivilege>,
                         OPERATOR(pg_catalog.||) pg_catalog.chr(31) OPERATOR(pg_catalog.||) a.attname::pg_catalog.text) \
                    OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) \
                AND pg_catalog.has_column_privilege(r.oid, c.oid, a.attnum, 'SELECT') \
-             ORDER BY 2, 3, 1",
+             ORDER BY 2, 3",
             &[&needed],
         )
         .await
@@ -105,7 +106,8 @@ pub async fn audit(client: &Client, plan: &Plan) -> Result<Vec<ExcessPrivilege>,
             role: r.get(0),
             table: r.get(1),
             column: r.get(2),
-            fix: "revoke it; `shadan grants` prints the least-privilege script",
+            fix: "revoke it, from the role, from a role it belongs to or from PUBLIC (whichever \
+                  granted it); `shadan grants` prints the least-privilege script",
         })
         .collect())
 }
