@@ -365,6 +365,7 @@ pub async fn copy_batch(
     let mut split = TupleSplitter::new();
     let mut digest = Accumulator::default();
     let mut keys = table.source_is_view().then(|| KeyCheck::new(table.key_len));
+    let mut bytes = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(Error::db(&reading))?;
         let before = digest.rows;
@@ -380,8 +381,7 @@ pub async fn copy_batch(
         if let Some(e) = keys.as_ref().and_then(|k| k.error(table)) {
             return Err(e);
         }
-        crate::metrics::count_bytes(&table.target, "read", chunk.len());
-        crate::metrics::count_bytes(&table.target, "written", chunk.len());
+        bytes += chunk.len();
         sink.feed(chunk).await.map_err(Error::db(&writing))?;
         if let Some(c) = counter {
             c.done
@@ -392,6 +392,9 @@ pub async fn copy_batch(
         .finish()
         .map_err(|e| Error::Runtime(format!("{}: {e}", reading())))?;
     let written = sink.as_mut().finish().await.map_err(Error::db(&writing))?;
+    // Counted once per batch: the stream's messages are one per row.
+    crate::metrics::count_bytes(&table.target, "read", bytes);
+    crate::metrics::count_bytes(&table.target, "written", bytes);
     if written != digest.rows {
         return Err(Error::Runtime(format!(
             "{}: the target took {written} rows but {} were read; nothing of this batch was kept",

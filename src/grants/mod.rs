@@ -92,8 +92,9 @@ fn key_indexes(out: &mut String, plan: &Plan) {
     }
 }
 
-/// Source columns a table's queries read, in table-plan order, without duplicates.
-fn columns_read(t: &TablePlan) -> Vec<String> {
+/// Source columns a table's queries read, in table-plan order, without duplicates: what
+/// the reading role needs, and all it needs.
+pub(crate) fn columns_read(t: &TablePlan) -> Vec<String> {
     let mut seen = BTreeSet::new();
     t.columns
         .iter()

@@ -53,13 +53,7 @@ pub async fn audit(client: &Client, plan: &Plan) -> Result<Vec<ExcessPrivilege>,
     let mut needed: Vec<String> = Vec::new();
     if plan.source_access == SourceAccess::Tables {
         for t in &plan.tables {
-            for c in t
-                .columns
-                .iter()
-                .map(|c| c.source.clone())
-                .chain(t.owner.iter().map(|o| o.name.clone()))
-                .chain(t.only.iter().map(|f| f.column.name.clone()))
-            {
+            for c in crate::grants::columns_read(t) {
                 needed.push(format!(
                     "{}\u{1f}{}\u{1f}{c}",
                     t.source.schema, t.source.name
