@@ -94,10 +94,7 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
         "2",
     ])
     .expect_code(0);
-    assert!(
-        db.source_rows(EXPECTED) == db.target_rows(ACTUAL),
-        "after cutover"
-    );
+    db.assert_same_rows(EXPECTED, ACTUAL, "after cutover");
 
     db.source_sql(
         "UPDATE s.acct SET v = v || '+' WHERE pg_catalog.hashtext(k) % 10 = 0; \
@@ -113,19 +110,13 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
     db.shadan(&["verify", "--mapping", s(&path)]).expect_code(0);
     // A second sync finds nothing to do.
     db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
-    assert!(
-        db.source_rows(EXPECTED) == db.target_rows(ACTUAL),
-        "after a rerun"
-    );
+    db.assert_same_rows(EXPECTED, ACTUAL, "after a rerun");
 
     // A layout an older shadan cut under the servers' collations is laid out anew.
     db.target_sql("UPDATE shadan.batches SET key_order = NULL");
     db.source_sql("DELETE FROM s.acct WHERE pg_catalog.hashtext(k) % 23 = 0");
     db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
-    assert!(
-        db.source_rows(EXPECTED) == db.target_rows(ACTUAL),
-        "after a relayout"
-    );
+    db.assert_same_rows(EXPECTED, ACTUAL, "after a relayout");
     assert_eq!(
         db.target_sql("SELECT count(*) FROM shadan.batches WHERE key_order IS NULL"),
         "0"

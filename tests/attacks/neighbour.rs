@@ -93,7 +93,7 @@ fn operators_a_neighbour_creates_in_public_neither_widen_the_copy_nor_fool_sync_
          INSERT INTO s.cust VALUES ('c000000', 'new', 'phone-new', 'R0001', 'retail')",
     );
     db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
-    assert!(db.source_rows(EXPECTED) == db.target_rows(ACTUAL), "sync");
+    db.assert_same_rows(EXPECTED, ACTUAL, "sync");
     db.shadan(&["verify", "--mapping", s(&path), "--deep"])
         .expect_code(0);
 
@@ -113,7 +113,7 @@ fn export_views_are_created_with_pg_catalog_operators_whatever_public_holds() {
     let views = through_export_views(&db, MAPPING, &role);
     db.shadan_as(Some(&role), None, &["cutover", "--mapping", s(&views)])
         .expect_code(0);
-    assert!(db.source_rows(EXPECTED) == db.target_rows(ACTUAL));
+    db.assert_same_rows(EXPECTED, ACTUAL, "through export views");
 }
 
 #[test]
