@@ -148,7 +148,7 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
     /// Rows per batch for tables never copied before; a batch grown past twice this is split.
-    #[arg(long, default_value_t = crate::batch::DEFAULT_BATCH_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = crate::source::batch::DEFAULT_BATCH_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_rows: u64,
     /// Print the run manifest (with --dry-run: the preview) as JSON.
     #[arg(long)]
@@ -157,6 +157,10 @@ pub struct SyncArgs {
     /// write nothing (no data, no checkpoint, no run record). The lock is still taken.
     #[arg(long)]
     pub dry_run: bool,
+    /// Read every row of every table, as on a first sync, instead of only the rows
+    /// written since the last run's snapshot.
+    #[arg(long)]
+    pub full: bool,
     /// Write an OpenMetrics file for node_exporter's textfile collector (atomically).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
@@ -192,7 +196,7 @@ pub struct CutoverArgs {
     #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
     /// Rows per batch: the unit of commit, checkpoint and resume.
-    #[arg(long, default_value_t = crate::batch::DEFAULT_BATCH_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = crate::source::batch::DEFAULT_BATCH_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_rows: u64,
     /// Copy only this table (source or target name); repeatable.
     #[arg(long = "table", value_name = "T")]
@@ -353,6 +357,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 jobs: usize::from(args.jobs),
                 batch_rows: args.batch_rows,
                 progress: crate::progress::Style::detect(cli.global.log_format == LogFormat::Json),
+                full: args.full,
             };
             let shutdown = crate::shutdown::Shutdown::on_signals();
             if args.dry_run {

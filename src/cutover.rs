@@ -17,7 +17,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::batch::{self, Batch};
 use crate::connect::Endpoint;
 use crate::copy::tuple::TupleSplitter;
 use crate::digest::Accumulator;
@@ -27,7 +26,8 @@ use crate::manifest;
 use crate::plan::{Plan, TablePlan};
 use crate::progress::{self, Progress, TableCounter};
 use crate::shutdown::Shutdown;
-use crate::snapshot::{Session, Snapshot};
+use crate::source::batch::{self, Batch};
+use crate::source::snapshot::{Session, Snapshot};
 use crate::target::lock::TargetLock;
 use crate::target::state;
 use crate::target::{foreign_keys, indexes};
@@ -91,9 +91,12 @@ pub async fn run(
 
     let snapshot = Arc::new(Snapshot::export(source, &plan.source_relations()).await?);
     plan.require_unchanged_source(&snapshot.catalog().await?)?;
+    let mut stamps = state::RunStamps::read(&snapshot, plan).await?;
     let run_id = state::start_run(lock.client(), "cutover", plan, &snapshot.id).await?;
+    stamps.run_id = run_id;
+    let stamps = Arc::new(stamps);
     let mut outcome = copy_all(
-        plan, source, target, opts, shutdown, &snapshot, run_id, &lock, work,
+        plan, source, target, opts, shutdown, &snapshot, &stamps, &lock, work,
     )
     .await;
     if outcome.is_ok() {
@@ -208,7 +211,7 @@ async fn copy_all(
     opts: &Options,
     shutdown: &Shutdown,
     snapshot: &Arc<Snapshot>,
-    run_id: i64,
+    stamps: &Arc<state::RunStamps>,
     lock: &TargetLock,
     work: Vec<TableWork<'_>>,
 ) -> Result<(), Error> {
@@ -249,7 +252,7 @@ async fn copy_all(
                     lock.client(),
                     &w.table.target,
                     &batches,
-                    run_id,
+                    stamps.run_id,
                     &w.table.projection_digest(&plan.own_retailer),
                 )
                 .await?;
@@ -278,17 +281,23 @@ async fn copy_all(
     for (i, (table_index, _)) in shown.iter().enumerate() {
         counters[*table_index] = Some(progress.counter(i));
     }
-    let open = crate::snapshot::reader_and_writer(
+    let open = crate::source::snapshot::reader_and_writer(
         plan_shared.clone(),
         source.clone(),
         target.clone(),
         snapshot.clone(),
     );
+    let stamps_shared = stamps.clone();
     let work = move |(session, client): (Session, Client), batch: Batch| {
-        let (plan, counter) = (plan_shared.clone(), counters[batch.table].clone());
+        let (plan, counter, stamps) = (
+            plan_shared.clone(),
+            counters[batch.table].clone(),
+            stamps_shared.clone(),
+        );
         async move {
             let table = &plan.tables[batch.table];
-            copy_batch(&session, &client, table, &batch, run_id, counter.as_deref()).await?;
+            let stamp = stamps.of(batch.table);
+            copy_batch(&session, &client, table, &batch, stamp, counter.as_deref()).await?;
             Ok((session, client))
         }
     };
@@ -338,7 +347,7 @@ pub async fn copy_batch(
     target: &Client,
     table: &TablePlan,
     batch: &Batch,
-    run_id: i64,
+    stamp: state::Stamp<'_>,
     counter: Option<&TableCounter>,
 ) -> Result<Accumulator, Error> {
     let writing = || format!("writing {} {}", table.target, batch.describe());
@@ -402,7 +411,7 @@ pub async fn copy_batch(
             digest.rows
         )));
     }
-    state::mark_written(target, &table.target, batch, &digest, run_id).await?;
+    state::mark_written(target, &table.target, batch, &digest, stamp).await?;
     target
         .batch_execute("COMMIT")
         .await

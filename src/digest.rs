@@ -90,6 +90,15 @@ impl Accumulator {
         self.rows += other.rows;
     }
 
+    /// Removes a sub-multiset added before (the rows a batch lost or replaced): the
+    /// digest of what remains, as if those rows had never been added.
+    pub fn remove(&mut self, other: &Accumulator) {
+        for (a, b) in self.lanes.iter_mut().zip(other.lanes.iter()) {
+            *a = a.wrapping_sub(*b);
+        }
+        self.rows = self.rows.saturating_sub(other.rows);
+    }
+
     /// The lanes as bytes, for storing a batch digest in the target's state.
     pub fn lane_bytes(&self) -> Vec<u8> {
         self.lanes.iter().flat_map(|l| l.to_le_bytes()).collect()
@@ -158,6 +167,23 @@ mod tests {
         let mut plain = Accumulator::default();
         plain.add_row(b"tuple");
         assert_eq!(acc, plain);
+    }
+
+    #[test]
+    fn removing_rows_gives_the_digest_of_the_rest() {
+        let mut all = Accumulator::default();
+        let mut rest = Accumulator::default();
+        let mut gone = Accumulator::default();
+        for i in 0..50u32 {
+            all.add_row(&i.to_be_bytes());
+            if i % 7 == 0 {
+                gone.add_row(&i.to_be_bytes());
+            } else {
+                rest.add_row(&i.to_be_bytes());
+            }
+        }
+        all.remove(&gone);
+        assert_eq!(all, rest);
     }
 
     #[test]

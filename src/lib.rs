@@ -13,8 +13,9 @@
 //! - [`mapping`]: the file, parsed with line numbers, not yet trusted.
 //! - [`catalog`]: what each database really has.
 //! - [`plan`]: the validated plan; [`plan::query`] generates the source SQL.
-//! - [`batch`]: key-range batches, the unit of commit and comparison.
-//! - [`snapshot`]: one shared snapshot per database, and the workers' sessions on it.
+//! - [`source`]: the source side: [`source::snapshot`] (one shared snapshot per run and
+//!   the workers' sessions on it), [`source::batch`] (key-range batches, the unit of
+//!   commit and comparison) and [`source::changes`] (what changed since a horizon).
 //! - [`copy`]: the binary COPY stream, split into tuples.
 //! - [`key`]: binary keys bound back as parameters and rendered for reports.
 //! - [`digest`]: row hashes and order-independent batch and table digests.
@@ -36,7 +37,6 @@
 // Every public item says what it is for (clippy runs with -D warnings).
 #![warn(missing_docs)]
 
-pub mod batch;
 pub mod catalog;
 pub mod cli;
 pub mod connect;
@@ -54,7 +54,7 @@ pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod shutdown;
-pub mod snapshot;
+pub mod source;
 pub mod sync;
 pub mod target;
 pub mod tls;

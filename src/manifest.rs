@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::plan::{Plan, TablePlan};
-use crate::snapshot::Snapshot;
+use crate::source::snapshot::Snapshot;
 use crate::target::state;
 
 /// Per-table write counts of a sync run.
@@ -23,6 +23,27 @@ pub struct Changes {
     pub deleted: u64,
     /// Rows whose `own` columns were cleared (the customer left the own retailer).
     pub purged: u64,
+}
+
+/// How a sync read one table, and what that cost on the source side.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TableSync {
+    /// `changes` (only rows written since the recorded horizon) or `full`.
+    pub path: String,
+    /// Why the table was read in full, when it was.
+    pub reason: Option<String>,
+    /// Rows of the projection received from the source: the changed rows, or every row
+    /// of a batch read in full.
+    pub source_rows: u64,
+    /// Keys received from the source, of batches whose row counts disagreed with their
+    /// checkpoints (rows deleted or moved out of scope).
+    pub source_keys: u64,
+    /// Bytes received from the source: rows, keys and counts.
+    pub source_bytes: u64,
+    /// Batches in the table's layout.
+    pub batches: u64,
+    /// Batches neither read in full from the source nor read or written in the target.
+    pub batches_skipped: u64,
 }
 
 /// The manifest header: everything but the tables.
@@ -57,7 +78,7 @@ pub async fn table_entry(
     client: &Client,
     table: &TablePlan,
     run_id: i64,
-    changes: Option<Changes>,
+    sync: Option<(Changes, &TableSync)>,
 ) -> Result<Value, Error> {
     let stored = state::batches(client, table.index, &table.target).await?;
     let mut total = Accumulator::default();
@@ -85,8 +106,9 @@ pub async fn table_entry(
         "batches_written": written,
         "batches_written_this_run": this_run,
     });
-    if let Some(c) = changes {
+    if let Some((c, how)) = sync {
         entry["changes"] = json!(c);
+        entry["sync"] = json!(how);
     }
     Ok(entry)
 }
@@ -128,6 +150,21 @@ pub fn summary(manifest: &Value) -> String {
                 "  (+{} ~{} -{} purged {})",
                 c["inserted"], c["updated"], c["deleted"], c["purged"]
             ));
+        }
+        if let Some(how) = t.get("sync") {
+            line.push_str(&format!(
+                "\n  {:<32} {} path: {} rows, {} keys, {} bytes from the source; {} of {} batches skipped",
+                "",
+                how["path"].as_str().unwrap_or("?"),
+                how["source_rows"],
+                how["source_keys"],
+                how["source_bytes"],
+                how["batches_skipped"],
+                how["batches"],
+            ));
+            if let Some(reason) = how["reason"].as_str() {
+                line.push_str(&format!(" ({})", crate::ident::escape_controls(reason)));
+            }
         }
         out.push_str(&line);
         out.push('\n');

@@ -5,6 +5,7 @@ mod support;
 
 mod attacks;
 
+mod changes;
 mod connect;
 mod cutover;
 mod dry_run;

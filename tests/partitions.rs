@@ -41,7 +41,10 @@ fn range_partitioned_source_and_list_partitioned_target_cutover_sync_and_attach(
          INSERT INTO p.reading SELECT '2024-01-01'::date + (g % 90), 'sp' || (g / 90), \
              (ARRAY['north', 'south'])[g % 2 + 1], g, CASE WHEN g % 3 = 0 THEN 'R0002' ELSE 'R0001' END \
          FROM generate_series(1, 60000) g; \
-         ANALYZE p.reading",
+         ANALYZE p.reading; \
+         CREATE TABLE p.reading_2024_04 (LIKE p.reading INCLUDING ALL); \
+         INSERT INTO p.reading_2024_04 SELECT '2024-04-01'::date + (g % 30), 'sp' || g, 'east', g, 'R0001' \
+             FROM generate_series(1, 3000) g",
     );
     db.target_sql(
         "CREATE SCHEMA r; \
@@ -73,13 +76,11 @@ fn range_partitioned_source_and_list_partitioned_target_cutover_sync_and_attach(
     );
     db.shadan(&["verify", "--mapping", s(&path)]).expect_code(0);
 
-    // Between two syncs: a new month on the source with a new region, and a partition
-    // for that region on the target.
+    // Between two syncs: a new month on the source with a new region, loaded before the
+    // cutover (its rows' xmin is older than any horizon since), and a partition for that
+    // region on the target.
     db.source_sql(
-        "CREATE TABLE p.reading_2024_04 (LIKE p.reading INCLUDING ALL); \
-         INSERT INTO p.reading_2024_04 SELECT '2024-04-01'::date + (g % 30), 'sp' || g, 'east', g, 'R0001' \
-             FROM generate_series(1, 3000) g; \
-         ALTER TABLE p.reading ATTACH PARTITION p.reading_2024_04 FOR VALUES FROM ('2024-04-01') TO ('2024-05-01'); \
+        "ALTER TABLE p.reading ATTACH PARTITION p.reading_2024_04 FOR VALUES FROM ('2024-04-01') TO ('2024-05-01'); \
          UPDATE p.reading SET kwh = kwh + 1 WHERE read_on = '2024-02-10'; \
          DELETE FROM p.reading WHERE read_on = '2024-03-03'; \
          UPDATE p.reading SET retailer = 'R0002' WHERE read_on = '2024-01-05'",
@@ -88,7 +89,13 @@ fn range_partitioned_source_and_list_partitioned_target_cutover_sync_and_attach(
         "CREATE TABLE r.reading_east (LIKE r.reading INCLUDING ALL); \
          ALTER TABLE r.reading ATTACH PARTITION r.reading_east FOR VALUES IN ('east')",
     );
-    db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
+    let run = db.shadan(&["sync", "--mapping", s(&path), "--json"]);
+    run.expect_code(0);
+    let how = &run.json()["tables"][0]["sync"];
+    assert_eq!(
+        how["path"], "full",
+        "an attached partition's old rows are new to the projection: {how}"
+    );
     db.assert_same_rows(EXPECTED, ACTUAL, "after sync");
     assert_eq!(
         db.target_sql("SELECT count(*) FROM r.reading_east"),

@@ -136,6 +136,7 @@ fn direct_mode(out: &mut String, plan: &Plan, role: &str) {
     }
     for t in &plan.tables {
         let read = columns_read(t);
+        let change = Change::of(t);
         let never: Vec<String> = t
             .non_public
             .iter()
@@ -147,17 +148,54 @@ fn direct_mode(out: &mut String, plan: &Plan, role: &str) {
             out,
             "-- {} -> {}: only the columns the mapping reads. The owner and `only` columns are\n\
              -- evaluated inside this server and never copied. Not readable: {}.\n\
+             {}\
              REVOKE ALL ON TABLE {} FROM {r};\n\
-             GRANT SELECT ({}) ON TABLE {} TO {r};\n",
+             GRANT SELECT ({}{}) ON TABLE {} TO {r};\n",
             commented(&t.source),
             commented(&t.target),
             if never.is_empty() { "(none)".to_string() } else { never.join(", ") },
+            change.note,
             t.source.sql(),
             list(&read),
+            change.grant,
             t.source.sql()
         );
     }
 }
+
+/// The script's parts for a table's row `xmin`, which sync reads changes by: granted
+/// for a table (a view has none, and is always read in full).
+struct Change {
+    note: &'static str,
+    grant: &'static str,
+    column: String,
+}
+
+impl Change {
+    fn of(t: &TablePlan) -> Self {
+        if matches!(t.source_kind, 'r' | 'p') {
+            Change {
+                note: XMIN_NOTE,
+                grant: ", \"xmin\"",
+                column: format!(", \"xmin\" AS {}", crate::source::changes::CHANGE_COLUMN),
+            }
+        } else {
+            Change {
+                note: "",
+                grant: "",
+                column: String::new(),
+            }
+        }
+    }
+}
+
+/// What the `xmin` grant gives away, said where it is granted.
+const XMIN_NOTE: &str =
+    "-- \"xmin\" (the id of the transaction that wrote each row version) lets sync read only\n\
+    -- the rows written since its last run. It reveals that a row was written, not what: the\n\
+    -- role already sees every copied column, and whether a change touched only a non-public\n\
+    -- column is never sent (such a row is re-read and found equal). It stays inside the\n\
+    -- grid company's process: nothing derived from it is written to the retail side.\n";
 
 /// The role that owns the export views read by `role` (and their schema).
 pub fn export_owner(role: &str) -> String {
@@ -198,6 +236,7 @@ fn views_mode(out: &mut String, plan: &Plan, role: &str) {
     for t in &plan.tables {
         let view = export_view(&t.source).sql();
         let read = columns_read(t);
+        let change = Change::of(t);
         let owned = t.owner.as_ref().map(|own| {
             format!(
                 "{} {} {}::{}",
@@ -250,9 +289,10 @@ fn views_mode(out: &mut String, plan: &Plan, role: &str) {
             out,
             "-- {} -> {}: the permitted projection, computed here. security_barrier keeps a\n\
              -- caller's predicates from running before the view's own filter.\n\
+             {note}\
              REVOKE ALL ON TABLE {src} FROM {r};\n\
-             GRANT SELECT ({}) ON TABLE {src} TO {o};\n\
-             CREATE OR REPLACE VIEW {view} WITH (security_barrier) AS\n    SELECT {}\n    FROM {from}{filter};\n\
+             GRANT SELECT ({}{grant}) ON TABLE {src} TO {o};\n\
+             CREATE OR REPLACE VIEW {view} WITH (security_barrier) AS\n    SELECT {}{column}\n    FROM {from}{filter};\n\
              ALTER VIEW {view} OWNER TO {o};\n\
              COMMENT ON VIEW {view} IS {};\n\
              REVOKE ALL ON TABLE {view} FROM PUBLIC;\n\
@@ -264,6 +304,9 @@ fn views_mode(out: &mut String, plan: &Plan, role: &str) {
             quote_literal(&format!("{VIEW_COMMENT_PREFIX}{}", t.projection_digest(&plan.own_retailer))),
             src = t.source.sql(),
             from = t.source_table_from(),
+            note = change.note,
+            grant = change.grant,
+            column = change.column,
         );
     }
 }

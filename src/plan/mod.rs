@@ -7,6 +7,7 @@
 //! `Plan` and nothing else; the source query it runs is generated from it ([`query`]).
 
 pub mod bound;
+pub mod changes_sql;
 mod check;
 mod export_view;
 mod keys;

@@ -85,7 +85,7 @@ impl Bound {
 }
 
 /// Reads a session setting as a value of `type_name`, evaluated once per query.
-fn setting_as(name: &str, type_name: &str) -> String {
+pub(super) fn setting_as(name: &str, type_name: &str) -> String {
     format!("(SELECT pg_catalog.current_setting('{name}')::{type_name})")
 }
 
@@ -468,11 +468,21 @@ pub fn export_view(source: &QualifiedName) -> QualifiedName {
     QualifiedName::new(EXPORT_SCHEMA, format!("{}.{}", source.schema, source.name))
 }
 
-fn select(cols: &[String], from: &str, preds: &[String]) -> String {
+pub(super) fn select(cols: &[String], from: &str, preds: &[String]) -> String {
     let mut sql = format!("SELECT {} FROM {from}", cols.join(", "));
     if !preds.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&preds.join(" AND "));
     }
     sql
+}
+
+/// [`TablePlan`]'s key range predicates over `names`, for the other SQL builders of
+/// the plan.
+pub(super) fn range_predicates_for(
+    table: &TablePlan,
+    names: &[String],
+    range: RangeShape,
+) -> Vec<String> {
+    table.range_predicates(names, range)
 }

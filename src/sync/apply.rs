@@ -13,7 +13,6 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::Client;
 
-use crate::batch::Batch;
 use crate::copy::tuple::{encode_tuple, key_bytes, non_null_among, EMPTY_STREAM_HEADER};
 use crate::digest::{row_hash, Accumulator};
 use crate::error::Error;
@@ -21,7 +20,8 @@ use crate::ident::quote_ident;
 use crate::key::KeyMap;
 use crate::manifest::Changes;
 use crate::plan::TablePlan;
-use crate::target::state;
+use crate::source::batch::Batch;
+use crate::target::state::{self, Stamp};
 
 /// Bytes sent per COPY message when staging rows.
 const STAGE_MESSAGE_BYTES: usize = 1 << 20;
@@ -217,17 +217,21 @@ pub fn diff<'a>(table: &TablePlan, rows: &'a SourceRows, mut held: TargetRows) -
     }
 }
 
+/// `digest` is the checkpoint the batch then has: the digest of `rows` when they are the
+/// whole batch, or the stored one updated by what changed when they are its changed rows.
 /// With `defer_deletes` (a table other mapped tables reference), a batch that has rows to
 /// delete only inserts and updates here and returns the keys to delete: they go after
 /// the children's deletes, with the checkpoint ([`finish_deferred`]). Until then the old
 /// checkpoint stays, so a crash in between only makes the next sync compare the batch.
+#[allow(clippy::too_many_arguments)]
 pub async fn write(
     client: &Client,
     table: &TablePlan,
     batch: &Batch,
     rows: &SourceRows,
     held: TargetRows,
-    run_id: i64,
+    digest: Accumulator,
+    stamp: Stamp<'_>,
     defer_deletes: bool,
 ) -> Result<(Changes, Option<Vec<Vec<u8>>>), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
@@ -280,7 +284,7 @@ pub async fn write(
             .map_err(Error::db(&context))?;
         return Ok((changes, Some(gone)));
     }
-    checkpoint(client, table, batch, rows.digest, run_id).await?;
+    checkpoint(client, table, batch, digest, stamp).await?;
     client
         .batch_execute("COMMIT")
         .await
@@ -297,7 +301,7 @@ pub async fn finish_deferred(
     batch: &Batch,
     gone: &[Vec<u8>],
     digest: Accumulator,
-    run_id: i64,
+    stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
     client
@@ -306,7 +310,7 @@ pub async fn finish_deferred(
         .map_err(Error::db(&context))?;
     let done = async {
         delete_keys(client, table, batch, gone, &context).await?;
-        checkpoint(client, table, batch, digest, run_id).await?;
+        checkpoint(client, table, batch, digest, stamp).await?;
         client
             .batch_execute("COMMIT")
             .await
@@ -323,12 +327,12 @@ pub async fn finish_deferred(
 
 /// Stores the batch's checkpoint, after checking, on a table with triggers or rules, that
 /// the target now holds exactly the source's rows.
-async fn checkpoint(
+pub(super) async fn checkpoint(
     client: &Client,
     table: &TablePlan,
     batch: &Batch,
     digest: Accumulator,
-    run_id: i64,
+    stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
     if !table.target_write_hooks.is_empty() {
@@ -352,30 +356,29 @@ async fn checkpoint(
             )));
         }
     }
-    state::store_digest(client, &table.target, batch, &digest, run_id).await
+    state::store_digest(client, &table.target, batch, &digest, stamp).await
 }
 
-/// Deletes the target rows with the given encoded keys (staged with binary COPY).
-async fn delete_keys(
+/// Stages encoded keys with binary COPY into the session's temporary table `stage`
+/// (the target's key columns, emptied at commit); returns the quoted key column names.
+async fn stage_keys<'k>(
     client: &Client,
     table: &TablePlan,
-    batch: &Batch,
-    gone: &[Vec<u8>],
+    stage: &str,
+    keys: impl Iterator<Item = &'k [u8]>,
     context: impl Fn() -> String,
-) -> Result<(), Error> {
-    let stage = format!("shadan_gone_{}", table.index + 1);
-    let keys: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
+) -> Result<Vec<String>, Error> {
+    let columns: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
     client
         .batch_execute(&format!(
             "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA",
-            quote_ident(&stage),
-            keys.join(", "),
+            quote_ident(stage),
+            columns.join(", "),
             table.target.sql()
         ))
         .await
         .map_err(Error::db(&context))?;
-    let key_tuples: Vec<Vec<u8>> = gone
-        .iter()
+    let key_tuples: Vec<Vec<u8>> = keys
         .map(|key| {
             let mut t = Vec::with_capacity(key.len() + 2);
             encode_tuple(&mut t, crate::key::key_fields(key).into_iter());
@@ -384,13 +387,74 @@ async fn delete_keys(
         .collect();
     let copy = format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
-        quote_ident(&stage),
-        keys.join(", ")
+        quote_ident(stage),
+        columns.join(", ")
     );
     send(
         client,
         &copy,
         key_tuples.iter().map(|t| Piece::Slice(t)),
+        &context,
+    )
+    .await?;
+    Ok(columns)
+}
+
+/// Reads, in the open transaction, the target's rows with the keys of `rows` (a batch's
+/// changed rows): key -> row hash as [`begin_and_read`] gives for a whole batch, and the
+/// digest of those rows, which the batch's checkpoint loses when they are replaced.
+pub async fn read_keyed(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    rows: &SourceRows,
+) -> Result<(TargetRows, Accumulator), Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
+    let stage = format!("shadan_keys_{}", table.index + 1);
+    let mut keys = Vec::with_capacity(rows.tuples.len());
+    rows.for_each_tuple(|t| keys.push(key_bytes(t, table.key_len).to_vec()));
+    stage_keys(
+        client,
+        table,
+        &stage,
+        keys.iter().map(|k| k.as_slice()),
+        &context,
+    )
+    .await?;
+    let positions = table.own_positions();
+    crate::copy::fold(
+        client,
+        &table.target_rows_of_staged_keys(&stage),
+        &context,
+        (
+            TargetRows::with_capacity_and_hasher(keys.len(), Default::default()),
+            Accumulator::default(),
+        ),
+        |(held, old), tuple| {
+            let hash = old.add_row_hashed(tuple);
+            held.insert(
+                key_bytes(tuple, table.key_len).to_vec(),
+                (hash, has_own_value(tuple, &positions)),
+            );
+        },
+    )
+    .await
+}
+
+/// Deletes the target rows with the given encoded keys (staged with binary COPY).
+pub(super) async fn delete_keys(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    gone: &[Vec<u8>],
+    context: impl Fn() -> String,
+) -> Result<(), Error> {
+    let stage = format!("shadan_gone_{}", table.index + 1);
+    let keys = stage_keys(
+        client,
+        table,
+        &stage,
+        gone.iter().map(|k| k.as_slice()),
         &context,
     )
     .await?;

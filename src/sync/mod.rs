@@ -11,6 +11,7 @@
 //! are split at the end of the run.
 
 pub mod apply;
+mod changes;
 pub mod preview;
 
 use std::collections::VecDeque;
@@ -19,18 +20,20 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::batch::{self, Batch};
 use crate::connect::Endpoint;
 use crate::digest::Accumulator;
 use crate::error::Error;
+use crate::manifest::TableSync;
 use crate::manifest::{self, Changes};
 use crate::plan::{Plan, TablePlan};
 use crate::progress::{self, Progress};
 use crate::shutdown::Shutdown;
-use crate::snapshot::{bind, Session, Snapshot};
+use crate::source::batch::{self, Batch};
+use crate::source::changes::{self as change_detection, Path};
+use crate::source::snapshot::{bind, Session, Snapshot};
 use crate::target::indexes;
 use crate::target::lock::TargetLock;
-use crate::target::state;
+use crate::target::state::{self, RunStamps, Stamp, StoredBatch};
 use crate::workers;
 use apply::SourceRows;
 
@@ -43,6 +46,17 @@ pub struct Options {
     pub batch_rows: u64,
     /// How progress is shown.
     pub progress: progress::Style,
+    /// Read every table in full, whatever its recorded horizon.
+    pub full: bool,
+}
+
+/// Per-table results of a run, filled in by the workers.
+#[derive(Debug, Default)]
+struct Tally {
+    changes: Vec<Changes>,
+    how: Vec<TableSync>,
+    /// Batches of the full path found equal to their checkpoints: their horizon moves on.
+    confirmed: Vec<Vec<i32>>,
 }
 
 /// Runs a sync; returns the manifest recorded in the target.
@@ -59,19 +73,37 @@ pub async fn run(
     require_finished_cutover(lock.client(), plan).await?;
     let snapshot = Arc::new(Snapshot::export(source, &plan.source_relations()).await?);
     plan.require_unchanged_source(&snapshot.catalog().await?)?;
+    let mut stamps = RunStamps::read(&snapshot, plan).await?;
     let run_id = state::start_run(lock.client(), "sync", plan, &snapshot.id).await?;
-    let changes: Arc<Mutex<Vec<Changes>>> =
-        Arc::new(Mutex::new(vec![Changes::default(); plan.tables.len()]));
+    stamps.run_id = run_id;
+    let n = plan.tables.len();
+    let tally = Arc::new(Mutex::new(Tally {
+        changes: vec![Changes::default(); n],
+        how: vec![TableSync::default(); n],
+        confirmed: vec![Vec::new(); n],
+    }));
     let outcome = sync_all(
-        plan, source, target, opts, shutdown, &snapshot, run_id, &lock, &changes,
+        plan,
+        source,
+        target,
+        opts,
+        shutdown,
+        &snapshot,
+        &Arc::new(stamps),
+        &lock,
+        &tally,
     )
     .await;
 
     let header = manifest::header(run_id, "sync", plan, &snapshot, false);
-    let changes = changes.lock().map(|c| c.clone()).unwrap_or_default();
+    let tally = tally
+        .lock()
+        .map(|t| (t.changes.clone(), t.how.clone()))
+        .unwrap_or_default();
     let mut tables = Vec::new();
     for t in &plan.tables {
-        tables.push(manifest::table_entry(lock.client(), t, run_id, Some(changes[t.index])).await?);
+        let sync = tally.0.get(t.index).copied().zip(tally.1.get(t.index));
+        tables.push(manifest::table_entry(lock.client(), t, run_id, sync).await?);
     }
     manifest::finish_run(lock.client(), run_id, header, tables, outcome).await
 }
@@ -99,6 +131,25 @@ pub(crate) async fn require_finished_cutover(client: &Client, plan: &Plan) -> Re
     Ok(())
 }
 
+/// One unit of a worker's work (a queue holds a few hundred: their size is no matter).
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    /// One batch read in full, with its checkpoint if written.
+    Batch(Batch, Option<Accumulator>),
+    /// A table read by changes since `horizon` (the last: the column carrying `xmin`),
+    /// with its stored batches in key order.
+    Changes(usize, Vec<StoredBatch>, i64, &'static str),
+}
+
+impl Item {
+    fn table(&self) -> usize {
+        match self {
+            Item::Batch(b, _) => b.table,
+            Item::Changes(t, ..) => *t,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn sync_all(
     plan: &Plan,
@@ -107,13 +158,14 @@ async fn sync_all(
     opts: &Options,
     shutdown: &Shutdown,
     snapshot: &Arc<Snapshot>,
-    run_id: i64,
+    stamps: &Arc<RunStamps>,
     lock: &TargetLock,
-    changes: &Arc<Mutex<Vec<Changes>>>,
+    tally: &Arc<Mutex<Tally>>,
 ) -> Result<(), Error> {
-    // The stored layout of each table; a table never copied gets one now.
+    // The stored layout of each table and how it is read; a table never copied gets a
+    // layout now.
     let layout_session = Session::open(source, snapshot, plan).await?;
-    let mut queue = VecDeque::new();
+    let mut queue = Vec::new();
     let mut shown = Vec::new();
     for table in &plan.tables {
         let mut stored = state::batches(lock.client(), table.index, &table.target).await?;
@@ -130,25 +182,68 @@ async fn sync_all(
             .iter()
             .filter_map(|b| b.written.map(|a| a.rows))
             .sum();
-        if stored.is_empty() {
+        let path = match change_detection::in_key_order(stored.clone()) {
+            _ if stored.is_empty() => Path::Full("no batch layout yet".into()),
+            Some(ordered) => match change_detection::decide(
+                table,
+                &ordered,
+                &stamps.bases[table.index],
+                stamps.change_columns[table.index],
+                snapshot.xmax,
+                opts.full,
+            ) {
+                Path::Changes { horizon, column } => {
+                    queue.push(Item::Changes(table.index, ordered, horizon, column));
+                    Path::Changes { horizon, column }
+                }
+                full => full,
+            },
+            None => {
+                Path::Full("the stored batch bounds do not cover the key space in order".into())
+            }
+        };
+        match &path {
+            Path::Changes { horizon, .. } => {
+                tracing::info!(table = %table.target, horizon, "reading only rows written since the recorded horizon");
+            }
+            Path::Full(reason) => {
+                tracing::info!(table = %table.target, reason = %reason, "reading every row");
+            }
+        }
+        if let Ok(mut t) = tally.lock() {
+            t.how[table.index].path = path.name().into();
+            t.how[table.index].reason = path.reason().map(String::from);
+        }
+        if matches!(path, Path::Changes { .. }) {
+            shown.push((table.target.to_string(), rows, 0));
+        } else if stored.is_empty() {
             let (batches, total) =
                 batch::layout(layout_session.client(), table, opts.batch_rows, None).await?;
             state::save_layout(
                 lock.client(),
                 &table.target,
                 &batches,
-                run_id,
+                stamps.run_id,
                 &table.projection_digest(&plan.own_retailer),
             )
             .await?;
-            queue.extend(batches.into_iter().map(|b| (b, None)));
+            queue.extend(batches.into_iter().map(|b| Item::Batch(b, None)));
             shown.push((table.target.to_string(), total, 0));
         } else {
-            queue.extend(stored.into_iter().map(|s| (s.batch, s.written)));
+            queue.extend(stored.into_iter().map(|s| Item::Batch(s.batch, s.written)));
             shown.push((table.target.to_string(), rows, 0));
         }
     }
     drop(layout_session);
+    if let Ok(mut t) = tally.lock() {
+        for item in &queue {
+            let how = &mut t.how[item.table()];
+            how.batches += match item {
+                Item::Batch(..) => 1,
+                Item::Changes(_, stored, ..) => stored.len() as u64,
+            };
+        }
+    }
 
     let progress = Progress::start("sync", opts.progress, shown);
     let counters: Vec<_> = (0..plan.tables.len())
@@ -157,7 +252,7 @@ async fn sync_all(
     let grown: Arc<Mutex<Vec<Batch>>> = Arc::default();
     let plan_shared = Arc::new(plan.clone());
     let open = {
-        let open_pair = crate::snapshot::reader_and_writer(
+        let open_pair = crate::source::snapshot::reader_and_writer(
             plan_shared.clone(),
             source.clone(),
             target.clone(),
@@ -177,36 +272,63 @@ async fn sync_all(
     };
     let deferred: Arc<Mutex<Vec<Deferred>>> = Arc::default();
     let work = {
-        let (changes, grown, batch_rows) = (changes.clone(), grown.clone(), opts.batch_rows);
-        let (plan_shared, deferred) = (plan_shared.clone(), deferred.clone());
-        move |mut w: Worker, (batch, stored): (Batch, Option<Accumulator>)| {
-            let (plan, changes, grown, counter, deferred) = (
+        let (tally, grown, batch_rows) = (tally.clone(), grown.clone(), opts.batch_rows);
+        let (plan_shared, deferred, stamps) =
+            (plan_shared.clone(), deferred.clone(), stamps.clone());
+        move |mut w: Worker, item: Item| {
+            let (plan, tally, grown, counter, deferred, stamps) = (
                 plan_shared.clone(),
-                changes.clone(),
+                tally.clone(),
                 grown.clone(),
-                counters[batch.table].clone(),
+                counters[item.table()].clone(),
                 deferred.clone(),
+                stamps.clone(),
             );
             async move {
-                let table = &plan.tables[batch.table];
-                let (rows, written, later) = w.sync_batch(table, &batch, stored, run_id).await?;
-                if let (Some(later), Ok(mut d)) = (later, deferred.lock()) {
-                    d.push(later);
-                }
+                let table = &plan.tables[item.table()];
+                let stamp = stamps.of(table.index);
+                let done = match item {
+                    Item::Batch(batch, stored) => {
+                        let one = w.sync_batch(table, &batch, stored, stamp).await?;
+                        if one.clean {
+                            if let Ok(mut t) = tally.lock() {
+                                t.confirmed[table.index].push(batch.no);
+                            }
+                        }
+                        if one.rows > 2 * batch_rows {
+                            if let Ok(mut g) = grown.lock() {
+                                g.push(batch);
+                            }
+                        }
+                        one
+                    }
+                    Item::Changes(_, stored, horizon, column) => {
+                        let all = w
+                            .sync_changes(table, stored, (horizon, column), stamp, batch_rows)
+                            .await?;
+                        if let Ok(mut g) = grown.lock() {
+                            g.extend(all.grown.iter().cloned());
+                        }
+                        all
+                    }
+                };
                 counter
                     .done
-                    .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
-                if let (Some(written), Ok(mut all)) = (written, changes.lock()) {
-                    let c = &mut all[batch.table];
-                    c.inserted += written.inserted;
-                    c.updated += written.updated;
-                    c.deleted += written.deleted;
-                    c.purged += written.purged;
+                    .fetch_add(done.rows, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut d) = deferred.lock() {
+                    d.extend(done.later);
                 }
-                if rows > 2 * batch_rows {
-                    if let Ok(mut g) = grown.lock() {
-                        g.push(batch);
-                    }
+                if let Ok(mut t) = tally.lock() {
+                    let c = &mut t.changes[table.index];
+                    c.inserted += done.written.inserted;
+                    c.updated += done.written.updated;
+                    c.deleted += done.written.deleted;
+                    c.purged += done.written.purged;
+                    let how = &mut t.how[table.index];
+                    how.source_rows += done.source_rows;
+                    how.source_keys += done.source_keys;
+                    how.source_bytes += done.source_bytes;
+                    how.batches_skipped += done.skipped;
                 }
                 Ok(w)
             }
@@ -214,11 +336,10 @@ async fn sync_all(
     };
     // Tables by foreign-key level: every parent's inserts and updates commit before its
     // children's batches start.
-    let mut levels: std::collections::BTreeMap<usize, VecDeque<(Batch, Option<Accumulator>)>> =
-        Default::default();
+    let mut levels: std::collections::BTreeMap<usize, VecDeque<Item>> = Default::default();
     for item in queue {
         levels
-            .entry(plan.tables[item.0.table].level)
+            .entry(plan.tables[item.table()].level)
             .or_default()
             .push_back(item);
     }
@@ -244,10 +365,26 @@ async fn sync_all(
     for d in later {
         let table = &plan.tables[d.batch.table];
         bind(lock.client(), &d.batch.settings()).await?;
-        apply::finish_deferred(lock.client(), table, &d.batch, &d.gone, d.digest, run_id).await?;
+        apply::finish_deferred(
+            lock.client(),
+            table,
+            &d.batch,
+            &d.gone,
+            d.digest,
+            stamps.of(table.index),
+        )
+        .await?;
+    }
+    // Batches read in full and found equal: exact at this run's snapshot too.
+    let confirmed = tally
+        .lock()
+        .map(|t| t.confirmed.clone())
+        .unwrap_or_default();
+    for (table, nos) in plan.tables.iter().zip(confirmed) {
+        state::confirm_batches(lock.client(), &table.target, &nos, stamps.of(table.index)).await?;
     }
     let grown = grown.lock().map(|g| g.clone()).unwrap_or_default();
-    split_grown(plan, source, snapshot, lock, run_id, opts.batch_rows, grown).await
+    split_grown(plan, source, snapshot, lock, stamps, opts.batch_rows, grown).await
 }
 
 /// A batch of a referenced table whose deletes wait for the children's.
@@ -256,8 +393,32 @@ struct Deferred {
     batch: Batch,
     /// Encoded keys to delete.
     gone: Vec<Vec<u8>>,
-    /// The source rows' digest: the checkpoint once the deletes are done.
+    /// The batch's checkpoint once the deletes are done.
     digest: Accumulator,
+}
+
+/// What a worker did with one item.
+#[derive(Default)]
+struct Done {
+    /// Source rows in the batch (or table) now.
+    rows: u64,
+    /// The digest of a batch read in full (its checkpoint once any deferred deletes are
+    /// done).
+    digest: Accumulator,
+    /// What was written.
+    written: Changes,
+    /// Deletes left for after the children's.
+    later: Vec<Deferred>,
+    /// Whether a batch read in full equalled its checkpoint.
+    clean: bool,
+    /// Rows, keys and bytes received from the source.
+    source_rows: u64,
+    source_keys: u64,
+    source_bytes: u64,
+    /// Batches neither read in full from the source nor touched in the target.
+    skipped: u64,
+    /// Batches grown past twice the batch size (changes path).
+    grown: Vec<Batch>,
 }
 
 /// One sync worker: a source session on the run's snapshot and a target connection.
@@ -270,15 +431,14 @@ struct Worker {
 }
 
 impl Worker {
-    /// Syncs one batch; returns the source rows in it, what was written if the batch
-    /// changed, and the deletes left for later (a referenced table's).
+    /// Syncs one batch by reading it in full.
     async fn sync_batch(
         &mut self,
         table: &TablePlan,
         batch: &Batch,
         stored: Option<Accumulator>,
-        run_id: i64,
-    ) -> Result<(u64, Option<Changes>, Option<Deferred>), Error> {
+        stamp: Stamp<'_>,
+    ) -> Result<Done, Error> {
         self.session.bind_batch(batch).await?;
         if table.source_is_view() {
             // Every night, clean batch or not: a new overlap can leave the projection as
@@ -300,7 +460,14 @@ impl Worker {
             .await?;
             crate::metrics::count_bytes(&table.target, "read", bytes);
             if stored == Some(digest) {
-                return Ok((digest.rows, None, None));
+                return Ok(Done {
+                    rows: digest.rows,
+                    digest,
+                    clean: true,
+                    source_rows: digest.rows,
+                    source_bytes: bytes as u64,
+                    ..Done::default()
+                });
             }
         }
         // The target is read only for a batch that may have changed.
@@ -314,6 +481,13 @@ impl Worker {
         let mut bytes = 0;
         rows.for_each_tuple(|t| bytes += t.len());
         crate::metrics::count_bytes(&table.target, "read", bytes);
+        let mut done = Done {
+            rows: rows.digest.rows,
+            digest: rows.digest,
+            source_rows: rows.digest.rows,
+            source_bytes: bytes as u64,
+            ..Done::default()
+        };
         if table.source_is_view() {
             let mut keys = crate::key::KeyCheck::new(table.key_len);
             rows.for_each_tuple(|t| keys.add(t));
@@ -325,7 +499,8 @@ impl Worker {
         self.last_dirty = stored != Some(rows.digest);
         if !self.last_dirty {
             apply::abandon(&self.client).await?;
-            return Ok((rows.digest.rows, None, None));
+            done.clean = true;
+            return Ok(done);
         }
         let (written, gone) = apply::write(
             &self.client,
@@ -333,16 +508,18 @@ impl Worker {
             batch,
             &rows,
             held,
-            run_id,
+            rows.digest,
+            stamp,
             table.has_children,
         )
         .await?;
-        let later = gone.map(|gone| Deferred {
+        done.written = written;
+        done.later.extend(gone.map(|gone| Deferred {
             batch: batch.clone(),
             gone,
             digest: rows.digest,
-        });
-        Ok((rows.digest.rows, Some(written), later))
+        }));
+        Ok(done)
     }
 }
 
@@ -371,7 +548,7 @@ async fn split_grown(
     source: &Endpoint,
     snapshot: &Snapshot,
     lock: &TargetLock,
-    run_id: i64,
+    stamps: &RunStamps,
     batch_rows: u64,
     grown: Vec<Batch>,
 ) -> Result<(), Error> {
@@ -410,12 +587,19 @@ async fn split_grown(
             lock.client(),
             &table.target,
             &parts[1..],
-            run_id,
+            stamps.run_id,
             &table.projection_digest(&plan.own_retailer),
         )
         .await?;
         for (part, digest) in parts.iter().zip(&digests) {
-            state::store_digest(lock.client(), &table.target, part, digest, run_id).await?;
+            state::store_digest(
+                lock.client(),
+                &table.target,
+                part,
+                digest,
+                stamps.of(table.index),
+            )
+            .await?;
         }
         lock.client()
             .batch_execute("COMMIT")

@@ -7,14 +7,14 @@
 use serde_json::{json, Value};
 
 use super::{apply, read_source};
-use crate::batch::{self, Batch};
 use crate::connect::Endpoint;
 use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::manifest::Changes;
 use crate::plan::Plan;
 use crate::shutdown::Shutdown;
-use crate::snapshot::{bind, Session, Snapshot};
+use crate::source::batch::{self, Batch};
+use crate::source::snapshot::{bind, Session, Snapshot};
 use crate::target::lock::TargetLock;
 use crate::target::state;
 

@@ -3,11 +3,11 @@
 
 use tokio_postgres::{Client, GenericClient};
 
-use crate::batch::Batch;
 use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::mapping::name::QualifiedName;
 use crate::plan::Plan;
+use crate::source::batch::Batch;
 
 /// A batch as stored, with its checkpoint when written.
 #[derive(Debug, Clone)]
@@ -16,6 +16,68 @@ pub struct StoredBatch {
     pub batch: Batch,
     /// Digest of the rows written, once the batch is written.
     pub written: Option<Accumulator>,
+    /// The source snapshot horizon the checkpoint is exact at (see `state.sql`).
+    pub horizon: Option<i64>,
+    /// The basis (projection and source definitions) of the checkpoint.
+    pub basis: Option<String>,
+}
+
+/// What every checkpoint a run writes carries besides the digest: the run, the horizon
+/// of its source snapshot, and the table's basis (see `state.sql`).
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    /// The run writing the checkpoint.
+    pub run_id: i64,
+    /// The 64-bit xmin of the run's source snapshot.
+    pub horizon: i64,
+    /// The table's current basis ([`crate::source::changes::basis`]).
+    pub basis: &'a str,
+}
+
+/// The stamps of one run's checkpoints: the run, its source snapshot's horizon, and
+/// each table's basis (indexed like the plan's tables).
+#[derive(Debug, Clone)]
+pub struct RunStamps {
+    /// The run.
+    pub run_id: i64,
+    /// The 64-bit xmin of the run's source snapshot.
+    pub horizon: i64,
+    /// Each table's basis now.
+    pub bases: Vec<String>,
+    /// Each table's column carrying row `xmin`, when the role can read one.
+    pub change_columns: Vec<Option<&'static str>>,
+}
+
+impl RunStamps {
+    /// Reads each table's basis on the run's snapshot; the run is set once recorded.
+    pub async fn read(
+        snapshot: &crate::source::snapshot::Snapshot,
+        plan: &Plan,
+    ) -> Result<Self, Error> {
+        let mut bases = Vec::with_capacity(plan.tables.len());
+        let mut change_columns = Vec::with_capacity(plan.tables.len());
+        for t in &plan.tables {
+            bases.push(
+                crate::source::changes::basis(snapshot.client(), t, &plan.own_retailer).await?,
+            );
+            change_columns.push(crate::source::changes::change_column(snapshot.client(), t).await?);
+        }
+        Ok(Self {
+            run_id: 0,
+            horizon: snapshot.horizon,
+            bases,
+            change_columns,
+        })
+    }
+
+    /// The stamp of table `index`'s checkpoints.
+    pub fn of(&self, index: usize) -> Stamp<'_> {
+        Stamp {
+            run_id: self.run_id,
+            horizon: self.horizon,
+            basis: &self.bases[index],
+        }
+    }
 }
 
 /// Creates the state schema if needed. Call while holding the target lock.
@@ -98,7 +160,7 @@ pub async fn batches(
 ) -> Result<Vec<StoredBatch>, Error> {
     let rows = client
         .query(
-            "SELECT batch_no, lower_key, upper_key, rows, lanes FROM shadan.batches \
+            "SELECT batch_no, lower_key, upper_key, rows, lanes, horizon, basis FROM shadan.batches \
              WHERE target_table = $1 ORDER BY batch_no",
             &[&target.to_string()],
         )
@@ -120,6 +182,8 @@ pub async fn batches(
                     (Some(n), Some(l)) => Accumulator::from_lane_bytes(n as u64, &l),
                     _ => None,
                 },
+                horizon: r.get(5),
+                basis: r.get(6),
             }
         })
         .collect())
@@ -237,11 +301,12 @@ pub async fn mark_written(
     target: &QualifiedName,
     batch: &Batch,
     digest: &Accumulator,
-    run_id: i64,
+    stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let updated = client
         .execute(
-            &format!("UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, written_at = pg_catalog.clock_timestamp() \
+            &format!("UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, horizon = $6, basis = $7, \
+                 written_at = pg_catalog.clock_timestamp() \
              WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) $2 AND rows IS NULL \
                AND {LOCK_STILL_HELD}"),
             &[
@@ -249,7 +314,9 @@ pub async fn mark_written(
                 &batch.no,
                 &(digest.rows as i64),
                 &digest.lane_bytes(),
-                &run_id,
+                &stamp.run_id,
+                &stamp.horizon,
+                &stamp.basis,
             ],
         )
         .await
@@ -320,13 +387,15 @@ pub async fn store_digest(
     target: &QualifiedName,
     batch: &Batch,
     digest: &Accumulator,
-    run_id: i64,
+    stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let updated = client
         .execute(
-            &format!("UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, written_at = pg_catalog.clock_timestamp() \
+            &format!("UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, horizon = $6, basis = $7, \
+                 written_at = pg_catalog.clock_timestamp() \
              WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) $2 AND {LOCK_STILL_HELD}"),
-            &[&target.to_string(), &batch.no, &(digest.rows as i64), &digest.lane_bytes(), &run_id],
+            &[&target.to_string(), &batch.no, &(digest.rows as i64), &digest.lane_bytes(), &stamp.run_id,
+              &stamp.horizon, &stamp.basis],
         )
         .await
         .map_err(Error::db(format!("checkpointing {target} {}", batch.describe())))?;
@@ -369,11 +438,39 @@ pub async fn narrow_batch(
 ) -> Result<(), Error> {
     client
         .execute(
-            "UPDATE shadan.batches SET lower_key = $3, upper_key = $4, rows = NULL, lanes = NULL \
+            "UPDATE shadan.batches SET lower_key = $3, upper_key = $4, rows = NULL, lanes = NULL, horizon = NULL \
              WHERE target_table = $1 AND batch_no = $2",
             &[&target.to_string(), &batch.no, &batch.lower, &batch.upper],
         )
         .await
         .map_err(Error::db(format!("splitting a batch of {target}")))?;
+    Ok(())
+}
+
+/// Moves the horizon of batches whose checkpoint a run found still exact (the source's
+/// rows of the batch equal it at the run's snapshot) forward to the run's, without
+/// touching their digests. A run that ends before this keeps the older horizons, which
+/// only make the next sync read more.
+pub async fn confirm_batches(
+    client: &Client,
+    target: &QualifiedName,
+    batch_nos: &[i32],
+    stamp: Stamp<'_>,
+) -> Result<(), Error> {
+    if batch_nos.is_empty() {
+        return Ok(());
+    }
+    client
+        .execute(
+            &format!(
+                "UPDATE shadan.batches SET horizon = $3, basis = $4 \
+                 WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) ANY ($2) \
+                   AND rows IS NOT NULL AND {}",
+                LOCK_STILL_HELD
+            ),
+            &[&target.to_string(), &batch_nos, &stamp.horizon, &stamp.basis, &stamp.run_id],
+        )
+        .await
+        .map_err(Error::db(format!("recording the horizon of {target}")))?;
     Ok(())
 }

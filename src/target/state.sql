@@ -65,3 +65,11 @@ CREATE TABLE IF NOT EXISTS shadan.deferred_foreign_keys (
     create_sql   text NOT NULL,
     PRIMARY KEY (target_table, name)
 );
+
+-- Change tracking (sync by xmin). `horizon` is the 64-bit xmin of a source snapshot at
+-- which the batch's checkpoint was exact: every source row whose transaction ended before
+-- it is in the target as projected. `basis` is the blake3 of the projection and of the
+-- source columns' physical definitions it held under. A sync reads only rows written at
+-- or after the horizon while the basis is unchanged; NULL: read the whole batch.
+ALTER TABLE shadan.batches ADD COLUMN IF NOT EXISTS horizon bigint;
+ALTER TABLE shadan.batches ADD COLUMN IF NOT EXISTS basis text;

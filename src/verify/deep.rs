@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::ident::quote_ident;
 use crate::plan::query::{RangeShape, SessionSetting, SettingValue};
 use crate::plan::{Class, Plan, TablePlan};
-use crate::snapshot::{Session, Snapshot};
+use crate::source::snapshot::{Session, Snapshot};
 
 /// Shortest value treated as a secret: shorter values (codes, flags, small numbers) occur
 /// by chance everywhere and would drown the report in coincidences.

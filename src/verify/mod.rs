@@ -26,7 +26,7 @@ use crate::plan::query::Chunk;
 use crate::plan::{Plan, SourceAccess};
 use crate::progress::{self, Progress};
 use crate::shutdown::Shutdown;
-use crate::snapshot::{Session, Snapshot};
+use crate::source::snapshot::{Session, Snapshot};
 use crate::workers;
 use buckets::{Buckets, Side};
 use report::{Leak, LeakKind, Report, TableReport};

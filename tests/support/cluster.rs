@@ -14,6 +14,10 @@ pub struct Cluster {
     pub port: u16,
     /// The CA that signed the server certificate, when the cluster serves TLS.
     pub ca_cert: Option<PathBuf>,
+    /// The cluster's directory (data, log, socket).
+    dir: PathBuf,
+    /// The server options it was started with.
+    options: String,
 }
 
 /// A role of the TLS cluster that may only log in over TLS.
@@ -131,7 +135,8 @@ impl Cluster {
         let port = free_port();
         let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
+             -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB \
+             -c max_prepared_transactions=10",
             dir.display()
         );
         let ca_cert = tls.then(|| {
@@ -154,7 +159,40 @@ impl Cluster {
             .args(["-o", &options, "-w", "start"]);
         run(ctl, "pg_ctl start");
         spawn_watchdog(&data, &dir);
-        Cluster { port, ca_cert }
+        Cluster {
+            port,
+            ca_cert,
+            dir,
+            options,
+        }
+    }
+
+    /// A cluster of one test's own (for tests that stop or reset it), started now and
+    /// stopped when the test binary exits.
+    pub fn private(name: &str) -> &'static Cluster {
+        Box::leak(Box::new(Cluster::start(name, false)))
+    }
+
+    /// Stops the cluster, moves its next transaction id to `xid` with `pg_resetwal -x`
+    /// and starts it again. `xid` must start a pg_xact page (a multiple of 32768), so
+    /// that the server creates the page when it first assigns it.
+    pub fn restart_at_xid(&self, xid: u32) {
+        assert_eq!(xid % 32768, 0, "the next xid must start a pg_xact page");
+        let data = self.dir.join("data");
+        let mut stop = pg_command("pg_ctl");
+        stop.arg("-D").arg(&data).args(["-m", "fast", "-w", "stop"]);
+        run(stop, "pg_ctl stop");
+        let mut reset = pg_command("pg_resetwal");
+        reset.args(["-x", &xid.to_string()]).arg("-D").arg(&data);
+        run(reset, "pg_resetwal -x");
+        let mut start = pg_command("pg_ctl");
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-o", &self.options, "-w", "start"]);
+        run(start, "pg_ctl start");
     }
 
     /// A connection URL for database `db` as the superuser.

@@ -46,6 +46,25 @@ impl TestDb {
         }
     }
 
+    /// Creates empty databases with a unique name: the source on `source`, the target
+    /// on the shared target cluster.
+    pub fn on(source: &'static Cluster) -> Self {
+        let c = clusters();
+        let name = format!(
+            "t{}_{}",
+            NEXT_DB.fetch_add(1, Ordering::SeqCst),
+            std::process::id()
+        );
+        for cluster in [source, &c.target] {
+            cluster.psql("postgres", &format!("CREATE DATABASE {name}"));
+        }
+        Self {
+            name,
+            source_cluster: source,
+            target_cluster: &c.target,
+        }
+    }
+
     /// Creates databases and loads `schema/joint.sql` and `schema/retail.sql`.
     pub fn with_reference_schema() -> Self {
         let db = Self::new();

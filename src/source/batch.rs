@@ -14,7 +14,7 @@ use crate::ident::quote_ident;
 use crate::plan::query::{key_bound_settings, Bound, RangeShape, SessionSetting};
 use crate::plan::{Plan, TablePlan};
 use crate::shutdown::Shutdown;
-use crate::snapshot::{Session, Snapshot};
+use crate::source::snapshot::{Session, Snapshot};
 use crate::workers;
 
 /// Default rows per batch: large enough that per-batch overhead (one query on each side,
@@ -195,7 +195,7 @@ async fn exact_cuts(
 ) -> Result<(Vec<Vec<String>>, u64), Error> {
     let shape = within.map(Batch::shape).unwrap_or(RangeShape::ALL);
     if let Some(w) = within {
-        crate::snapshot::bind(client, &w.settings()).await?;
+        crate::source::snapshot::bind(client, &w.settings()).await?;
     }
     let keys = table.source_key_list();
     let order = table.source_key_ordered().join(", ");

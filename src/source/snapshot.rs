@@ -12,13 +12,13 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio_postgres::Client;
 
-use crate::batch::Batch;
 use crate::catalog::Catalog;
 use crate::connect::Endpoint;
 use crate::error::Error;
 use crate::mapping::name::QualifiedName;
 use crate::plan::query::{SessionSetting, SettingValue, OWN_RETAILER_SETTING};
 use crate::plan::Plan;
+use crate::source::batch::Batch;
 
 /// An exported snapshot, valid while this value (its control session) lives.
 pub struct Snapshot {
@@ -33,6 +33,12 @@ pub struct Snapshot {
     pub visible: String,
     /// When the snapshot was taken, per the source server's clock.
     pub taken_at: String,
+    /// `pg_snapshot_xmin` as a 64-bit transaction id: every transaction below it had
+    /// ended when the snapshot was taken (the horizon a sync reads changes from next).
+    pub horizon: i64,
+    /// `pg_snapshot_xmax` as a 64-bit transaction id: no transaction at or above it had
+    /// started.
+    pub xmax: i64,
 }
 
 impl Snapshot {
@@ -65,7 +71,9 @@ impl Snapshot {
         let row = client
             .query_one(
                 "SELECT pg_catalog.pg_export_snapshot(), pg_catalog.pg_current_snapshot()::pg_catalog.text, \
-                 pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                 pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                 pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::pg_catalog.text::pg_catalog.int8, \
+                 pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text::pg_catalog.int8",
                 &[],
             )
             .await
@@ -76,7 +84,14 @@ impl Snapshot {
             id: row.get(0),
             visible: row.get(1),
             taken_at: row.get(2),
+            horizon: row.get(3),
+            xmax: row.get(4),
         })
+    }
+
+    /// The exporting session, inside the snapshot (for catalog reads).
+    pub fn client(&self) -> &Client {
+        &self.control
     }
 
     /// The catalog as the snapshot sees it (for [`Plan::require_unchanged_source`]).
@@ -141,26 +156,38 @@ impl Session {
     }
 }
 
-/// Binds settings on any session (the target uses this for key bounds too).
+/// Binds settings on any session (the target uses this for key bounds too), all in one
+/// statement: one round trip however many there are.
 pub async fn bind(client: &Client, settings: &[SessionSetting]) -> Result<(), Error> {
+    if settings.is_empty() {
+        return Ok(());
+    }
+    let mut calls = Vec::with_capacity(settings.len());
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
     for s in settings {
-        let result = match &s.value {
+        let (name, value) = (params.len() + 1, params.len() + 2);
+        params.push(&s.name);
+        match &s.value {
             SettingValue::Text(v) => {
-                client
-                    .execute("SELECT pg_catalog.set_config($1, $2, false)", &[&s.name, v])
-                    .await
+                calls.push(format!("pg_catalog.set_config(${name}, ${value}, false)"));
+                params.push(v);
             }
             SettingValue::List(values) => {
-                client
-                    .execute(
-                        "SELECT pg_catalog.set_config($1, $2::text[]::text, false)",
-                        &[&s.name, values],
-                    )
-                    .await
+                calls.push(format!(
+                    "pg_catalog.set_config(${name}, ${value}::pg_catalog.text[]::pg_catalog.text, false)"
+                ));
+                params.push(values);
             }
-        };
-        result.map_err(Error::db(format!("binding the session setting {}", s.name)))?;
+        }
     }
+    let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
+    client
+        .execute(&format!("SELECT {}", calls.join(", ")), &params)
+        .await
+        .map_err(Error::db(format!(
+            "binding the session settings {}",
+            names.join(", ")
+        )))?;
     Ok(())
 }
 

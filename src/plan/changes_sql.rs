@@ -1,0 +1,175 @@
+//! The SQL of a sync by changes (see [`crate::source::changes`]): the rows of a table
+//! written at or after a horizon, each with the position of the batch it falls in; the
+//! rows in scope per range; the keys of a range; and the target's rows for given keys.
+
+use super::query::{
+    op, range_predicates_for, select, setting_as, RangeShape, SessionSetting, SettingValue,
+};
+use super::TablePlan;
+use crate::ident::quote_ident;
+
+/// Session setting holding the horizon's 32-bit transaction id.
+pub const HORIZON_SETTING: &str = "shadan.horizon";
+
+/// The setting holding key column `column` of cut `cut` (the upper bound of the batch at
+/// position `cut` in key order).
+fn cut_setting(cut: usize, column: usize) -> String {
+    format!("shadan.cut_{}_{}", cut + 1, column + 1)
+}
+
+/// The settings for the cuts between a table's batches in key order: each batch's upper
+/// bound, the last batch's (unbounded) excepted.
+pub fn cut_settings(uppers: &[&[String]]) -> Vec<SessionSetting> {
+    let mut settings = Vec::new();
+    for (cut, values) in uppers.iter().enumerate() {
+        for (column, value) in values.iter().enumerate() {
+            settings.push(SessionSetting {
+                name: cut_setting(cut, column),
+                value: SettingValue::Text(value.clone()),
+            });
+        }
+    }
+    settings
+}
+
+/// The predicate "the tuple was written by a transaction at or after the horizon".
+///
+/// `age(xid)` is `(int32) (stable_next - xid)`, where `stable_next` is fixed for the
+/// transaction, so for two xids within 2^31 of it, `age(a) <= age(b)` means `a` is not
+/// older than `b`; a frozen or bootstrap xid is `INT_MAX` old. Rows of a snapshot's
+/// transactions all lie within that window once the horizon does (the caller falls back
+/// to reading everything when it does not); a tuple older than the window (raw xmin kept
+/// by freezing) has wrapped and shows a negative age or one above the horizon's, and is
+/// correctly left out.
+pub fn changed_predicate(xmin: &str) -> String {
+    let age = format!("pg_catalog.age({xmin})");
+    format!(
+        "{age} {} 0 AND {age} {} pg_catalog.age({})",
+        op(">="),
+        op("<="),
+        setting_as(HORIZON_SETTING, "pg_catalog.xid")
+    )
+}
+
+impl TablePlan {
+    /// The position, in key order, of the batch a source row falls in, given `cuts`
+    /// cut settings ([`cut_settings`]): a binary search written as nested CASE, so a
+    /// row costs about log2(batches) comparisons, made with the same operators and
+    /// collations as every range query.
+    fn batch_position(&self, first: usize, last: usize) -> String {
+        if first == last {
+            return format!("{first}");
+        }
+        let mid = (first + last) / 2;
+        let keys = self.source_key_ordered();
+        let lhs = row(&keys);
+        let bound = row(&self
+            .key()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| setting_as(&cut_setting(mid, i), &k.type_name))
+            .collect::<Vec<_>>());
+        format!(
+            "CASE WHEN {lhs} {} {bound} THEN {} ELSE {} END",
+            op("<="),
+            self.batch_position(first, mid),
+            self.batch_position(mid + 1, last)
+        )
+    }
+
+    /// `COPY (...) TO STDOUT (FORMAT binary)` of the projection of the rows written at
+    /// or after the horizon ([`HORIZON_SETTING`]) per `xmin_column`, with the position of each row's batch
+    /// (`cuts` + 1 batches) as an extra last column, ordered by it, so that the rows of
+    /// one batch arrive together and a batch can be written as soon as it is complete.
+    pub fn source_changes_copy(&self, cuts: usize, xmin_column: &str) -> String {
+        let mut cols = self.projection();
+        cols.push(format!(
+            "{}::pg_catalog.int4 AS shadan_batch",
+            self.batch_position(0, cuts)
+        ));
+        let mut preds = self.scope_predicates();
+        preds.push(changed_predicate(&quote_ident(xmin_column)));
+        format!(
+            "COPY ({} ORDER BY {}) TO STDOUT (FORMAT binary)",
+            select(&cols, &self.source_from(), &preds),
+            cols.len()
+        )
+    }
+
+    /// The number of source rows in scope, by position of their batch (`cuts` + 1
+    /// batches, see [`Self::source_changes_copy`]): one scan for every batch's count.
+    pub fn source_counts_by_batch(&self, cuts: usize) -> String {
+        format!(
+            "{} GROUP BY 1",
+            select(
+                &[
+                    format!("{}::pg_catalog.int4", self.batch_position(0, cuts)),
+                    "pg_catalog.count(*)".to_string()
+                ],
+                &self.source_from(),
+                &self.scope_predicates()
+            )
+        )
+    }
+
+    /// The number of source rows in scope within a key range.
+    pub fn source_count(&self, range: RangeShape) -> String {
+        let mut preds = self.scope_predicates();
+        preds.extend(range_predicates_for(
+            self,
+            &self.source_key_ordered(),
+            range,
+        ));
+        select(
+            &["pg_catalog.count(*)".to_string()],
+            &self.source_from(),
+            &preds,
+        )
+    }
+
+    /// `COPY (...) TO STDOUT (FORMAT binary)` of the keys of the source rows in scope
+    /// within a key range: keys only, for finding the rows a batch lost.
+    pub fn source_keys_copy(&self, range: RangeShape) -> String {
+        let keys: Vec<String> = self.projection()[..self.key_len].to_vec();
+        let mut preds = self.scope_predicates();
+        preds.extend(range_predicates_for(
+            self,
+            &self.source_key_ordered(),
+            range,
+        ));
+        format!(
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            select(&keys, &self.source_from(), &preds)
+        )
+    }
+
+    /// `COPY (...) TO STDOUT (FORMAT binary)` of the target's rows whose keys are in the
+    /// temporary table `stage` (its columns named as the target's key columns).
+    pub fn target_rows_of_staged_keys(&self, stage: &str) -> String {
+        let matches: Vec<String> = self
+            .key()
+            .iter()
+            .map(|c| {
+                let k = quote_ident(&c.target);
+                format!("t.{k} {} g.{k}", op("="))
+            })
+            .collect();
+        format!(
+            "COPY (SELECT {} FROM {} AS t WHERE EXISTS (SELECT 1 FROM pg_temp.{} AS g WHERE {})) \
+             TO STDOUT (FORMAT binary)",
+            self.target_reads().join(", "),
+            self.target.sql(),
+            quote_ident(stage),
+            matches.join(" AND ")
+        )
+    }
+}
+
+/// One column as itself, several as `ROW(...)`.
+fn row(cols: &[String]) -> String {
+    if cols.len() == 1 {
+        cols[0].clone()
+    } else {
+        format!("ROW({})", cols.join(", "))
+    }
+}

@@ -1,0 +1,431 @@
+//! The changes path of sync (see [`crate::source::changes`] for why it is complete): one
+//! query per table reads the projection of the rows written since the recorded horizon,
+//! ordered by batch, and each batch with changes is written as soon as its rows are in,
+//! its checkpoint updated by the rows it lost and gained. A count of the rows in scope,
+//! taken in the same snapshot, then shows whether the target holds rows the source no
+//! longer has; only then are the batches counted one by one, and only batches whose
+//! counts disagree fetch their keys to find the rows to delete.
+
+use std::collections::HashSet;
+use std::pin::pin;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio_postgres::Client;
+
+use super::apply::{self, SourceRows};
+use super::{Deferred, Done, Worker};
+use crate::copy::tuple::{key_bytes, TupleSplitter};
+use crate::digest::Accumulator;
+use crate::error::Error;
+use crate::plan::changes_sql::{cut_settings, HORIZON_SETTING};
+use crate::plan::query::{RangeShape, SessionSetting, SettingValue};
+use crate::plan::TablePlan;
+use crate::source::batch::Batch;
+use crate::source::changes::horizon_xid;
+use crate::source::snapshot::bind;
+use crate::target::state::{self, Stamp, StoredBatch};
+
+impl Worker {
+    /// Syncs a table by its changes since `horizon`, read from `column` (see
+    /// [`crate::source::changes::change_column`]); `stored` is its layout in key order,
+    /// every batch with a checkpoint.
+    pub(super) async fn sync_changes(
+        &mut self,
+        table: &TablePlan,
+        stored: Vec<StoredBatch>,
+        (horizon, column): (i64, &'static str),
+        stamp: Stamp<'_>,
+        batch_rows: u64,
+    ) -> Result<Done, Error> {
+        let batches: Vec<Batch> = stored.iter().map(|s| s.batch.clone()).collect();
+        let mut checkpoints: Vec<Accumulator> = stored
+            .iter()
+            .map(|s| s.written.unwrap_or_default())
+            .collect();
+        let cuts = batches.len() - 1;
+        let uppers: Vec<&[String]> = batches[..cuts]
+            .iter()
+            .map(|b| b.upper.as_deref().unwrap_or_default())
+            .collect();
+        let mut settings = cut_settings(&uppers);
+        settings.push(SessionSetting {
+            name: HORIZON_SETTING.into(),
+            value: SettingValue::Text(horizon_xid(horizon)),
+        });
+        self.session.bind(&settings).await?;
+
+        let mut done = Done::default();
+        let mut touched = vec![false; batches.len()];
+        let mut redo = Vec::new();
+        // The count goes first on the same connection; the changed rows stream after it.
+        let source = self.session.client();
+        let count_sql = table.source_count(RangeShape::ALL);
+        let count = source.query_one(&count_sql, &[]);
+        let changed = read_changes(
+            source,
+            &self.client,
+            table,
+            &batches,
+            &mut checkpoints,
+            &mut touched,
+            &mut done,
+            &mut redo,
+            column,
+            stamp,
+        );
+        let (count, ()) = tokio::try_join!(
+            async {
+                count
+                    .await
+                    .map_err(Error::db(format!("counting the rows of {}", table.source)))
+            },
+            changed
+        )?;
+        done.source_bytes += 8;
+        let in_scope = count.get::<_, i64>(0) as u64;
+        let held: u64 = checkpoints.iter().map(|c| c.rows).sum();
+        if in_scope != held || !redo.is_empty() {
+            // The target holds rows the source lost (or, if the target was changed behind
+            // the tool's back, lacks some): find the batches that disagree.
+            let counts = self
+                .session
+                .client()
+                .query(&table.source_counts_by_batch(cuts), &[])
+                .await
+                .map_err(Error::db(format!(
+                    "counting the rows of {} by batch",
+                    table.source
+                )))?;
+            done.source_bytes += 12 * counts.len() as u64;
+            let mut by_batch = vec![0u64; batches.len()];
+            for r in &counts {
+                let (pos, n): (i32, i64) = (r.get(0), r.get(1));
+                if let Some(slot) = by_batch.get_mut(pos as usize) {
+                    *slot = n as u64;
+                }
+            }
+            for (pos, batch) in batches.iter().enumerate() {
+                if by_batch[pos] == checkpoints[pos].rows || redo.contains(&pos) {
+                    continue;
+                }
+                touched[pos] = true;
+                let fixed = if by_batch[pos] < checkpoints[pos].rows {
+                    self.find_gone(
+                        table,
+                        batch,
+                        &mut checkpoints[pos],
+                        by_batch[pos],
+                        stamp,
+                        &mut done,
+                    )
+                    .await?
+                } else {
+                    false
+                };
+                if !fixed {
+                    // Only a target changed behind the tool's back gets here: compare the
+                    // batch in full, which writes it exact.
+                    tracing::warn!(table = %table.target, batch = %batch.describe(), "the batch's rows disagree with its checkpoint; reading it in full");
+                    let one = self
+                        .sync_batch(table, batch, Some(checkpoints[pos]), stamp)
+                        .await?;
+                    checkpoints[pos] = one.digest;
+                    add(&mut done, one);
+                }
+            }
+        }
+        // Batches whose changes a target constraint refused: now that other batches'
+        // deletes are in, compare them in full (deletes first).
+        for pos in redo {
+            let one = self
+                .sync_batch(table, &batches[pos], Some(checkpoints[pos]), stamp)
+                .await?;
+            checkpoints[pos] = one.digest;
+            add(&mut done, one);
+        }
+        let untouched: Vec<i32> = batches
+            .iter()
+            .zip(&touched)
+            .filter(|(_, t)| !**t)
+            .map(|(b, _)| b.no)
+            .collect();
+        done.skipped += untouched.len() as u64;
+        state::confirm_batches(&self.client, &table.target, &untouched, stamp).await?;
+        done.rows = checkpoints.iter().map(|c| c.rows).sum();
+        done.grown = batches
+            .iter()
+            .zip(&checkpoints)
+            .filter(|(_, c)| c.rows > 2 * batch_rows)
+            .map(|(b, _)| b.clone())
+            .collect();
+        Ok(done)
+    }
+
+    /// Finds and deletes the target rows of `batch` whose keys the source no longer has
+    /// in scope (it has `in_scope` rows there), updating `checkpoint`. A referenced
+    /// table's deletes are left for after its children's. Returns false, with nothing
+    /// written, when the batch still disagrees after them.
+    async fn find_gone(
+        &mut self,
+        table: &TablePlan,
+        batch: &Batch,
+        checkpoint: &mut Accumulator,
+        in_scope: u64,
+        stamp: Stamp<'_>,
+        done: &mut Done,
+    ) -> Result<bool, Error> {
+        let context = || format!("syncing {} {}", table.target, batch.describe());
+        self.session.bind_batch(batch).await?;
+        let (keys, bytes) = crate::copy::fold(
+            self.session.client(),
+            &table.source_keys_copy(batch.shape()),
+            || format!("reading the keys of {} {}", table.source, batch.describe()),
+            (HashSet::new(), 0u64),
+            |(keys, bytes), tuple| {
+                *bytes += tuple.len() as u64;
+                keys.insert(key_bytes(tuple, table.key_len).to_vec());
+            },
+        )
+        .await?;
+        done.source_keys += keys.len() as u64;
+        done.source_bytes += bytes;
+        crate::metrics::count_bytes(&table.target, "read", bytes as usize);
+        bind(&self.client, &batch.settings()).await?;
+        self.client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(Error::db(&context))?;
+        let (gone, lost) = crate::copy::fold(
+            &self.client,
+            &table.target_copy_out(batch.shape()),
+            &context,
+            (Vec::new(), Accumulator::default()),
+            |(gone, lost), tuple| {
+                let key = key_bytes(tuple, table.key_len);
+                if !keys.contains(key) {
+                    gone.push(key.to_vec());
+                    lost.add_row(tuple);
+                }
+            },
+        )
+        .await?;
+        let mut next = *checkpoint;
+        next.remove(&lost);
+        if next.rows != in_scope || gone.is_empty() {
+            apply::abandon(&self.client).await?;
+            return Ok(false);
+        }
+        done.written.deleted += gone.len() as u64;
+        if table.has_children {
+            apply::abandon(&self.client).await?;
+            done.later.push(Deferred {
+                batch: batch.clone(),
+                gone,
+                digest: next,
+            });
+        } else {
+            self.client
+                .batch_execute("SET CONSTRAINTS ALL DEFERRED")
+                .await
+                .map_err(Error::db(&context))?;
+            apply::delete_keys(&self.client, table, batch, &gone, &context).await?;
+            apply::checkpoint(&self.client, table, batch, next, stamp).await?;
+            self.client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(Error::db(&context))?;
+        }
+        *checkpoint = next;
+        Ok(true)
+    }
+}
+
+/// Adds what a batch read in full did to a table's total.
+fn add(total: &mut Done, one: Done) {
+    total.written.inserted += one.written.inserted;
+    total.written.updated += one.written.updated;
+    total.written.deleted += one.written.deleted;
+    total.written.purged += one.written.purged;
+    total.later.extend(one.later);
+    total.source_rows += one.source_rows;
+    total.source_keys += one.source_keys;
+    total.source_bytes += one.source_bytes;
+}
+
+/// Streams the table's changed rows (the horizon and cuts bound on `source`), writing
+/// each batch's as soon as the next batch's begin. Batches whose writes a target
+/// constraint refused go to `redo` (see [`write_changed`]).
+#[allow(clippy::too_many_arguments)]
+async fn read_changes(
+    source: &Client,
+    target: &Client,
+    table: &TablePlan,
+    batches: &[Batch],
+    checkpoints: &mut [Accumulator],
+    touched: &mut [bool],
+    done: &mut Done,
+    redo: &mut Vec<usize>,
+    column: &str,
+    stamp: Stamp<'_>,
+) -> Result<(), Error> {
+    let reading = || format!("reading the changed rows of {}", table.source);
+    let copy = source
+        .copy_out(&table.source_changes_copy(batches.len() - 1, column))
+        .await
+        .map_err(Error::db(&reading))?;
+    let mut copy = pin!(copy);
+    let mut split = TupleSplitter::new();
+    let mut current: Option<(usize, SourceRows)> = None;
+    let mut complete: Vec<(usize, SourceRows)> = Vec::new();
+    let mut bad = None;
+    loop {
+        let chunk = match copy.next().await {
+            Some(chunk) => Some(chunk.map_err(Error::db(&reading))?),
+            None => None,
+        };
+        if let Some(chunk) = &chunk {
+            split
+                .feed(chunk, &mut |tuple| {
+                    done.source_rows += 1;
+                    done.source_bytes += tuple.len() as u64;
+                    let Some((row, pos)) = without_position(tuple) else {
+                        bad.get_or_insert_with(|| {
+                            "a changed row without its batch position".to_string()
+                        });
+                        return;
+                    };
+                    if pos >= batches.len() {
+                        bad.get_or_insert_with(|| format!("a changed row in batch position {pos}"));
+                        return;
+                    }
+                    match &mut current {
+                        Some((at, rows)) if *at == pos => rows.push(&row, &row),
+                        _ => {
+                            complete.extend(current.take());
+                            let mut rows = SourceRows::default();
+                            rows.push(&row, &row);
+                            current = Some((pos, rows));
+                        }
+                    }
+                })
+                .map_err(|e| Error::Runtime(format!("{}: {e}", reading())))?;
+        } else {
+            split
+                .finish()
+                .map_err(|e| Error::Runtime(format!("{}: {e}", reading())))?;
+            complete.extend(current.take());
+        }
+        if let Some(what) = bad.take() {
+            return Err(Error::Runtime(format!("{}: {what}", reading())));
+        }
+        for (pos, rows) in complete.drain(..) {
+            if touched[pos] {
+                return Err(Error::Runtime(format!(
+                    "{}: the rows of one batch arrived apart",
+                    reading()
+                )));
+            }
+            touched[pos] = true;
+            match write_changed(
+                target,
+                table,
+                &batches[pos],
+                &mut checkpoints[pos],
+                rows,
+                stamp,
+            )
+            .await?
+            {
+                Some(written) => {
+                    done.written.inserted += written.inserted;
+                    done.written.updated += written.updated;
+                    done.written.purged += written.purged;
+                }
+                None => redo.push(pos),
+            }
+        }
+        if chunk.is_none() {
+            break;
+        }
+    }
+    crate::metrics::count_bytes(&table.target, "read", done.source_bytes as usize);
+    Ok(())
+}
+
+/// Splits the batch position (a non-NULL int4, the last column) off a changed row: the
+/// row as the projection's tuple, and the position.
+fn without_position(tuple: &[u8]) -> Option<(Bytes, usize)> {
+    let fields = i16::from_be_bytes(tuple.get(..2)?.try_into().ok()?);
+    let end = tuple.len().checked_sub(8)?;
+    if fields < 1 || end < 2 || tuple[end..end + 4] != 4i32.to_be_bytes() {
+        return None;
+    }
+    let pos = i32::from_be_bytes(tuple[end + 4..].try_into().ok()?);
+    let mut row = Vec::with_capacity(end);
+    row.extend_from_slice(&(fields - 1).to_be_bytes());
+    row.extend_from_slice(&tuple[2..end]);
+    Some((Bytes::from(row), usize::try_from(pos).ok()?))
+}
+
+/// Writes one batch's changed rows with its updated checkpoint, in one transaction: the
+/// target's rows with the same keys are read, only those that differ are written, and
+/// the checkpoint loses the replaced rows and gains the new ones. `None`, with nothing
+/// written, when a target constraint refused the rows (see the match below).
+async fn write_changed(
+    target: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    checkpoint: &mut Accumulator,
+    rows: SourceRows,
+    stamp: Stamp<'_>,
+) -> Result<Option<crate::manifest::Changes>, Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
+    bind(target, &batch.settings()).await?;
+    target
+        .batch_execute("BEGIN")
+        .await
+        .map_err(Error::db(&context))?;
+    let (held, old) = apply::read_keyed(target, table, batch, &rows).await?;
+    let mut next = *checkpoint;
+    next.remove(&old);
+    next.merge(&rows.digest);
+    match apply::write(target, table, batch, &rows, held, next, stamp, false).await {
+        Ok((written, _)) => {
+            *checkpoint = next;
+            Ok(Some(written))
+        }
+        Err(Error::Database { cause, .. })
+            if cause.code.as_deref().is_some_and(|c| c.starts_with("23")) =>
+        {
+            // A deferrable unique or exclusion constraint (checked at commit) may need
+            // a row this run has yet to find deleted out of the way: the caller syncs
+            // the batch in full, deletes first, once the changed rows are read.
+            let _ = target.batch_execute("ROLLBACK").await;
+            tracing::info!(table = %table.target, batch = %batch.describe(), "a target constraint refused the batch's changes alone; comparing it in full");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copy::tuple::encode_tuple;
+
+    #[test]
+    fn the_position_comes_off_as_a_tuple_one_field_shorter() {
+        let mut long = Vec::new();
+        let pos = 7i32.to_be_bytes();
+        encode_tuple(
+            &mut long,
+            [Some(&b"k"[..]), None, Some(&pos[..])].into_iter(),
+        );
+        let mut short = Vec::new();
+        encode_tuple(&mut short, [Some(&b"k"[..]), None].into_iter());
+        let (row, at) = without_position(&long).unwrap();
+        assert_eq!((&row[..], at), (&short[..], 7));
+        assert!(without_position(&short).is_none());
+    }
+}
