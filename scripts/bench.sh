@@ -12,7 +12,8 @@
 #   read     COPY of the projection and of the target tables to /dev/null, all in parallel
 #   verify   shadan verify and verify --deep --jobs 2
 #   sync     shadan sync --jobs 2 after no change, and after changing 1% of contracts
-#            (switches both ways, move-outs, capacity and address changes)
+#            (switches both ways, move-outs, capacity and address changes), by changes
+#            since the last run's horizon; what crossed from the source that night
 #   unusual  single runs, time and peak RSS: verify with 200,000 extra target rows, and
 #            sync, verify and cutover with one 200 MB text value
 #
@@ -160,6 +161,17 @@ shadan_run sync --mapping "$mapping" --jobs 2 --json
 sleep 1
 written_1pct=$(( $(written) - before ))
 changed_1pct=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(sum(sum(t['changes'].values()) for t in m['tables']))" "$out/stdout")
+# What crossed from the source on that night, per table (the sync manifest's report).
+received_1pct=$(python3 - "$out/stdout" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for t in m["tables"]:
+    s = t["sync"]
+    print(f"  {t['target']:<24} {s['path']} path: {s['source_rows']:,} rows and {s['source_keys']:,} keys "
+          f"received, {s['source_bytes']:,} bytes; {s['batches_skipped']} of {s['batches']} batches skipped"
+          + (f" ({s['reason']})" if s["reason"] else ""))
+PY
+)
 
 row() { # label key baseline-key how
     python3 - "$1" "$rows" "${med[$2]}" "${lo[$2]}" "${hi[$2]}" "${med[$3]}" "$4" "${rss[$2]:-0}" <<'PY'
@@ -186,6 +198,8 @@ row "shadan sync, nothing changed" sync_none cutover2 time
 row "shadan sync, 1% changed" sync_1pct cutover2 time
 python3 -c "import sys; print(f'verify --deep takes {float(sys.argv[1])/float(sys.argv[2]):.2f}x the time of verify')" "${med[deep]}" "${med[verify]}"
 echo "sync after a 1% night: rows written (pg_stat_user_tables) $written_1pct, rows changed (its manifest) $changed_1pct"
+echo "from the source on that night:"
+echo "$received_1pct"
 
 # Many tables: 200 mapped tables of 2,000 rows each, per-table overhead (single runs).
 many=200

@@ -1,5 +1,29 @@
 //! Step 6 of the data path: blake3 digests of rows, batches and tables.
 //!
+//! Two multiset digests, for two threat models.
+//!
+//! **Checkpoints and manifests** ([`Accumulator`]) use a fixed key: they must compare
+//! across runs, so anyone may know the key. A writer on the joint server who knows it can
+//! choose rows; against a plain 256-bit sum of row hashes, Wagner's generalised birthday
+//! attack finds rows whose hashes sum to a chosen value in about 2^(256/(1+lg k)) work
+//! with k lists (2^28 for k = 256), enough to hide a change from a digest comparison.
+//! Hence 2048 bits there.
+//!
+//! **verify** ([`KeyedSum`]) recomputes both sides and trusts nothing, so its digests need
+//! not outlive the run: each run draws a fresh random 256-bit key ([`RunKey`]) from the
+//! operating system, used only in the process's memory. Rows planted before the run are
+//! fixed before the key exists. For two different multisets A and B, the sums collide
+//! when Σ c_x·H_k(x) ≡ 0 (mod 2^256), c_x = m_A(x) − m_B(x), at least one c nonzero.
+//! Taking keyed blake3 as a PRF, the H_k(x) are independent and uniform; fixing all but
+//! one x with c ≠ 0, the congruence c·h ≡ r has at most 2^v (v = 2-adic valuation of c)
+//! solutions among 2^256 values of h. Multiplicities are below 2^63, so the chance is at
+//! most 2^(63−256) = 2^−193 per comparison, plus blake3's PRF advantage; Wagner's attack
+//! does not apply because the attacker cannot evaluate H_k. That is as strong as the
+//! 2048-bit fixed-key sum for this purpose, at one 32-byte hash per row instead of a
+//! 256-byte XOF, and 40 bytes per bucket instead of 264. The cost: verify's digests
+//! differ on every run and cannot be compared with a manifest; verify compares the two
+//! sides themselves, which is the stronger check (see `verify --manifest`).
+//!
 //! A row's hash is blake3 (keyed with a fixed, derived key for domain separation) of its
 //! binary tuple: the same bytes on both sides when the values are equal. For comparing
 //! sets of rows regardless of order and of how they were split into batches, each row
@@ -125,6 +149,79 @@ impl Accumulator {
     }
 }
 
+/// A random key for one verify run, read from the operating system and never written
+/// anywhere.
+#[derive(Clone)]
+pub struct RunKey([u8; 32]);
+
+impl std::fmt::Debug for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunKey(..)")
+    }
+}
+
+impl RunKey {
+    /// Draws a key from `/dev/urandom`.
+    pub fn random() -> std::io::Result<Self> {
+        use std::io::Read;
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+        Ok(Self(key))
+    }
+
+    /// The keyed hash of one row (its binary tuple).
+    pub fn hash(&self, tuple: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.0, tuple).as_bytes()
+    }
+}
+
+/// An order-independent digest of a multiset of rows under a [`RunKey`]: row count and
+/// the sum of the rows' keyed hashes modulo 2^256 (see the module documentation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyedSum {
+    /// Rows added.
+    pub rows: u64,
+    /// Little-endian 64-bit limbs of the sum.
+    sum: [u64; 4],
+}
+
+impl KeyedSum {
+    /// Adds one row's keyed hash.
+    pub fn add(&mut self, hash: &[u8; 32]) {
+        let mut carry = false;
+        for (i, limb) in self.sum.iter_mut().enumerate() {
+            let word = u64::from_le_bytes(hash[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            let (a, c1) = limb.overflowing_add(word);
+            let (b, c2) = a.overflowing_add(carry as u64);
+            *limb = b;
+            carry = c1 || c2;
+        }
+        self.rows += 1;
+    }
+
+    /// Adds another sum (the union of two multisets).
+    pub fn merge(&mut self, other: &KeyedSum) {
+        let mut carry = false;
+        for (limb, word) in self.sum.iter_mut().zip(other.sum) {
+            let (a, c1) = limb.overflowing_add(word);
+            let (b, c2) = a.overflowing_add(carry as u64);
+            *limb = b;
+            carry = c1 || c2;
+        }
+        self.rows += other.rows;
+    }
+
+    /// The digest as hex (valid for this run's key only).
+    pub fn hex(&self) -> String {
+        let mut hasher = blake3::Hasher::new_derive_key("shadan 2026-12 verify digest v1");
+        hasher.update(&self.rows.to_le_bytes());
+        for limb in self.sum {
+            hasher.update(&limb.to_le_bytes());
+        }
+        hasher.finalize().to_hex().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +281,34 @@ mod tests {
         }
         all.remove(&gone);
         assert_eq!(all, rest);
+    }
+
+    #[test]
+    fn keyed_sums_ignore_order_carry_across_limbs_and_depend_on_the_key() {
+        let key = RunKey::random().unwrap();
+        let rows: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let (mut whole, mut a, mut b) = (
+            KeyedSum::default(),
+            KeyedSum::default(),
+            KeyedSum::default(),
+        );
+        rows.iter().for_each(|r| whole.add(&key.hash(r)));
+        rows.iter().rev().take(77).for_each(|r| a.add(&key.hash(r)));
+        rows.iter().rev().skip(77).for_each(|r| b.add(&key.hash(r)));
+        a.merge(&b);
+        assert_eq!(a, whole);
+        let mut other_key = KeyedSum::default();
+        let key2 = RunKey::random().unwrap();
+        rows.iter().for_each(|r| other_key.add(&key2.hash(r)));
+        assert_ne!(other_key.hex(), whole.hex());
+        // 2^256 - 1 plus 1 wraps to 0 through every limb.
+        let mut wrap = KeyedSum::default();
+        wrap.add(&[0xff; 32]);
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        wrap.add(&one);
+        assert_eq!(wrap.sum, [0; 4]);
+        assert_eq!(wrap.rows, 2);
     }
 
     #[test]

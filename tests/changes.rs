@@ -461,3 +461,41 @@ fn the_granted_roles_read_changes_directly_and_through_export_views_and_an_old_g
     assert_eq!(path(&m, "retail.contracts"), "changes");
     assert!(how(&m, "retail.contracts")["source_rows"].as_u64().unwrap() < 100);
 }
+
+#[test]
+fn a_change_of_definition_that_rewrites_no_row_is_read_in_full() {
+    let db = copied(TestDb::with_reference_schema(), 300);
+    let reason = |m: &Value| {
+        how(m, "retail.contracts")["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    // Two public columns renamed into each other's places: no tuple is written, yet every
+    // row's projection changes.
+    db.source_sql(
+        "ALTER TABLE joint.contracts RENAME COLUMN holder_name TO tmp; \
+         ALTER TABLE joint.contracts RENAME COLUMN holder_name_kana TO holder_name; \
+         ALTER TABLE joint.contracts RENAME COLUMN tmp TO holder_name_kana",
+    );
+    let m = sync_exact(&db, "columns swapped", &[]);
+    assert_eq!(path(&m, "retail.contracts"), "full");
+    assert!(reason(&m).contains("definitions"), "{}", reason(&m));
+    assert_eq!(path(&m, "retail.supply_points"), "changes");
+    let m = sync_exact(&db, "the night after", &[]);
+    assert_eq!(path(&m, "retail.contracts"), "changes");
+    // A public column dropped and added again with a default: no rewrite either.
+    db.source_sql(
+        "ALTER TABLE joint.supply_points DROP COLUMN area; \
+         ALTER TABLE joint.supply_points ADD COLUMN area text NOT NULL DEFAULT 'moved'",
+    );
+    let m = sync_exact(&db, "column re-added", &[]);
+    assert_eq!(path(&m, "retail.supply_points"), "full");
+    // Another own_retailer: another projection.
+    let text = crate::support::reference_mapping()
+        .replace("own_retailer = \"R0001\"", "own_retailer = \"R0002\"");
+    let other = crate::support::write_mapping(&db, &text);
+    let run = db.shadan(&["sync", "--mapping", crate::support::s(&other), "--json"]);
+    run.expect_code(0);
+    assert_eq!(path(&run.json(), "retail.contracts"), "full");
+}

@@ -143,6 +143,17 @@ impl TablePlan {
         )
     }
 
+    /// `COPY (...) TO STDOUT (FORMAT binary)` of the keys of the target's rows within a key
+    /// range.
+    pub fn target_keys_copy(&self, range: RangeShape) -> String {
+        let keys: Vec<String> = self.target_reads()[..self.key_len].to_vec();
+        let preds = range_predicates_for(self, &self.target_key_ordered(), range);
+        format!(
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            select(&keys, &self.target.sql(), &preds)
+        )
+    }
+
     /// `COPY (...) TO STDOUT (FORMAT binary)` of the target's rows whose keys are in the
     /// temporary table `stage` (its columns named as the target's key columns).
     pub fn target_rows_of_staged_keys(&self, stage: &str) -> String {

@@ -409,10 +409,21 @@ pub async fn read_keyed(
     batch: &Batch,
     rows: &SourceRows,
 ) -> Result<(TargetRows, Accumulator), Error> {
-    let context = || format!("syncing {} {}", table.target, batch.describe());
-    let stage = format!("shadan_keys_{}", table.index + 1);
     let mut keys = Vec::with_capacity(rows.tuples.len());
     rows.for_each_tuple(|t| keys.push(key_bytes(t, table.key_len).to_vec()));
+    read_keys(client, table, batch, &keys).await
+}
+
+/// Reads, in the open transaction, the target's rows with the given encoded keys: key ->
+/// row hash, and the digest of those rows.
+pub async fn read_keys(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    keys: &[Vec<u8>],
+) -> Result<(TargetRows, Accumulator), Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
+    let stage = format!("shadan_keys_{}", table.index + 1);
     stage_keys(
         client,
         table,

@@ -58,10 +58,10 @@ impl Worker {
         let mut done = Done::default();
         let mut touched = vec![false; batches.len()];
         let mut redo = Vec::new();
-        // The count goes first on the same connection; the changed rows stream after it.
+        // The count runs on the second session while the changed rows stream on the first.
         let source = self.session.client();
         let count_sql = table.source_count(RangeShape::ALL);
-        let count = source.query_one(&count_sql, &[]);
+        let count = self.counter.client().query_one(&count_sql, &[]);
         let changed = read_changes(
             source,
             &self.client,
@@ -196,20 +196,21 @@ impl Worker {
             .batch_execute("BEGIN")
             .await
             .map_err(Error::db(&context))?;
-        let (gone, lost) = crate::copy::fold(
+        // The target's keys only, then the rows of those the source lacks.
+        let gone = crate::copy::fold(
             &self.client,
-            &table.target_copy_out(batch.shape()),
+            &table.target_keys_copy(batch.shape()),
             &context,
-            (Vec::new(), Accumulator::default()),
-            |(gone, lost), tuple| {
+            Vec::new(),
+            |gone, tuple| {
                 let key = key_bytes(tuple, table.key_len);
                 if !keys.contains(key) {
                     gone.push(key.to_vec());
-                    lost.add_row(tuple);
                 }
             },
         )
         .await?;
+        let (_, lost) = apply::read_keys(&self.client, table, batch, &gone).await?;
         let mut next = *checkpoint;
         next.remove(&lost);
         if next.rows != in_scope || gone.is_empty() {

@@ -258,12 +258,16 @@ async fn sync_all(
             target.clone(),
             snapshot.clone(),
         );
+        let (source, snapshot, plan) = (source.clone(), snapshot.clone(), plan_shared.clone());
         move || {
             let pair = open_pair();
+            let (source, snapshot, plan) = (source.clone(), snapshot.clone(), plan.clone());
             async move {
-                let (session, client) = pair.await?;
+                let ((session, client), counter) =
+                    tokio::try_join!(pair, Session::open(&source, &snapshot, &plan))?;
                 Ok(Worker {
                     session,
+                    counter,
                     client,
                     last_dirty: false,
                 })
@@ -424,6 +428,9 @@ struct Done {
 /// One sync worker: a source session on the run's snapshot and a target connection.
 struct Worker {
     session: Session,
+    /// A second session on the snapshot: a table's count runs there while its changed
+    /// rows stream on the first, so that the source scans both at once.
+    counter: Session,
     client: Client,
     /// Whether this worker's previous batch had changes: then the next one likely has too
     /// (changes spread over the table), and both sides are read at once.

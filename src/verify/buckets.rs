@@ -9,13 +9,13 @@ use std::collections::HashSet;
 
 use tokio_postgres::Client;
 
-use crate::digest::Accumulator;
+use crate::digest::{KeyedSum, RunKey};
 use crate::error::Error;
 use crate::plan::query::Chunk;
 use crate::plan::TablePlan;
 
 /// Buckets per table: enough that a few differences leave most buckets clean, few
-/// enough that a table's bucket digests (each 264 bytes) stay around a megabyte.
+/// enough that a table's bucket digests (each 40 bytes) stay small.
 pub const BUCKETS: usize = 4096;
 
 /// The bucket of an encoded key (FNV-1a; only spreads keys, proves nothing).
@@ -28,14 +28,14 @@ pub fn bucket_of(key: &[u8]) -> usize {
 /// One side of one table, digested per bucket.
 #[derive(Debug, Clone)]
 pub struct Buckets {
-    /// One accumulator per bucket.
-    pub sums: Vec<Accumulator>,
+    /// One keyed sum per bucket (see [`crate::digest`] for why a per-run key).
+    pub sums: Vec<KeyedSum>,
 }
 
 impl Default for Buckets {
     fn default() -> Self {
         Self {
-            sums: vec![Accumulator::default(); BUCKETS],
+            sums: vec![KeyedSum::default(); BUCKETS],
         }
     }
 }
@@ -48,9 +48,9 @@ impl Buckets {
         }
     }
 
-    /// The whole side's digest (equal to the cutover/sync manifest's for equal content).
-    pub fn total(&self) -> Accumulator {
-        let mut t = Accumulator::default();
+    /// The whole side's digest, under this run's key.
+    pub fn total(&self) -> KeyedSum {
+        let mut t = KeyedSum::default();
         self.sums.iter().for_each(|s| t.merge(s));
         t
     }
@@ -104,18 +104,20 @@ pub async fn chunks(
     Ok(out)
 }
 
-/// Reads one chunk of one side into fresh buckets; adds the rows read to `rows_read`.
+/// Reads one chunk of one side into fresh buckets, hashing rows under `run_key`; adds
+/// the rows read to `rows_read`.
 pub async fn digest_chunk(
     client: &Client,
     sql: &str,
     key_len: usize,
+    run_key: &RunKey,
     context: impl Fn() -> String,
     rows_read: &std::sync::atomic::AtomicU64,
 ) -> Result<Buckets, Error> {
     let mut seen = 0u64;
     let buckets = crate::copy::fold(client, sql, context, Buckets::default(), |b, tuple| {
         let key = crate::copy::tuple::key_bytes(tuple, key_len);
-        b.sums[bucket_of(key)].add_row(tuple);
+        b.sums[bucket_of(key)].add(&run_key.hash(tuple));
         seen += 1;
         if seen % 8192 == 0 {
             rows_read.fetch_add(8192, std::sync::atomic::Ordering::Relaxed);

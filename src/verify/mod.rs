@@ -268,6 +268,10 @@ async fn digest_both_sides(
     drop(sizing);
 
     let progress = Progress::start("verify", opts.progress, shown);
+    let run_key = Arc::new(
+        crate::digest::RunKey::random()
+            .map_err(|e| Error::Runtime(format!("drawing verify's random key: {e}")))?,
+    );
     let sums: Arc<Mutex<Sums>> = Arc::new(Mutex::new(vec![Default::default(); plan.tables.len()]));
     let plan_shared = Arc::new(plan.clone());
     // One pool of readers per side, both at once.
@@ -286,9 +290,9 @@ async fn digest_both_sides(
         let counters: Vec<_> = (0..plan.tables.len())
             .map(|i| progress.counter(i))
             .collect();
-        let (plan, sums) = (plan_shared.clone(), sums.clone());
+        let (plan, sums, run_key) = (plan_shared.clone(), sums.clone(), run_key.clone());
         let work = move |session: Session, task: Task| {
-            let (plan, sums) = (plan.clone(), sums.clone());
+            let (plan, sums, run_key) = (plan.clone(), sums.clone(), run_key.clone());
             // Progress counts source rows only, so a table reaches its total once.
             let counter = (side == Side::Source).then(|| counters[task.table].clone());
             async move {
@@ -309,6 +313,7 @@ async fn digest_both_sides(
                     session.client(),
                     &sql,
                     table.key_len,
+                    &run_key,
                     || format!("reading {name}"),
                     rows_read,
                 )

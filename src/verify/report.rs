@@ -52,9 +52,10 @@ pub struct TableReport {
     pub changed: u64,
     /// Up to 10 keys of differing rows, as JSON arrays.
     pub sample_keys: Vec<String>,
-    /// Digest of the source projection (equals the manifest's when nothing changed).
+    /// Digest of the source projection, under this run's random key: equal to
+    /// `target_digest` when the sides agree, different on every run.
     pub source_digest: String,
-    /// Digest of the target table's mapped columns.
+    /// Digest of the target table's mapped columns, under the same key.
     pub target_digest: String,
 }
 
