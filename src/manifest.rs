@@ -32,18 +32,32 @@ pub struct TableSync {
     pub path: String,
     /// Why the table was read in full, when it was.
     pub reason: Option<String>,
+    /// Batches in the table's layout.
+    pub batches: u64,
+    /// Batches neither read in full from the source nor written in the target.
+    pub batches_skipped: u64,
     /// Rows of the projection received from the source: the changed rows, or every row
-    /// of a batch read in full.
+    /// of a batch read in full. Like the two below, printed for the operator but never
+    /// stored in the target: it counts rows re-read because a non-public column changed.
+    #[serde(skip)]
     pub source_rows: u64,
     /// Keys received from the source, of batches whose row counts disagreed with their
     /// checkpoints (rows deleted or moved out of scope).
+    #[serde(skip)]
     pub source_keys: u64,
     /// Bytes received from the source: rows, keys and counts.
+    #[serde(skip)]
     pub source_bytes: u64,
-    /// Batches in the table's layout.
-    pub batches: u64,
-    /// Batches neither read in full from the source nor read or written in the target.
-    pub batches_skipped: u64,
+}
+
+impl TableSync {
+    /// Adds what was received from the source to a table's `sync` entry of the manifest
+    /// as printed (after it was stored without them).
+    pub fn add_received(&self, entry: &mut Value) {
+        entry["source_rows"] = json!(self.source_rows);
+        entry["source_keys"] = json!(self.source_keys);
+        entry["source_bytes"] = json!(self.source_bytes);
+    }
 }
 
 /// The manifest header: everything but the tables.

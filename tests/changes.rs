@@ -368,11 +368,23 @@ fn both_paths_stay_exact_next_to_and_across_the_2_31_xid_boundary() {
         path(&sync_exact(&db, "after", &[]), "retail.contracts"),
         "changes"
     );
-    // Right below 2^31 (a horizon just under 2^30 behind: still read by changes), then
-    // across it, where a frozen tuple's raw xmin turns "in the future" in 32 bits.
+    // Right below 2^31 (a horizon just under 2^30 behind), then across it, where a
+    // frozen tuple's raw xmin turns "in the future" in 32 bits. The restart alone makes
+    // the first sync read in full: a restart is what a restore from a copy needs.
     freeze_all(&db);
     cluster.restart_at_xid((1 << 31) - 32768);
     change(&db, 4);
+    let m = sync_exact(&db, "below 2^31, after a restart", &[]);
+    assert_eq!(path(&m, "retail.contracts"), "full");
+    assert!(
+        how(&m, "retail.contracts")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"),
+        "{}",
+        how(&m, "retail.contracts")
+    );
+    change(&db, 5);
     assert_eq!(
         path(&sync_exact(&db, "below 2^31", &[]), "retail.contracts"),
         "changes"
@@ -498,4 +510,103 @@ fn a_change_of_definition_that_rewrites_no_row_is_read_in_full() {
     let run = db.shadan(&["sync", "--mapping", crate::support::s(&other), "--json"]);
     run.expect_code(0);
     assert_eq!(path(&run.json(), "retail.contracts"), "full");
+}
+
+#[test]
+fn a_change_to_non_public_columns_alone_leaves_no_trace_on_the_retail_side() {
+    let db = copied(TestDb::with_reference_schema(), 400);
+    let state = |db: &TestDb| {
+        db.target_rows(
+            "SELECT target_table, batch_no, rows, lanes, run_id, written_at FROM shadan.batches ORDER BY 1, 2",
+        )
+    };
+    let before = state(&db);
+    // Meter changes and change times of every retailer's supply points: the mapping keeps
+    // them from retail, and so must the sync's own records.
+    db.source_sql(
+        "UPDATE joint.supply_points SET meter_id = 'M-NEW', updated_at = now() \
+         WHERE supply_point_id IN (SELECT supply_point_id FROM joint.supply_points ORDER BY 1 LIMIT 7); \
+         UPDATE joint.contracts SET wheeling_rate_plan = 'changed' WHERE contract_id % 10 = 3",
+    );
+    let printed = sync_exact(&db, "non-public only", &[]);
+    assert!(
+        how(&printed, "retail.supply_points")["source_rows"]
+            .as_u64()
+            .unwrap()
+            >= 7,
+        "the operator sees what was re-read: {}",
+        how(&printed, "retail.supply_points")
+    );
+    assert_eq!(state(&db), before, "no checkpoint moved but the horizons");
+    let stored = db.target_sql(
+        "SELECT manifest::text FROM shadan.runs WHERE command = 'sync' ORDER BY run_id DESC LIMIT 1",
+    );
+    for hidden in ["source_rows", "source_bytes", "source_keys"] {
+        assert!(
+            !stored.contains(hidden),
+            "{hidden} is stored in the target: {stored}"
+        );
+    }
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    for t in stored["tables"].as_array().unwrap() {
+        assert_eq!(t["batches_written_this_run"], 0, "{t}");
+        assert_eq!(t["sync"]["batches_skipped"], t["sync"]["batches"], "{t}");
+    }
+}
+
+#[test]
+fn a_source_database_restored_from_a_copy_is_read_in_full() {
+    let db = copied(TestDb::with_reference_schema(), 300);
+    let copy = format!("{}_copy", db.name);
+    db.source_cluster.psql(
+        "postgres",
+        &format!("CREATE DATABASE {copy} TEMPLATE {}", db.name),
+    );
+    db.source_sql(
+        "UPDATE joint.contracts SET holder_name = 'after the copy' WHERE contract_id % 7 = 1",
+    );
+    sync_exact(&db, "after the copy was taken", &[]);
+    // The copy, with the transaction ids it had, takes the database's place.
+    let old = format!("{}_old", db.name);
+    for sql in [
+        format!("ALTER DATABASE {} RENAME TO {old}", db.name),
+        format!("ALTER DATABASE {copy} RENAME TO {}", db.name),
+    ] {
+        db.source_cluster.psql("postgres", &sql);
+    }
+    let m = sync_exact(&db, "after the restore", &[]);
+    assert_eq!(path(&m, "retail.contracts"), "full");
+    db.source_cluster
+        .psql("postgres", &format!("DROP DATABASE {old} WITH (FORCE)"));
+}
+
+#[test]
+fn an_enum_label_renamed_under_a_range_type_is_read_in_full() {
+    let db = TestDb::new();
+    let types = "CREATE SCHEMA s; CREATE TYPE s.lvl AS ENUM ('low', 'mid', 'high'); \
+                 CREATE TYPE s.lvlrange AS RANGE (subtype = s.lvl);";
+    db.source_sql(&format!(
+        "{types} CREATE TABLE s.t (id int PRIMARY KEY, r s.lvlrange, secret text); \
+         INSERT INTO s.t SELECT g, '[low,mid)', 'x' FROM generate_series(1, 300) g"
+    ));
+    db.target_sql(&format!(
+        "{types} ALTER TYPE s.lvl ADD VALUE 'mid2'; CREATE TABLE s.t (id int PRIMARY KEY, r s.lvlrange)"
+    ));
+    let mapping = crate::support::write_mapping(
+        &db,
+        "[mapping]\nname = \"ranges\"\nown_retailer = \"R0001\"\n\n[[table]]\nsource = \"s.t\"\n\
+         target = \"s.t\"\nkey = [\"id\"]\nscope = \"all\"\n\n[table.columns]\nid = \"public\"\n\
+         r = \"public\"\nsecret = \"non_public\"\n",
+    );
+    let mapping = crate::support::s(&mapping);
+    db.shadan(&["cutover", "--mapping", mapping]).expect_code(0);
+    db.source_sql("ALTER TYPE s.lvl RENAME VALUE 'mid' TO 'mid2'");
+    let run = db.shadan(&["sync", "--mapping", mapping, "--json"]);
+    run.expect_code(0);
+    assert_eq!(run.json()["tables"][0]["sync"]["path"], "full");
+    db.assert_same_rows(
+        "SELECT id, r::text FROM s.t ORDER BY 1",
+        "SELECT id, r::text FROM s.t ORDER BY 1",
+        "ranges",
+    );
 }

@@ -55,6 +55,8 @@ pub struct TableInfo {
     pub write_hooks: Vec<String>,
     /// Its foreign keys (this table referencing another).
     pub foreign_keys: Vec<ForeignKey>,
+    /// For a view of the export schema: the relations it reads.
+    pub view_reads: Vec<QualifiedName>,
 }
 
 /// A foreign key of a table.
@@ -181,6 +183,7 @@ impl Catalog {
                 owner: row.get(19),
                 schema_owner: row.get(20),
                 inheritance_children: Vec::new(),
+                view_reads: Vec::new(),
                 write_hooks: Vec::new(),
                 foreign_keys: Vec::new(),
             });
@@ -263,6 +266,13 @@ impl Catalog {
             let child = QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3));
             if let Some(table) = tables.get_mut(&parent) {
                 table.inheritance_children.push(child);
+            }
+        }
+        for row in client.query(include_str!("view_reads.sql"), &[]).await? {
+            let view = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            let reads = QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3));
+            if let Some(v) = tables.get_mut(&view) {
+                v.view_reads.push(reads);
             }
         }
         for row in client.query(include_str!("write_hooks.sql"), &[]).await? {

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use super::{query, Problem, TablePlan};
 use crate::catalog::Catalog;
+use crate::mapping::name::QualifiedName;
 
 /// With `source_access = "views"`: the export view must exist, have exactly the copied
 /// columns with identical types, and compute this table's projection.
@@ -46,6 +47,28 @@ pub(super) fn check(
                 crate::ident::escape_controls(&crate::ident::quote_ident(&info.schema_owner)),
                 crate::ident::escape_controls(&crate::ident::quote_ident(&export_owner)),
                 crate::ident::escape_controls(&source.current_user),
+            ),
+        ));
+        return;
+    }
+    // It must read the mapped table, and only it: a view still bound to a table renamed
+    // away would compute the projection of the wrong rows.
+    if info.view_reads != [table.source.clone()] {
+        problems.push(Problem::table(
+            line,
+            Some(&label),
+            format!(
+                "the export view {} reads {}, not the mapped table {}; {fix}",
+                crate::ident::escape_controls(&view.sql()),
+                crate::ident::escape_controls(
+                    &info
+                        .view_reads
+                        .iter()
+                        .map(QualifiedName::sql)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                crate::ident::escape_controls(&table.source.sql()),
             ),
         ));
         return;

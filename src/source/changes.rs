@@ -88,23 +88,25 @@ pub async fn basis(
         .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
         .collect();
     lines.sort();
+    // The cluster, the database and the server's start: a restore from a backup or a
+    // storage snapshot (which needs a restart), a failover (a new timeline) or a
+    // database recreated from a copy all bring back transaction ids an older horizon
+    // already counted as seen.
     let cluster = client
         .query_one(
             "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::pg_catalog.text, \
-                    (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::pg_catalog.text",
+                    (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::pg_catalog.text, \
+                    (SELECT d.oid FROM pg_catalog.pg_database d \
+                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())::pg_catalog.text, \
+                    pg_catalog.pg_postmaster_start_time()::pg_catalog.text",
             &[],
         )
         .await
         .map_err(Error::db(&context))?;
     let mut hasher = blake3::Hasher::new_derive_key("shadan 2026-12 change basis v1");
-    for part in [
-        table.projection_digest(own_retailer),
-        cluster.get::<_, Option<String>>(0).unwrap_or_default(),
-        cluster.get::<_, Option<String>>(1).unwrap_or_default(),
-    ]
-    .iter()
-    .chain(lines.iter())
-    {
+    let mut parts = vec![table.projection_digest(own_retailer)];
+    parts.extend((0..4).map(|i| cluster.get::<_, Option<String>>(i).unwrap_or_default()));
+    for part in parts.iter().chain(lines.iter()) {
         hasher.update(&(part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
@@ -184,11 +186,6 @@ pub fn decide(
     let Some(horizon) = horizons.and_then(|h| h.into_iter().min()) else {
         return full_because("no recorded horizon (the checkpoints predate change tracking)");
     };
-    if stored.iter().any(|b| b.basis.as_deref() != Some(basis)) {
-        return full_because(
-            "the projection, the source columns' definitions or the source cluster changed since the last run",
-        );
-    }
     if horizon > snapshot_xmax {
         return full_because("the recorded horizon is ahead of the source's transaction counter");
     }
@@ -197,6 +194,12 @@ pub fn decide(
         return Path::Full(format!(
             "{distance} transactions since the recorded horizon: too close to the 32-bit xid wraparound window"
         ));
+    }
+    if stored.iter().any(|b| b.basis.as_deref() != Some(basis)) {
+        return full_because(
+            "the projection, the source columns' definitions, the source database or its server \
+             (restarted, restored, failed over) changed since the last run",
+        );
     }
     Path::Changes { horizon, column }
 }

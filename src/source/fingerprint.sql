@@ -1,10 +1,11 @@
 -- The physical definition of a source relation's columns, as rows to hash: what decides
 -- the bytes a projection of an unchanged tuple produces. A change here (a column dropped
 -- and added again, columns renamed into each other's places, a type altered, an enum
--- label renamed) can change the projection without writing a tuple, so a sync by `xmin`
--- must not trust an older horizon across it. So can a partition attached with old rows:
--- the partitions of a partitioned table are part of it. $1, $2: the relation's schema and name
--- (looked up in the catalog, which needs no privilege on the schema, unlike a regclass).
+-- label renamed, also under a domain, an array, a composite or a range) can change the
+-- projection without writing a tuple, so a sync by `xmin` must not trust an older
+-- horizon across it. So can a partition attached with old rows: the partitions of a
+-- partitioned table are part of it. $1, $2: the relation's schema and name (looked up in
+-- the catalog, which needs no privilege on the schema, unlike a regclass).
 WITH RECURSIVE rel AS (
     SELECT c.oid FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
@@ -23,6 +24,10 @@ WITH RECURSIVE rel AS (
     CROSS JOIN LATERAL (
         SELECT ty.typbasetype
         UNION ALL SELECT ty.typelem
+        UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r
+            WHERE r.rngtypid OPERATOR(pg_catalog.=) ty.oid
+        UNION ALL SELECT r.rngtypid FROM pg_catalog.pg_range r
+            WHERE r.rngmultitypid OPERATOR(pg_catalog.=) ty.oid
         UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
             WHERE a.attrelid OPERATOR(pg_catalog.=) ty.typrelid
               AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped

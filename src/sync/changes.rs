@@ -278,6 +278,7 @@ async fn read_changes(
     let mut copy = pin!(copy);
     let mut split = TupleSplitter::new();
     let mut current: Option<(usize, SourceRows)> = None;
+    let mut seen = vec![false; batches.len()];
     let mut complete: Vec<(usize, SourceRows)> = Vec::new();
     let mut bad = None;
     loop {
@@ -321,13 +322,13 @@ async fn read_changes(
             return Err(Error::Runtime(format!("{}: {what}", reading())));
         }
         for (pos, rows) in complete.drain(..) {
-            if touched[pos] {
+            if seen[pos] {
                 return Err(Error::Runtime(format!(
                     "{}: the rows of one batch arrived apart",
                     reading()
                 )));
             }
-            touched[pos] = true;
+            seen[pos] = true;
             match write_changed(
                 target,
                 table,
@@ -338,12 +339,17 @@ async fn read_changes(
             )
             .await?
             {
-                Some(written) => {
+                Written::Rows(written) => {
+                    touched[pos] = true;
                     done.written.inserted += written.inserted;
                     done.written.updated += written.updated;
                     done.written.purged += written.purged;
                 }
-                None => redo.push(pos),
+                Written::Nothing => {}
+                Written::Redo => {
+                    touched[pos] = true;
+                    redo.push(pos);
+                }
             }
         }
         if chunk.is_none() {
@@ -369,10 +375,19 @@ fn without_position(tuple: &[u8]) -> Option<(Bytes, usize)> {
     Some((Bytes::from(row), usize::try_from(pos).ok()?))
 }
 
+/// What [`write_changed`] did with a batch's changed rows.
+enum Written {
+    /// Wrote these, with the batch's new checkpoint.
+    Rows(crate::manifest::Changes),
+    /// Nothing: the rows equal the target's.
+    Nothing,
+    /// Nothing: a target constraint refused them alone (see the match below).
+    Redo,
+}
+
 /// Writes one batch's changed rows with its updated checkpoint, in one transaction: the
 /// target's rows with the same keys are read, only those that differ are written, and
-/// the checkpoint loses the replaced rows and gains the new ones. `None`, with nothing
-/// written, when a target constraint refused the rows (see the match below).
+/// the checkpoint loses the replaced rows and gains the new ones.
 async fn write_changed(
     target: &Client,
     table: &TablePlan,
@@ -380,7 +395,7 @@ async fn write_changed(
     checkpoint: &mut Accumulator,
     rows: SourceRows,
     stamp: Stamp<'_>,
-) -> Result<Option<crate::manifest::Changes>, Error> {
+) -> Result<Written, Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
     bind(target, &batch.settings()).await?;
     target
@@ -391,10 +406,17 @@ async fn write_changed(
     let mut next = *checkpoint;
     next.remove(&old);
     next.merge(&rows.digest);
+    if next == *checkpoint {
+        // Every row read equals the target's (a change to non-public columns only):
+        // nothing is written, not even the checkpoint, so the retail side cannot tell
+        // this batch from one nobody touched.
+        apply::abandon(target).await?;
+        return Ok(Written::Nothing);
+    }
     match apply::write(target, table, batch, &rows, held, next, stamp, false).await {
         Ok((written, _)) => {
             *checkpoint = next;
-            Ok(Some(written))
+            Ok(Written::Rows(written))
         }
         Err(Error::Database { cause, .. })
             if cause.code.as_deref().is_some_and(|c| c.starts_with("23")) =>
@@ -404,7 +426,7 @@ async fn write_changed(
             // the batch in full, deletes first, once the changed rows are read.
             let _ = target.batch_execute("ROLLBACK").await;
             tracing::info!(table = %table.target, batch = %batch.describe(), "a target constraint refused the batch's changes alone; comparing it in full");
-            Ok(None)
+            Ok(Written::Redo)
         }
         Err(e) => Err(e),
     }

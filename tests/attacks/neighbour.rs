@@ -299,3 +299,24 @@ fn an_export_schema_or_view_of_another_role_is_refused() {
     let run = db.shadan_as(Some(&role), None, &["plan", "--mapping", s(&views)]);
     run.expect_stderr(2, "owned by");
 }
+
+#[test]
+fn an_export_view_left_on_a_table_renamed_away_is_refused() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 300);
+    let role = format!("exporter_{}", db.name);
+    let views = through_export_views(&db, &crate::support::reference_mapping(), &role);
+    db.shadan_as(Some(&role), None, &["cutover", "--mapping", s(&views)])
+        .expect_code(0);
+    // A rebuilt table swapped in under the old name: the view still reads the old one.
+    db.source_sql(
+        "CREATE TABLE joint.contracts_new (LIKE joint.contracts INCLUDING ALL); \
+         INSERT INTO joint.contracts_new SELECT * FROM joint.contracts WHERE contract_id % 2 = 0; \
+         ALTER TABLE joint.contracts RENAME TO contracts_old; \
+         ALTER TABLE joint.contracts_new RENAME TO contracts",
+    );
+    for command in ["sync", "verify"] {
+        db.shadan_as(Some(&role), None, &[command, "--mapping", s(&views)])
+            .expect_stderr(2, "contracts_old");
+    }
+}
