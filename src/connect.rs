@@ -29,7 +29,7 @@ use crate::error::DbError;
 const SESSION_SETUP: &str = "SET search_path = pg_catalog, pg_temp; SET row_security = off; \
     SET client_connection_check_interval = '1s'; \
     SET DateStyle = ISO, YMD; SET IntervalStyle = postgres; \
-    SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET statement_timeout = 0; \
+    SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET bytea_output = hex; SET statement_timeout = 0; \
     SET idle_in_transaction_session_timeout = 0; SET lock_timeout = 0";
 
 /// The cancel token of every connection opened, for a stop at once ([`cancel_all`]).

@@ -57,12 +57,17 @@ impl TablePlan {
     /// row costs about log2(batches) comparisons, made with the same operators and
     /// collations as every range query.
     fn batch_position(&self, first: usize, last: usize) -> String {
+        self.position_among(first, last, &self.source_key_ordered())
+    }
+
+    /// [`Self::batch_position`] over the given key columns (the source's or the
+    /// target's, each with its `COLLATE` clause).
+    fn position_among(&self, first: usize, last: usize, keys: &[String]) -> String {
         if first == last {
             return format!("{first}");
         }
         let mid = (first + last) / 2;
-        let keys = self.source_key_ordered();
-        let lhs = row(&keys);
+        let lhs = row(keys);
         let bound = row(&self
             .key()
             .iter()
@@ -72,8 +77,8 @@ impl TablePlan {
         format!(
             "CASE WHEN {lhs} {} {bound} THEN {} ELSE {} END",
             op("<="),
-            self.batch_position(first, mid),
-            self.batch_position(mid + 1, last)
+            self.position_among(first, mid, keys),
+            self.position_among(mid + 1, last, keys)
         )
     }
 
@@ -109,6 +114,78 @@ impl TablePlan {
                 &self.source_from(),
                 &self.scope_predicates()
             )
+        )
+    }
+
+    /// Per hash bucket of the keys of the source rows in scope: the bucket, the rows and
+    /// the sum of a second hash of their keys ([`key_hash`]).
+    pub fn source_key_buckets(&self, buckets: &KeyBuckets) -> String {
+        let keys: Vec<String> = self.projection()[..self.key_len].to_vec();
+        bucket_sums(
+            buckets,
+            &keys,
+            &self.source_from(),
+            &self.scope_predicates(),
+        )
+    }
+
+    /// [`Self::source_key_buckets`] over the target table.
+    pub fn target_key_buckets(&self, buckets: &KeyBuckets) -> String {
+        let keys: Vec<String> = self.target_reads()[..self.key_len].to_vec();
+        bucket_sums(buckets, &keys, &self.target.sql(), &[])
+    }
+
+    /// `COPY (...) TO STDOUT (FORMAT binary)` of the target's keys in the buckets listed
+    /// in the setting [`BUCKETS_SETTING`], each with three more `int4` columns: its
+    /// bucket, its second hash, and the position of its batch among `cuts` + 1 (the cut
+    /// settings bound on the target).
+    pub fn target_keys_in_buckets(&self, buckets: &KeyBuckets, cuts: usize) -> String {
+        let keys: Vec<String> = self.target_reads()[..self.key_len].to_vec();
+        let position = self.position_among(0, cuts, &self.target_key_ordered());
+        format!(
+            "COPY (SELECT {keys}, shadan_b, shadan_v, ({position})::pg_catalog.int4 \
+               FROM (SELECT *, {b} AS shadan_b, {v} AS shadan_v FROM (SELECT {keys}, {h} AS shadan_h FROM {from}) h) x \
+               WHERE shadan_b {eq} ANY (ARRAY(SELECT pg_catalog.unnest( \
+                   pg_catalog.current_setting('{BUCKETS_SETTING}')::pg_catalog.int4[])))) \
+             TO STDOUT (FORMAT binary)",
+            keys = keys.join(", "),
+            b = buckets.bucket("shadan_h"),
+            v = KeyBuckets::second("shadan_h"),
+            h = key_hash(buckets, &keys),
+            from = self.target.sql(),
+            eq = op("="),
+        )
+    }
+
+    /// Which of `count` keys (bound as `$1..`, key column by key column, each typed as its
+    /// column) the source has in scope: their 1-based positions.
+    pub fn source_keys_in_scope(&self, count: usize) -> String {
+        let n = self.key_len;
+        let rows: Vec<String> = (0..count)
+            .map(|r| {
+                let fields: Vec<String> = self
+                    .key()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("${}::{}", r * n + i + 1, c.type_name))
+                    .collect();
+                format!("({}, {})", r + 1, fields.join(", "))
+            })
+            .collect();
+        let names: Vec<String> = (1..=n).map(|i| format!("shadan_k{i}")).collect();
+        let mut preds: Vec<String> = self.projection()[..n]
+            .iter()
+            .zip(&names)
+            .map(|(c, k)| format!("{c} {} v.{k}", op("=")))
+            .collect();
+        preds.extend(self.scope_predicates());
+        format!(
+            "SELECT v.shadan_i FROM (VALUES {}) AS v(shadan_i, {}) \
+             WHERE EXISTS (SELECT 1 FROM {} WHERE {})",
+            rows.join(", "),
+            names.join(", "),
+            self.source_from(),
+            preds.join(" AND ")
         )
     }
 
@@ -174,6 +251,60 @@ impl TablePlan {
             matches.join(" AND ")
         )
     }
+}
+
+/// Session setting listing the buckets whose keys are wanted.
+pub const BUCKETS_SETTING: &str = "shadan.buckets";
+
+/// How keys are spread over hash buckets for finding the rows a table lost: `count`
+/// buckets (a power of two) under a seed drawn for the run. Both are numbers the tool
+/// makes, written into the SQL as literals.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyBuckets {
+    /// Buckets, a power of two.
+    pub count: u32,
+    /// The hash seed.
+    pub seed: i64,
+}
+
+impl KeyBuckets {
+    /// The bucket of a key hash, as SQL.
+    fn bucket(&self, h: &str) -> String {
+        format!(
+            "({h} {} {})::pg_catalog.int4",
+            op("&"),
+            i64::from(self.count) - 1
+        )
+    }
+
+    /// The second hash of a key (the hash's high half), as SQL.
+    fn second(h: &str) -> String {
+        format!("({h} {} 32)::pg_catalog.int4", op(">>"))
+    }
+}
+
+/// `hashtextextended` of the keys' text form (as a row: the same on both servers for the
+/// exact key types a plan admits, with the sessions' output settings pinned).
+fn key_hash(buckets: &KeyBuckets, keys: &[String]) -> String {
+    format!(
+        "pg_catalog.hashtextextended(CAST(ROW({}) AS pg_catalog.text), {})",
+        keys.join(", "),
+        buckets.seed
+    )
+}
+
+/// Rows and second-hash sums per bucket of the keys of `from`'s rows matching `preds`.
+fn bucket_sums(buckets: &KeyBuckets, keys: &[String], from: &str, preds: &[String]) -> String {
+    let inner = select(
+        &[format!("{} AS shadan_h", key_hash(buckets, keys))],
+        from,
+        preds,
+    );
+    format!(
+        "SELECT {b}, pg_catalog.count(*), pg_catalog.sum({v}) FROM ({inner}) h GROUP BY 1",
+        b = buckets.bucket("shadan_h"),
+        v = KeyBuckets::second("shadan_h"),
+    )
 }
 
 /// One column as itself, several as `ROW(...)`.

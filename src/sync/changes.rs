@@ -48,7 +48,8 @@ impl Worker {
             .iter()
             .map(|b| b.upper.as_deref().unwrap_or_default())
             .collect();
-        let mut settings = cut_settings(&uppers);
+        let cuts_bound = cut_settings(&uppers);
+        let mut settings = cuts_bound.clone();
         settings.push(SessionSetting {
             name: HORIZON_SETTING.into(),
             value: SettingValue::Text(horizon_xid(horizon)),
@@ -84,6 +85,21 @@ impl Worker {
         )?;
         done.source_bytes += 8;
         let in_scope = count.get::<_, i64>(0) as u64;
+        let held: u64 = checkpoints.iter().map(|c| c.rows).sum();
+        if in_scope < held && redo.is_empty() {
+            // The target holds rows the source lost: find them by hash buckets of keys.
+            self.gone_by_buckets(
+                table,
+                &batches,
+                &mut checkpoints,
+                &mut touched,
+                held - in_scope,
+                &cuts_bound,
+                stamp,
+                &mut done,
+            )
+            .await?;
+        }
         let held: u64 = checkpoints.iter().map(|c| c.rows).sum();
         if in_scope != held || !redo.is_empty() {
             // The target holds rows the source lost (or, if the target was changed behind
@@ -210,13 +226,31 @@ impl Worker {
             },
         )
         .await?;
-        let (_, lost) = apply::read_keys(&self.client, table, batch, &gone).await?;
-        let mut next = *checkpoint;
-        next.remove(&lost);
-        if next.rows != in_scope || gone.is_empty() {
+        if gone.is_empty() || checkpoint.rows.saturating_sub(gone.len() as u64) != in_scope {
             apply::abandon(&self.client).await?;
             return Ok(false);
         }
+        self.remove_gone(table, batch, checkpoint, gone, stamp, done)
+            .await?;
+        Ok(true)
+    }
+
+    /// Deletes the target rows of `batch` with the `gone` keys, in the transaction open on
+    /// the target (the batch's bounds bound), and commits them with the checkpoint less
+    /// their digest; a referenced table's deletes are left for after its children's.
+    pub(super) async fn remove_gone(
+        &mut self,
+        table: &TablePlan,
+        batch: &Batch,
+        checkpoint: &mut Accumulator,
+        gone: Vec<Vec<u8>>,
+        stamp: Stamp<'_>,
+        done: &mut Done,
+    ) -> Result<(), Error> {
+        let context = || format!("syncing {} {}", table.target, batch.describe());
+        let (_, lost) = apply::read_keys(&self.client, table, batch, &gone).await?;
+        let mut next = *checkpoint;
+        next.remove(&lost);
         done.written.deleted += gone.len() as u64;
         if table.has_children {
             apply::abandon(&self.client).await?;
@@ -238,7 +272,7 @@ impl Worker {
                 .map_err(Error::db(&context))?;
         }
         *checkpoint = next;
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -363,16 +397,23 @@ async fn read_changes(
 /// Splits the batch position (a non-NULL int4, the last column) off a changed row: the
 /// row as the projection's tuple, and the position.
 fn without_position(tuple: &[u8]) -> Option<(Bytes, usize)> {
+    let (row, pos) = split_int4(tuple)?;
+    Some((Bytes::from(row), usize::try_from(pos).ok()?))
+}
+
+/// Splits a non-NULL `int4` last column off a tuple: the tuple one field shorter, and
+/// the value.
+pub(super) fn split_int4(tuple: &[u8]) -> Option<(Vec<u8>, i32)> {
     let fields = i16::from_be_bytes(tuple.get(..2)?.try_into().ok()?);
     let end = tuple.len().checked_sub(8)?;
     if fields < 1 || end < 2 || tuple[end..end + 4] != 4i32.to_be_bytes() {
         return None;
     }
-    let pos = i32::from_be_bytes(tuple[end + 4..].try_into().ok()?);
+    let value = i32::from_be_bytes(tuple[end + 4..].try_into().ok()?);
     let mut row = Vec::with_capacity(end);
     row.extend_from_slice(&(fields - 1).to_be_bytes());
     row.extend_from_slice(&tuple[2..end]);
-    Some((Bytes::from(row), usize::try_from(pos).ok()?))
+    Some((row, value))
 }
 
 /// What [`write_changed`] did with a batch's changed rows.

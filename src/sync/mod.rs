@@ -12,6 +12,7 @@
 
 pub mod apply;
 mod changes;
+mod lost;
 pub mod preview;
 
 use std::collections::VecDeque;

@@ -1,0 +1,193 @@
+//! Finding the rows a table lost (deleted, or moved out of scope) without shipping keys:
+//! both sides sum their keys into hash buckets, and only buckets that disagree are looked
+//! into.
+//!
+//! Each key hashes (`hashtextextended` of its text form, under a seed drawn for the run)
+//! to a bucket and a second value. Per bucket, the source sends its row count and the
+//! sum of second values; the target computes the same over its table, which after this
+//! run's writes holds the source's rows plus the lost ones. A bucket one row over holds
+//! one lost row, whose second value is the difference of the sums: the target's key with
+//! that value is the candidate. The keys of any other disagreeing bucket are all
+//! candidates. The source then says which candidates it still has in scope (positions
+//! only), and the rest are deleted, batch by batch with their checkpoints. At eight
+//! buckets per lost row, a few hundred bytes per lost row cross, against a whole batch's
+//! keys. Whatever does not add up (a hash that differs between the servers, say) leaves
+//! the counts disagreeing, and the caller then falls back to counting batch by batch.
+
+use std::collections::{HashMap, HashSet};
+
+use tokio_postgres::types::ToSql;
+
+use super::changes::split_int4;
+use super::{Done, Worker};
+use crate::digest::Accumulator;
+use crate::error::Error;
+use crate::key::{key_fields, RawValue};
+use crate::plan::changes_sql::{KeyBuckets, BUCKETS_SETTING};
+use crate::plan::query::{SessionSetting, SettingValue};
+use crate::plan::TablePlan;
+use crate::source::batch::Batch;
+use crate::source::snapshot::bind;
+use crate::target::state::Stamp;
+
+/// Keys asked about per existence query (bound parameters are limited to 65,535).
+const KEYS_PER_QUERY: usize = 1000;
+
+impl Worker {
+    /// Finds and deletes the `lost` target rows of `table` that the source no longer has
+    /// in scope (see the module documentation), updating `checkpoints`; `cuts` are the
+    /// table's cut settings. Leaves the counts disagreeing when it cannot account for
+    /// every lost row.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn gone_by_buckets(
+        &mut self,
+        table: &TablePlan,
+        batches: &[Batch],
+        checkpoints: &mut [Accumulator],
+        touched: &mut [bool],
+        lost: u64,
+        cuts: &[SessionSetting],
+        stamp: Stamp<'_>,
+        done: &mut Done,
+    ) -> Result<(), Error> {
+        let buckets = KeyBuckets {
+            count: lost
+                .saturating_mul(8)
+                .clamp(1024, 1 << 22)
+                .next_power_of_two() as u32,
+            seed: random_seed()?,
+        };
+        let context = || format!("finding the rows {} lost", table.source);
+        let (source, target) = tokio::try_join!(
+            async {
+                self.session
+                    .client()
+                    .query(&table.source_key_buckets(&buckets), &[])
+                    .await
+                    .map_err(Error::db(&context))
+            },
+            async {
+                self.client
+                    .query(&table.target_key_buckets(&buckets), &[])
+                    .await
+                    .map_err(Error::db(&context))
+            }
+        )?;
+        done.source_bytes += 20 * source.len() as u64;
+        // Target minus source, per bucket: rows and second-value sums.
+        let mut diff: HashMap<i32, (i64, i64)> = HashMap::new();
+        for (rows, sign) in [(&target, 1), (&source, -1)] {
+            for r in rows {
+                let (b, n, s): (i32, i64, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+                let d = diff.entry(b).or_default();
+                d.0 += sign * n;
+                d.1 += sign * s.unwrap_or(0);
+            }
+        }
+        diff.retain(|_, d| *d != (0, 0));
+        if diff.is_empty() || diff.values().any(|d| d.0 < 0) {
+            return Ok(());
+        }
+        // The target's keys in those buckets, with their batch positions.
+        let mut settings = cuts.to_vec();
+        settings.push(SessionSetting {
+            name: BUCKETS_SETTING.into(),
+            value: SettingValue::List(diff.keys().map(i32::to_string).collect()),
+        });
+        bind(&self.client, &settings).await?;
+        let found = crate::copy::fold(
+            &self.client,
+            &table.target_keys_in_buckets(&buckets, batches.len() - 1),
+            &context,
+            Vec::new(),
+            |found: &mut Vec<(Vec<u8>, i32, i32, i32)>, tuple| {
+                let parts = split_int4(tuple).and_then(|(rest, pos)| {
+                    let (rest, v) = split_int4(&rest)?;
+                    let (key, b) = split_int4(&rest)?;
+                    Some((key, b, v, pos))
+                });
+                if let Some((key, b, v, pos)) = parts {
+                    let key = crate::copy::tuple::key_bytes(&key, table.key_len).to_vec();
+                    found.push((key, b, v, pos));
+                }
+            },
+        )
+        .await?;
+        // A bucket one row over names its lost key by the second value; in any other
+        // disagreeing bucket every key is a candidate.
+        let mut matched: HashMap<i32, usize> = HashMap::new();
+        for (_, b, v, _) in &found {
+            if diff
+                .get(b)
+                .is_some_and(|d| d.0 == 1 && d.1 == i64::from(*v))
+            {
+                *matched.entry(*b).or_default() += 1;
+            }
+        }
+        let candidates: Vec<&(Vec<u8>, i32, i32, i32)> = found
+            .iter()
+            .filter(|(_, b, v, _)| match (diff.get(b), matched.get(b)) {
+                (Some(d), Some(1)) => d.0 == 1 && d.1 == i64::from(*v),
+                (Some(_), _) => true,
+                (None, _) => false,
+            })
+            .collect();
+        // Which candidates the source still has in scope (positions come back, no keys).
+        let mut kept = HashSet::new();
+        for (chunk_no, chunk) in candidates.chunks(KEYS_PER_QUERY).enumerate() {
+            let values: Vec<RawValue> = chunk
+                .iter()
+                .flat_map(|(key, ..)| key_fields(key).into_iter().map(RawValue))
+                .collect();
+            let params: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            for row in self
+                .session
+                .client()
+                .query(&table.source_keys_in_scope(chunk.len()), &params)
+                .await
+                .map_err(Error::db(&context))?
+            {
+                let position: i32 = row.get(0);
+                kept.insert(chunk_no * KEYS_PER_QUERY + position as usize - 1);
+                done.source_bytes += 4;
+            }
+        }
+        let mut by_batch: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
+        for (i, (key, _, _, pos)) in candidates.iter().enumerate() {
+            if !kept.contains(&i) {
+                by_batch.entry(*pos as usize).or_default().push(key.clone());
+            }
+        }
+        if by_batch.values().map(|g| g.len() as u64).sum::<u64>() != lost
+            || by_batch.keys().any(|&pos| pos >= batches.len())
+        {
+            return Ok(());
+        }
+        let mut positions: Vec<usize> = by_batch.keys().copied().collect();
+        positions.sort_unstable();
+        for pos in positions {
+            let gone = by_batch.remove(&pos).unwrap_or_default();
+            let batch = &batches[pos];
+            bind(&self.client, &batch.settings()).await?;
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(Error::db(&context))?;
+            self.remove_gone(table, batch, &mut checkpoints[pos], gone, stamp, done)
+                .await?;
+            touched[pos] = true;
+        }
+        Ok(())
+    }
+}
+
+/// A seed for the key hashes, drawn for the run.
+fn random_seed() -> Result<i64, Error> {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::Runtime(format!("drawing a hash seed: {e}")))?;
+    Ok(i64::from_le_bytes(bytes))
+}
