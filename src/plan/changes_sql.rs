@@ -135,18 +135,25 @@ impl TablePlan {
         bucket_sums(buckets, &keys, &self.target.sql(), &[])
     }
 
-    /// `COPY (...) TO STDOUT (FORMAT binary)` of the target's keys in the buckets listed
-    /// in the setting [`BUCKETS_SETTING`], each with three more `int4` columns: its
-    /// bucket, its second hash, and the position of its batch among `cuts` + 1 (the cut
-    /// settings bound on the target).
-    pub fn target_keys_in_buckets(&self, buckets: &KeyBuckets, cuts: usize) -> String {
+    /// `COPY (...) TO STDOUT (FORMAT binary)` of the target's keys in the buckets
+    /// `wanted`, each with three more `int4` columns: its bucket, its second hash, and the
+    /// position of its batch among `cuts` + 1 (the cut settings bound on the target). The
+    /// bucket numbers are the tool's own integers, written as a constant array, which the
+    /// server looks rows up in by hash.
+    pub fn target_keys_in_buckets(
+        &self,
+        buckets: &KeyBuckets,
+        wanted: &[i32],
+        cuts: usize,
+    ) -> String {
         let keys: Vec<String> = self.target_reads()[..self.key_len].to_vec();
         let position = self.position_among(0, cuts, &self.target_key_ordered());
+        let list: Vec<String> = wanted.iter().map(i32::to_string).collect();
         format!(
             "COPY (SELECT {keys}, shadan_b, shadan_v, ({position})::pg_catalog.int4 \
-               FROM (SELECT *, {b} AS shadan_b, {v} AS shadan_v FROM (SELECT {keys}, {h} AS shadan_h FROM {from}) h) x \
-               WHERE shadan_b {eq} ANY (ARRAY(SELECT pg_catalog.unnest( \
-                   pg_catalog.current_setting('{BUCKETS_SETTING}')::pg_catalog.int4[])))) \
+               FROM (SELECT *, {b} AS shadan_b, {v} AS shadan_v \
+                     FROM (SELECT {keys}, {h} AS shadan_h FROM {from} OFFSET 0) h) x \
+               WHERE shadan_b {eq} ANY ('{{{list}}}'::pg_catalog.int4[])) \
              TO STDOUT (FORMAT binary)",
             keys = keys.join(", "),
             b = buckets.bucket("shadan_h"),
@@ -154,6 +161,7 @@ impl TablePlan {
             h = key_hash(buckets, &keys),
             from = self.target.sql(),
             eq = op("="),
+            list = list.join(","),
         )
     }
 
@@ -253,9 +261,6 @@ impl TablePlan {
     }
 }
 
-/// Session setting listing the buckets whose keys are wanted.
-pub const BUCKETS_SETTING: &str = "shadan.buckets";
-
 /// How keys are spread over hash buckets for finding the rows a table lost: `count`
 /// buckets (a power of two) under a seed drawn for the run. Both are numbers the tool
 /// makes, written into the SQL as literals.
@@ -283,11 +288,12 @@ impl KeyBuckets {
     }
 }
 
-/// `hashtextextended` of the keys' text form (as a row: the same on both servers for the
-/// exact key types a plan admits, with the sessions' output settings pinned).
+/// The keys' hash as a row, by each key type's own extended hash function (the one hash
+/// partitioning relies on: the same on both servers for the exact types a plan admits,
+/// and about twice as fast as hashing the text form).
 fn key_hash(buckets: &KeyBuckets, keys: &[String]) -> String {
     format!(
-        "pg_catalog.hashtextextended(CAST(ROW({}) AS pg_catalog.text), {})",
+        "pg_catalog.hash_record_extended(ROW({}), {})",
         keys.join(", "),
         buckets.seed
     )
@@ -295,10 +301,14 @@ fn key_hash(buckets: &KeyBuckets, keys: &[String]) -> String {
 
 /// Rows and second-hash sums per bucket of the keys of `from`'s rows matching `preds`.
 fn bucket_sums(buckets: &KeyBuckets, keys: &[String], from: &str, preds: &[String]) -> String {
-    let inner = select(
-        &[format!("{} AS shadan_h", key_hash(buckets, keys))],
-        from,
-        preds,
+    // OFFSET 0 keeps the hash computed once per row, not once per use.
+    let inner = format!(
+        "{} OFFSET 0",
+        select(
+            &[format!("{} AS shadan_h", key_hash(buckets, keys))],
+            from,
+            preds
+        )
     );
     format!(
         "SELECT {b}, pg_catalog.count(*), pg_catalog.sum({v}) FROM ({inner}) h GROUP BY 1",

@@ -2,7 +2,7 @@
 //! both sides sum their keys into hash buckets, and only buckets that disagree are looked
 //! into.
 //!
-//! Each key hashes (`hashtextextended` of its text form, under a seed drawn for the run)
+//! Each key hashes (`hash_record_extended` of the key as a row, under a seed drawn for the run)
 //! to a bucket and a second value. Per bucket, the source sends its row count and the
 //! sum of second values; the target computes the same over its table, which after this
 //! run's writes holds the source's rows plus the lost ones. A bucket one row over holds
@@ -23,8 +23,8 @@ use super::{Done, Worker};
 use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::key::{key_fields, RawValue};
-use crate::plan::changes_sql::{KeyBuckets, BUCKETS_SETTING};
-use crate::plan::query::{SessionSetting, SettingValue};
+use crate::plan::changes_sql::KeyBuckets;
+use crate::plan::query::SessionSetting;
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
 use crate::source::snapshot::bind;
@@ -89,15 +89,11 @@ impl Worker {
             return Ok(());
         }
         // The target's keys in those buckets, with their batch positions.
-        let mut settings = cuts.to_vec();
-        settings.push(SessionSetting {
-            name: BUCKETS_SETTING.into(),
-            value: SettingValue::List(diff.keys().map(i32::to_string).collect()),
-        });
-        bind(&self.client, &settings).await?;
+        bind(&self.client, cuts).await?;
+        let wanted: Vec<i32> = diff.keys().copied().collect();
         let found = crate::copy::fold(
             &self.client,
-            &table.target_keys_in_buckets(&buckets, batches.len() - 1),
+            &table.target_keys_in_buckets(&buckets, &wanted, batches.len() - 1),
             &context,
             Vec::new(),
             |found: &mut Vec<(Vec<u8>, i32, i32, i32)>, tuple| {
