@@ -619,3 +619,37 @@ fn an_enum_label_renamed_under_a_range_type_is_read_in_full() {
         "ranges",
     );
 }
+
+#[test]
+fn lost_rows_are_found_whatever_the_key_columns_are_called() {
+    let db = TestDb::new();
+    let ddl = "CREATE SCHEMA s; CREATE TABLE s.w (shadan_b int, shadan_key_1 text, shadan_h text, \
+               PRIMARY KEY (shadan_b, shadan_key_1)";
+    db.source_sql(&format!(
+        "{ddl}, secret text); \
+         INSERT INTO s.w SELECT g, 'k' || g % 3, 'v' || g, 's' FROM generate_series(1, 600) g"
+    ));
+    db.target_sql(&format!("{ddl})"));
+    let mapping = crate::support::write_mapping(
+        &db,
+        "[mapping]\nname = \"names\"\nown_retailer = \"R0001\"\n\n[[table]]\nsource = \"s.w\"\n\
+         target = \"s.w\"\nkey = [\"shadan_b\", \"shadan_key_1\"]\nscope = \"all\"\n\n[table.columns]\n\
+         shadan_b = \"public\"\nshadan_key_1 = \"public\"\nshadan_h = \"public\"\nsecret = \"non_public\"\n",
+    );
+    let mapping = crate::support::s(&mapping);
+    db.shadan(&["cutover", "--mapping", mapping, "--batch-rows", "100"])
+        .expect_code(0);
+    db.source_sql(
+        "DELETE FROM s.w WHERE shadan_b % 50 = 7; UPDATE s.w SET shadan_h = 'x' WHERE shadan_b = 3",
+    );
+    let run = db.shadan(&["sync", "--mapping", mapping, "--json"]);
+    run.expect_code(0);
+    let how = &run.json()["tables"][0]["sync"];
+    assert_eq!(how["path"], "changes", "{how}");
+    assert_eq!(how["source_keys"], 0, "found by hash buckets: {how}");
+    db.assert_same_rows(
+        "SELECT shadan_b, shadan_key_1, shadan_h FROM s.w ORDER BY 1, 2",
+        "SELECT shadan_b, shadan_key_1, shadan_h FROM s.w ORDER BY 1, 2",
+        "names",
+    );
+}

@@ -147,15 +147,31 @@ impl TablePlan {
         cuts: usize,
     ) -> String {
         let keys: Vec<String> = self.target_reads()[..self.key_len].to_vec();
-        let position = self.position_among(0, cuts, &self.target_key_ordered());
+        // The inner query names every column it returns, so no key column's own name
+        // can collide with the ones added here.
+        let aliases: Vec<String> = (1..=self.key_len)
+            .map(|i| format!("shadan_key_{i}"))
+            .collect();
+        let named: Vec<String> = keys
+            .iter()
+            .zip(&aliases)
+            .map(|(k, a)| format!("{k} AS {a}"))
+            .collect();
+        let ordered: Vec<String> = self
+            .key()
+            .iter()
+            .zip(&aliases)
+            .map(|(c, a)| format!("{a}{}", c.target_order.collate))
+            .collect();
+        let position = self.position_among(0, cuts, &ordered);
         let list: Vec<String> = wanted.iter().map(i32::to_string).collect();
         format!(
-            "COPY (SELECT {keys}, shadan_b, shadan_v, ({position})::pg_catalog.int4 \
-               FROM (SELECT *, {b} AS shadan_b, {v} AS shadan_v \
-                     FROM (SELECT {keys}, {h} AS shadan_h FROM {from} OFFSET 0) h) x \
-               WHERE shadan_b {eq} ANY ('{{{list}}}'::pg_catalog.int4[])) \
+            "COPY (SELECT {aliases}, {b}, {v}, ({position})::pg_catalog.int4 \
+               FROM (SELECT {named}, {h} AS shadan_h FROM {from} OFFSET 0) h \
+               WHERE {b} {eq} ANY ('{{{list}}}'::pg_catalog.int4[])) \
              TO STDOUT (FORMAT binary)",
-            keys = keys.join(", "),
+            aliases = aliases.join(", "),
+            named = named.join(", "),
             b = buckets.bucket("shadan_h"),
             v = KeyBuckets::second("shadan_h"),
             h = key_hash(buckets, &keys),

@@ -58,6 +58,13 @@ impl Worker {
             seed: random_seed()?,
         };
         let context = || format!("finding the rows {} lost", table.source);
+        // hash_record_extended came with PostgreSQL 14; with an older server the caller
+        // counts batch by batch instead.
+        let (recent_source, recent_target) =
+            tokio::try_join!(recent(self.session.client()), recent(&self.client))?;
+        if !(recent_source && recent_target) {
+            return Ok(());
+        }
         let (source, target) = tokio::try_join!(
             async {
                 self.session
@@ -176,6 +183,19 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Whether the server has `hash_record_extended` (PostgreSQL 14 or later).
+async fn recent(client: &tokio_postgres::Client) -> Result<bool, Error> {
+    client
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4 \
+             OPERATOR(pg_catalog.>=) 140000",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(Error::db("reading the server's version"))
 }
 
 /// A seed for the key hashes, drawn for the run.
