@@ -2,7 +2,7 @@
 //!
 //! Tuple bytes pass from the source's `COPY ... TO STDOUT (FORMAT binary)` to the
 //! target's `COPY ... FROM STDIN (FORMAT binary)` unchanged (exact type equality, checked
-//! by the plan, makes that valid). [`tuple`] splits the stream into tuples only to hash
+//! by the plan, makes that valid). [`mod@tuple`] splits the stream into tuples only to hash
 //! each row and to read its key; [`fold`] reads a whole COPY into some state.
 
 pub mod tuple;

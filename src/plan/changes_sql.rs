@@ -118,7 +118,7 @@ impl TablePlan {
     }
 
     /// Per hash bucket of the keys of the source rows in scope: the bucket, the rows and
-    /// the sum of a second hash of their keys ([`key_hash`]).
+    /// the sum of a second hash of their keys.
     pub fn source_key_buckets(&self, buckets: &KeyBuckets) -> String {
         let keys: Vec<String> = self.projection()[..self.key_len].to_vec();
         bucket_sums(

@@ -292,7 +292,7 @@ pub async fn write(
     Ok((changes, None))
 }
 
-/// The second half of a batch whose deletes were deferred ([`write`]): deletes `gone`
+/// The second half of a batch whose deletes were deferred ([`write()`]): deletes `gone`
 /// and stores the checkpoint `digest`, in one transaction. `client` has the batch's key
 /// bounds bound.
 pub async fn finish_deferred(

@@ -1,14 +1,20 @@
 //! `shadan sync`: the nightly refresh. Makes the target equal to the current permitted
-//! projection, writing only what changed.
+//! projection, reading only what changed and writing only what differs.
 //!
-//! Every batch of the stored layout is read from the source (one snapshot for the run)
-//! and digested; a batch whose digest equals its checkpoint is done without touching the
-//! target. Otherwise the batch's target rows are compared row by row and the differences
-//! written with the new checkpoint in one transaction ([`apply`]): inserts, updates,
-//! deletes, and rows that left the scope (deleted, or their `own` columns cleared). A
-//! killed sync leaves every batch either old-and-checkpointed or new-and-checkpointed, so
-//! the next sync (or verify) finds the truth. Batches that grew past twice `--batch-rows`
-//! are split at the end of the run.
+//! Each table is read one of two ways ([`crate::source::changes::decide`]):
+//! - **By changes** (`changes.rs`): only the rows written since the table's recorded
+//!   horizon cross, each batch with changes is written with its updated checkpoint, and
+//!   the rows the source lost are found by a count and hash buckets of keys (`lost.rs`).
+//! - **In full**: every batch of the stored layout is read from the source (one snapshot
+//!   for the run) and digested; a batch whose digest equals its checkpoint is done
+//!   without touching the target. Otherwise the batch's target rows are compared row by
+//!   row and the differences written with the new checkpoint in one transaction
+//!   ([`apply`]).
+//!
+//! Either way every write commits with its checkpoint, so a killed sync leaves every
+//! batch either old-and-checkpointed or new-and-checkpointed, and the next sync (or
+//! verify) finds the truth. Batches that grew past twice `--batch-rows` are split at the
+//! end of the run.
 
 pub mod apply;
 mod changes;
