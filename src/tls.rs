@@ -197,8 +197,29 @@ pub fn split_options(conn: &str) -> Result<(String, TlsOptions), String> {
     Ok((rest, TlsOptions { mode, root_cert }))
 }
 
-/// Builds the connector for `options`.
+/// The connector for `options`, built once per process for equal options: building one
+/// loads the system's roots (tens of milliseconds of PEM parsing), and the source and
+/// target usually share their TLS settings.
 pub fn connector(options: &TlsOptions) -> Result<MakeTlsConnector, String> {
+    static BUILT: std::sync::Mutex<Vec<(String, MakeTlsConnector)>> =
+        std::sync::Mutex::new(Vec::new());
+    let key = format!("{options:?}");
+    if let Some((_, c)) = BUILT
+        .lock()
+        .ok()
+        .and_then(|b| b.iter().find(|(k, _)| *k == key).cloned())
+    {
+        return Ok(c);
+    }
+    let built = build(options)?;
+    if let Ok(mut b) = BUILT.lock() {
+        b.push((key, built.clone()));
+    }
+    Ok(built)
+}
+
+/// Builds the connector for `options`.
+fn build(options: &TlsOptions) -> Result<MakeTlsConnector, String> {
     let mut builder = TlsConnector::builder();
     let roots = options.roots();
     let verify_chain = match (&roots, options.mode) {
