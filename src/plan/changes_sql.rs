@@ -184,30 +184,15 @@ impl TablePlan {
     /// Which of `count` keys (bound as `$1..`, key column by key column, each typed as its
     /// column) the source has in scope: their 1-based positions.
     pub fn source_keys_in_scope(&self, count: usize) -> String {
-        let n = self.key_len;
-        let rows: Vec<String> = (0..count)
-            .map(|r| {
-                let fields: Vec<String> = self
-                    .key()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("${}::{}", r * n + i + 1, c.type_name))
-                    .collect();
-                format!("({}, {})", r + 1, fields.join(", "))
-            })
-            .collect();
-        let names: Vec<String> = (1..=n).map(|i| format!("shadan_k{i}")).collect();
-        let mut preds: Vec<String> = self.projection()[..n]
+        let (values, names) = self.bound_keys(count);
+        let mut preds: Vec<String> = self.projection()[..self.key_len]
             .iter()
             .zip(&names)
             .map(|(c, k)| format!("{c} {} v.{k}", op("=")))
             .collect();
         preds.extend(self.scope_predicates());
         format!(
-            "SELECT v.shadan_i FROM (VALUES {}) AS v(shadan_i, {}) \
-             WHERE EXISTS (SELECT 1 FROM {} WHERE {})",
-            rows.join(", "),
-            names.join(", "),
+            "SELECT v.shadan_i FROM {values} WHERE EXISTS (SELECT 1 FROM {} WHERE {})",
             self.source_from(),
             preds.join(" AND ")
         )

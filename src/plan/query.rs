@@ -327,6 +327,24 @@ impl TablePlan {
     /// its column) exist in the source table at all, in scope or not: returns the
     /// 1-based positions of those that do. One query checks many keys.
     pub fn source_keys_existing(&self, count: usize) -> String {
+        let (values, names) = self.bound_keys(count);
+        let matches: Vec<String> = self
+            .key()
+            .iter()
+            .zip(&names)
+            .map(|(c, k)| format!("s.{} {} v.{k}", quote_ident(&c.source), op("=")))
+            .collect();
+        format!(
+            "SELECT v.shadan_i FROM {values} WHERE EXISTS (SELECT 1 FROM {} AS s WHERE {})",
+            self.source_table_from(),
+            matches.join(" AND ")
+        )
+    }
+
+    /// `(VALUES (1, $1::t1, $2::t2), (2, ...)) AS v(shadan_i, shadan_k1, shadan_k2)`: `count`
+    /// keys bound as parameters, key column by key column, each typed as its column and
+    /// numbered from 1; and the names of the key columns in it.
+    pub(super) fn bound_keys(&self, count: usize) -> (String, Vec<String>) {
         let n = self.key_len;
         let rows: Vec<String> = (0..count)
             .map(|r| {
@@ -340,20 +358,12 @@ impl TablePlan {
             })
             .collect();
         let names: Vec<String> = (1..=n).map(|i| format!("shadan_k{i}")).collect();
-        let matches: Vec<String> = self
-            .key()
-            .iter()
-            .zip(&names)
-            .map(|(c, k)| format!("s.{} {} v.{k}", quote_ident(&c.source), op("=")))
-            .collect();
-        format!(
-            "SELECT v.shadan_i FROM (VALUES {}) AS v(shadan_i, {}) \
-             WHERE EXISTS (SELECT 1 FROM {} AS s WHERE {})",
+        let values = format!(
+            "(VALUES {}) AS v(shadan_i, {})",
             rows.join(", "),
-            names.join(", "),
-            self.source_table_from(),
-            matches.join(" AND ")
-        )
+            names.join(", ")
+        );
+        (values, names)
     }
 
     /// The target columns in projection order, quoted, for COPY column lists.
