@@ -102,8 +102,9 @@ impl Worker {
         }
         let held: u64 = checkpoints.iter().map(|c| c.rows).sum();
         if in_scope != held || !redo.is_empty() {
-            // The target holds rows the source lost (or, if the target was changed behind
-            // the tool's back, lacks some): find the batches that disagree.
+            // Lost rows the buckets could not place (an older server, a hash that differs
+            // between the servers), a batch a constraint sent back, or a target changed
+            // behind the tool's back: find the batches that disagree.
             let counts = self
                 .session
                 .client()
@@ -140,8 +141,8 @@ impl Worker {
                     false
                 };
                 if !fixed {
-                    // Only a target changed behind the tool's back gets here: compare the
-                    // batch in full, which writes it exact.
+                    // Keys did not account for the difference (a target changed behind the
+                    // tool's back): compare the batch in full, which writes it exact.
                     tracing::warn!(table = %table.target, batch = %batch.describe(), "the batch's rows disagree with its checkpoint; reading it in full");
                     let one = self
                         .sync_batch(table, batch, Some(checkpoints[pos]), stamp)
