@@ -149,6 +149,15 @@ impl Accumulator {
     }
 }
 
+/// `N` bytes from the operating system's random source (`/dev/urandom`): run keys and
+/// seeds that no one outside the process may know in advance.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    use std::io::Read;
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// A random key for one verify run, read from the operating system and never written
 /// anywhere.
 #[derive(Clone)]
@@ -163,10 +172,7 @@ impl std::fmt::Debug for RunKey {
 impl RunKey {
     /// Draws a key from `/dev/urandom`.
     pub fn random() -> std::io::Result<Self> {
-        use std::io::Read;
-        let mut key = [0u8; 32];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
-        Ok(Self(key))
+        random_bytes().map(Self)
     }
 
     /// The keyed hash of one row (its binary tuple).

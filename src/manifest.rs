@@ -25,6 +25,16 @@ pub struct Changes {
     pub purged: u64,
 }
 
+impl Changes {
+    /// Adds another count (of another batch, or of a whole table).
+    pub fn add(&mut self, other: &Changes) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.purged += other.purged;
+    }
+}
+
 /// How a sync read one table, and what that cost on the source side.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct TableSync {

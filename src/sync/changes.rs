@@ -279,10 +279,7 @@ impl Worker {
 
 /// Adds what a batch read in full did to a table's total.
 fn add(total: &mut Done, one: Done) {
-    total.written.inserted += one.written.inserted;
-    total.written.updated += one.written.updated;
-    total.written.deleted += one.written.deleted;
-    total.written.purged += one.written.purged;
+    total.written.add(&one.written);
     total.later.extend(one.later);
     total.source_rows += one.source_rows;
     total.source_keys += one.source_keys;
@@ -376,9 +373,7 @@ async fn read_changes(
             {
                 Written::Rows(written) => {
                     touched[pos] = true;
-                    done.written.inserted += written.inserted;
-                    done.written.updated += written.updated;
-                    done.written.purged += written.purged;
+                    done.written.add(&written);
                 }
                 Written::Nothing => {}
                 Written::Redo => {

@@ -200,10 +200,7 @@ async fn recent(client: &tokio_postgres::Client) -> Result<bool, Error> {
 
 /// A seed for the key hashes, drawn for the run.
 fn random_seed() -> Result<i64, Error> {
-    use std::io::Read;
-    let mut bytes = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Error::Runtime(format!("drawing a hash seed: {e}")))?;
-    Ok(i64::from_le_bytes(bytes))
+    crate::digest::random_bytes()
+        .map(i64::from_le_bytes)
+        .map_err(|e| Error::Runtime(format!("drawing a hash seed: {e}")))
 }

@@ -338,11 +338,7 @@ async fn sync_all(
                     d.extend(done.later);
                 }
                 if let Ok(mut t) = tally.lock() {
-                    let c = &mut t.changes[table.index];
-                    c.inserted += done.written.inserted;
-                    c.updated += done.written.updated;
-                    c.deleted += done.written.deleted;
-                    c.purged += done.written.purged;
+                    t.changes[table.index].add(&done.written);
                     let how = &mut t.how[table.index];
                     how.source_rows += done.source_rows;
                     how.source_keys += done.source_keys;

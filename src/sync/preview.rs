@@ -75,10 +75,7 @@ pub async fn run(
                 continue;
             }
             let diff = apply::diff(table, &rows, held);
-            changes.inserted += diff.changes.inserted;
-            changes.updated += diff.changes.updated;
-            changes.deleted += diff.changes.deleted;
-            changes.purged += diff.changes.purged;
+            changes.add(&diff.changes);
             for (all, found) in samples.iter_mut().zip(diff.samples) {
                 all.extend(found);
                 all.truncate(apply::SAMPLE_KEYS);

@@ -11,8 +11,6 @@
 //! punctuation, is fingerprinted the same way here and looked up; only fingerprints are
 //! kept, and the key is forgotten when the run ends.
 
-use std::io::Read;
-
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
@@ -106,15 +104,11 @@ pub async fn scan(
 }
 
 fn random_key() -> Result<[u8; 32], Error> {
-    let mut key = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .map_err(|e| {
-            Error::Runtime(format!(
-                "cannot draw a fingerprint key from /dev/urandom: {e}"
-            ))
-        })?;
-    Ok(key)
+    crate::digest::random_bytes().map_err(|e| {
+        Error::Runtime(format!(
+            "cannot draw a fingerprint key from /dev/urandom: {e}"
+        ))
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
