@@ -90,6 +90,55 @@ fn a_deleted_or_edited_run_breaks_the_chain() {
 }
 
 #[test]
+fn a_run_row_outside_the_chain_is_a_break_and_never_a_success() {
+    let db = three_runs();
+    // A run a retail user forged: finished, with no manifest.
+    let forged = db.target_sql(
+        "INSERT INTO shadan.runs (command, mapping_name, mapping_blake3, tool_version, status, finished_at) \
+         VALUES ('sync', 'retail-split', 'x', '0.1.0', 'done', now()) RETURNING run_id",
+    );
+    let forged: i64 = forged.lines().next().unwrap().parse().unwrap();
+    let run = history(&db, &["--check"]);
+    run.expect_code(3);
+    assert!(
+        run.stdout.contains(&format!("BROKEN: run {forged}:"))
+            && run.stdout.contains("no manifest"),
+        "{}",
+        run.stdout
+    );
+    let listed = history(&db, &["--json"]).json();
+    let row = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["run_id"] == forged)
+        .unwrap()
+        .clone();
+    assert_ne!(row["status"], "done", "{row}");
+
+    // A killed run (no manifest, still 'running') is no break.
+    db.target_sql(&format!("DELETE FROM shadan.runs WHERE run_id = {forged}"));
+    db.target_sql(
+        "INSERT INTO shadan.runs (command, mapping_name, mapping_blake3, tool_version) \
+         VALUES ('sync', 'retail-split', 'x', '0.1.0')",
+    );
+    history(&db, &["--check"]).expect_code(0);
+
+    // A finished run whose status column was edited to a success.
+    let db = three_runs();
+    db.target_sql(
+        "UPDATE shadan.runs SET status = 'failed' WHERE run_id = (SELECT min(run_id) FROM shadan.runs)",
+    );
+    let run = history(&db, &["--check"]);
+    run.expect_code(3);
+    assert!(
+        run.stdout.contains("not the one its manifest records"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn a_verify_report_names_what_it_checked_against() {
     let db = three_runs();
     let head = history(&db, &["--json", "--check"]).json()["chain"]["head"].clone();

@@ -9,6 +9,9 @@ use tokio_postgres::Client;
 
 use crate::error::Error;
 
+/// The status of a run record until its manifest is written (`state.sql`'s default).
+const RUNNING: &str = "running";
+
 /// blake3 of a manifest as stored (`jsonb::text`, which is canonical).
 fn digest(text: &str) -> String {
     blake3::hash(text.as_bytes()).to_hex().to_string()
@@ -108,10 +111,17 @@ pub async fn list(client: &Client, limit: i64) -> Result<Vec<Value>, Error> {
                         .into()
                 })
                 .unwrap_or(Value::Null);
+            // A row without a manifest is a run that never finished, whatever its status
+            // column says: only a manifest records how a run ended.
+            let status = match &manifest {
+                Some(_) => from("status", json!(r.get::<_, String>(2))),
+                None if r.get::<_, String>(2) == RUNNING => json!(RUNNING),
+                None => json!("unrecorded"),
+            };
             json!({
                 "run_id": r.get::<_, i64>(0),
                 "command": from("command", json!(r.get::<_, String>(1))),
-                "status": from("status", json!(r.get::<_, String>(2))),
+                "status": status,
                 "started_at": from("started_at", json!(r.get::<_, Option<String>>(3))),
                 "finished_at": from("finished_at", json!(r.get::<_, Option<String>>(4))),
                 "mapping": from("mapping", json!({"name": r.get::<_, String>(5), "blake3": r.get::<_, String>(6)})),
@@ -129,8 +139,8 @@ pub async fn list(client: &Client, limit: i64) -> Result<Vec<Value>, Error> {
 pub async fn check(client: &Client) -> Result<(Option<String>, Option<String>), Error> {
     let rows = client
         .query(
-            "SELECT run_id, manifest::pg_catalog.text, manifest_blake3 FROM shadan.runs \
-             WHERE manifest IS NOT NULL ORDER BY run_id",
+            "SELECT run_id, status, manifest::pg_catalog.text, manifest_blake3 FROM shadan.runs \
+             ORDER BY run_id",
             &[],
         )
         .await
@@ -138,11 +148,36 @@ pub async fn check(client: &Client) -> Result<(Option<String>, Option<String>), 
     let mut previous: Option<String> = None;
     let mut chained = false;
     for r in &rows {
-        let (run_id, text, stored): (i64, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
+        let (run_id, status, text, stored): (i64, String, Option<String>, Option<String>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let Some(text) = text else {
+            // Only a run that never finished (still going, or killed) has no manifest; a
+            // row that claims an end without one was not written by shadan.
+            if status != RUNNING {
+                return Ok((
+                    Some(format!(
+                        "run {run_id}: it claims status {:?} but has no manifest (not written by shadan)",
+                        crate::ident::escape_controls(&status)
+                    )),
+                    previous,
+                ));
+            }
+            continue;
+        };
+        let manifest = serde_json::from_str::<Value>(&text).ok();
         // A manifest written since the chain exists names its predecessor (maybe null).
-        let in_chain = serde_json::from_str::<Value>(&text)
-            .ok()
+        let in_chain = manifest
+            .as_ref()
             .is_some_and(|m| m.get("previous_manifest_blake3").is_some());
+        if in_chain && manifest.as_ref().and_then(|m| m["status"].as_str()) != Some(&status) {
+            return Ok((
+                Some(format!(
+                    "run {run_id}: its status {:?} is not the one its manifest records",
+                    crate::ident::escape_controls(&status)
+                )),
+                previous,
+            ));
+        }
         let Some(stored) = stored else {
             if chained || in_chain {
                 return Ok((
@@ -160,8 +195,8 @@ pub async fn check(client: &Client) -> Result<(Option<String>, Option<String>), 
                 previous,
             ));
         }
-        let claimed: Option<String> = serde_json::from_str::<Value>(&text)
-            .ok()
+        let claimed: Option<String> = manifest
+            .as_ref()
             .and_then(|m| m["previous_manifest_blake3"].as_str().map(String::from));
         if claimed != previous && (chained || claimed.is_some()) {
             return Ok((
