@@ -45,8 +45,10 @@ pub struct TableCounter {
     pub name: String,
     /// Rows expected (0 when unknown).
     pub total: u64,
-    /// Rows done so far.
+    /// Rows done so far, by this run and earlier ones.
     pub done: AtomicU64,
+    /// Rows earlier runs had done (a resumed cutover): rates count only this run's.
+    pub before: u64,
 }
 
 /// A running progress display; stop it with [`Progress::finish`].
@@ -66,6 +68,7 @@ impl Progress {
                     name,
                     total,
                     done: AtomicU64::new(done),
+                    before: done,
                 })
             })
             .collect();
@@ -113,6 +116,9 @@ async fn show(
                     let bar = multi.add(ProgressBar::new(c.total));
                     bar.set_style(bar_style.clone());
                     bar.set_prefix(c.name.clone());
+                    // Rows of earlier runs are there from the start, not this run's speed.
+                    bar.set_position(c.before);
+                    bar.reset_eta();
                     bar
                 })
                 .collect::<Vec<_>>()
@@ -143,7 +149,8 @@ async fn show(
                 }
                 (None, _) if done == last_line[i] && !stopped => {}
                 (None, Style::Events) => {
-                    tracing::info!(table = %c.name, rows = done, total, elapsed_s = elapsed, "{verb} progress");
+                    let this_run = done.saturating_sub(c.before);
+                    tracing::info!(table = %c.name, rows = done, rows_this_run = this_run, total, elapsed_s = elapsed, "{verb} progress");
                 }
                 (None, _) => {
                     let of = if total == 0 {
@@ -151,11 +158,12 @@ async fn show(
                     } else {
                         format!("/{total}")
                     };
+                    let this_run = done.saturating_sub(c.before);
                     eprintln!(
-                        "shadan {verb}: {} {done}{of} rows{} ({:.0} rows/s overall)",
+                        "shadan {verb}: {} {done}{of} rows{} ({this_run} this run, {:.0} rows/s)",
                         c.name,
                         percent(done, total),
-                        done as f64 / elapsed
+                        this_run as f64 / elapsed
                     );
                 }
             }

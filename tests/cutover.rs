@@ -116,11 +116,26 @@ fn killed_mid_copy_then_resume_copies_every_row_exactly_once() {
         db.target_sql("SELECT coalesce(sum(rows), 0) FROM shadan.batches")
     );
 
+    let before = db.target_sql(
+        "SELECT coalesce(sum(rows), 0) FROM shadan.batches WHERE target_table = 'retail.contracts'",
+    );
     db.shadan(&["cutover", "--mapping", MAPPING]).expect_code(2);
     let run = db.shadan(&["cutover", "--mapping", MAPPING, "--resume", "--json"]);
     run.expect_code(0);
     db.assert_reference_copy_exact();
     assert_eq!(run.json()["resumed"], true);
+    // Progress counts the rows of earlier runs as done, and only this run's in its rate.
+    let total = db.target_sql("SELECT count(*) FROM retail.contracts");
+    let this_run = total.parse::<u64>().unwrap() - before.parse::<u64>().unwrap();
+    let last = run
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with("shadan cutover: retail.contracts "))
+        .unwrap_or_else(|| panic!("no progress line:\n{}", run.stderr));
+    assert!(
+        last.contains(&format!("{total}/{total} rows 100% ({this_run} this run, ")),
+        "{last}"
+    );
     assert_eq!(
         db.target_sql("SELECT count(*) FROM shadan.batches WHERE rows IS NULL"),
         "0"
