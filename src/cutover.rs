@@ -53,8 +53,10 @@ pub struct Options {
 /// What to do for one table.
 struct TableWork<'p> {
     table: &'p TablePlan,
-    /// Batches already written (resume).
+    /// Rows of the batches already written (resume).
     done_rows: u64,
+    /// Batches already written.
+    done_batches: u64,
     /// Stored pending batches, or `None` when the layout must be computed.
     pending: Option<Vec<Batch>>,
 }
@@ -155,6 +157,7 @@ async fn decide<'p>(
         return Ok(TableWork {
             table,
             done_rows: 0,
+            done_batches: 0,
             pending: None,
         });
     }
@@ -191,6 +194,7 @@ async fn decide<'p>(
             stored.len()
         )));
     }
+    let done_batches = written.len() as u64;
     let pending = stored
         .into_iter()
         .filter(|b| b.written.is_none())
@@ -199,6 +203,7 @@ async fn decide<'p>(
     Ok(TableWork {
         table,
         done_rows,
+        done_batches,
         pending: Some(pending),
     })
 }
@@ -241,7 +246,13 @@ async fn copy_all(
     for w in work {
         let (pending, total) = match w.pending {
             Some(pending) => {
-                let left = pending.len() as u64 * opts.batch_rows;
+                // The written batches' mean size: the layout was cut with the first run's
+                // --batch-rows, not necessarily this run's.
+                let mean = w
+                    .done_rows
+                    .checked_div(w.done_batches)
+                    .unwrap_or(opts.batch_rows);
+                let left = pending.len() as u64 * mean;
                 (pending, w.done_rows + left)
             }
             None => {
@@ -373,6 +384,7 @@ pub async fn copy_batch(
     let mut stream = pin!(stream);
     let mut split = TupleSplitter::new();
     let mut digest = Accumulator::default();
+    let mut hashes = Vec::new();
     let mut keys = table.source_is_view().then(|| KeyCheck::new(table.key_len));
     let mut bytes = 0;
     while let Some(chunk) = stream.next().await {
@@ -380,7 +392,7 @@ pub async fn copy_batch(
         let before = digest.rows;
         split
             .feed(&chunk, &mut |tuple| {
-                digest.add_row(tuple);
+                hashes.push(digest.add_row_hashed(tuple));
                 if let Some(k) = keys.as_mut() {
                     k.add(tuple);
                 }
@@ -411,7 +423,8 @@ pub async fn copy_batch(
             digest.rows
         )));
     }
-    state::mark_written(target, &table.target, batch, &digest, stamp).await?;
+    let checkpoint = state::Checkpoint::of(digest, &hashes);
+    state::mark_written(target, &table.target, batch, &checkpoint, stamp).await?;
     target
         .batch_execute("COMMIT")
         .await
