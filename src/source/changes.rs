@@ -182,6 +182,11 @@ pub fn decide(
     if stored.is_empty() || stored.iter().any(|b| b.written.is_none()) {
         return full_because("not every batch has a checkpoint yet");
     }
+    if stored.iter().any(|b| !b.has_prints) {
+        return full_because(
+            "the checkpoints have no row prints yet (written by an older shadan); this run adds them",
+        );
+    }
     let horizons: Option<Vec<i64>> = stored.iter().map(|b| b.horizon).collect();
     let Some(horizon) = horizons.and_then(|h| h.into_iter().min()) else {
         return full_because("no recorded horizon (the checkpoints predate change tracking)");

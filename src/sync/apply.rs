@@ -21,7 +21,7 @@ use crate::key::KeyMap;
 use crate::manifest::Changes;
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
-use crate::target::state::{self, Stamp};
+use crate::target::state::{self, Checkpoint, Stamp};
 
 /// Bytes sent per COPY message when staging rows.
 const STAGE_MESSAGE_BYTES: usize = 1 << 20;
@@ -73,6 +73,35 @@ impl SourceRows {
             Held::Inline(start..self.bytes.len())
         };
         self.tuples.push((held, hash));
+    }
+
+    /// The rows' hashes ([`crate::digest::row_hash`]), in order.
+    pub fn hashes(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.tuples.iter().map(|(_, hash)| hash)
+    }
+
+    /// The checkpoint of exactly these rows.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::of(self.digest, self.hashes())
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.tuples.is_empty()
+    }
+
+    /// The rows whose hash `keep` accepts, as rows of their own.
+    pub fn filtered(&self, keep: impl Fn(&[u8; 32]) -> bool) -> SourceRows {
+        let mut kept = SourceRows::default();
+        for (piece, hash) in self.iter() {
+            if keep(hash) {
+                match piece {
+                    Piece::Shared(b) => kept.push(b, b),
+                    Piece::Slice(t) => kept.push(t, &Bytes::new()),
+                }
+            }
+        }
+        kept
     }
 
     /// Calls `f` with every tuple, in order.
@@ -217,12 +246,13 @@ pub fn diff<'a>(table: &TablePlan, rows: &'a SourceRows, mut held: TargetRows) -
     }
 }
 
-/// `digest` is the checkpoint the batch then has: the digest of `rows` when they are the
-/// whole batch, or the stored one updated by what changed when they are its changed rows.
+/// `next` is the checkpoint the batch then has: that of `rows` when they are the whole
+/// batch, or the stored one updated by what changed when they are its changed rows.
 /// With `defer_deletes` (a table other mapped tables reference), a batch that has rows to
 /// delete only inserts and updates here and returns the keys to delete: they go after
-/// the children's deletes, with the checkpoint ([`finish_deferred`]). Until then the old
-/// checkpoint stays, so a crash in between only makes the next sync compare the batch.
+/// the children's deletes, with the checkpoint ([`finish_deferred`]). Until then the
+/// batch's checkpoint is the digest of what it then holds: the source's rows and the rows
+/// still to delete.
 #[allow(clippy::too_many_arguments)]
 pub async fn write(
     client: &Client,
@@ -230,7 +260,7 @@ pub async fn write(
     batch: &Batch,
     rows: &SourceRows,
     held: TargetRows,
-    digest: Accumulator,
+    next: &Checkpoint,
     stamp: Stamp<'_>,
     defer_deletes: bool,
 ) -> Result<(Changes, Option<Vec<Vec<u8>>>), Error> {
@@ -278,13 +308,25 @@ pub async fn write(
         affected(table, batch, "inserted or updated", written, upserts.len())?;
     }
     if deferred {
+        // The rows to delete stay until the children's deletes are done, so the batch
+        // holds the source's rows and those: checkpoint exactly that now, in this
+        // transaction. A run that ends before [`finish_deferred`] then leaves a batch
+        // whose checkpoint counts the rows still to delete, which the next sync finds
+        // (more rows than the source has) on either path.
+        let (kept_rows, kept) = read_keys(client, table, batch, &gone).await?;
+        let mut interim = next.clone();
+        interim.digest.merge(&kept);
+        interim.prints = interim
+            .prints
+            .replaced(std::iter::empty(), kept_rows.values().map(|(hash, _)| hash));
+        checkpoint(client, table, batch, &interim, stamp).await?;
         client
             .batch_execute("COMMIT")
             .await
             .map_err(Error::db(&context))?;
         return Ok((changes, Some(gone)));
     }
-    checkpoint(client, table, batch, digest, stamp).await?;
+    checkpoint(client, table, batch, next, stamp).await?;
     client
         .batch_execute("COMMIT")
         .await
@@ -293,14 +335,14 @@ pub async fn write(
 }
 
 /// The second half of a batch whose deletes were deferred ([`write()`]): deletes `gone`
-/// and stores the checkpoint `digest`, in one transaction. `client` has the batch's key
+/// and stores the checkpoint `next`, in one transaction. `client` has the batch's key
 /// bounds bound.
 pub async fn finish_deferred(
     client: &Client,
     table: &TablePlan,
     batch: &Batch,
     gone: &[Vec<u8>],
-    digest: Accumulator,
+    next: &Checkpoint,
     stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
@@ -310,7 +352,7 @@ pub async fn finish_deferred(
         .map_err(Error::db(&context))?;
     let done = async {
         delete_keys(client, table, batch, gone, &context).await?;
-        checkpoint(client, table, batch, digest, stamp).await?;
+        checkpoint(client, table, batch, next, stamp).await?;
         client
             .batch_execute("COMMIT")
             .await
@@ -331,7 +373,7 @@ pub(super) async fn checkpoint(
     client: &Client,
     table: &TablePlan,
     batch: &Batch,
-    digest: Accumulator,
+    next: &Checkpoint,
     stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
@@ -346,7 +388,7 @@ pub(super) async fn checkpoint(
             |acc, tuple| acc.add_row(tuple),
         )
         .await?;
-        if now != digest {
+        if now != next.digest {
             return Err(Error::Runtime(format!(
                 "syncing {} {}: after the writes the target's rows differ from the source's ({} on the \
                  table change what is written); nothing of the batch was kept: disable or drop them",
@@ -356,7 +398,7 @@ pub(super) async fn checkpoint(
             )));
         }
     }
-    state::store_digest(client, &table.target, batch, &digest, stamp).await
+    state::store_digest(client, &table.target, batch, next, stamp).await
 }
 
 /// Stages encoded keys with binary COPY into the session's temporary table `stage`

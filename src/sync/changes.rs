@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 use super::apply::{self, SourceRows};
 use super::{Deferred, Done, Worker};
 use crate::copy::tuple::{key_bytes, TupleSplitter};
-use crate::digest::Accumulator;
+
 use crate::error::Error;
 use crate::plan::changes_sql::{cut_settings, HORIZON_SETTING};
 use crate::plan::query::{RangeShape, SessionSetting, SettingValue};
@@ -24,7 +24,7 @@ use crate::plan::TablePlan;
 use crate::source::batch::Batch;
 use crate::source::changes::horizon_xid;
 use crate::source::snapshot::bind;
-use crate::target::state::{self, Stamp, StoredBatch};
+use crate::target::state::{self, Checkpoint, Stamp, StoredBatch};
 
 impl Worker {
     /// Syncs a table by its changes since `horizon`, read from `column` (see
@@ -39,10 +39,23 @@ impl Worker {
         batch_rows: u64,
     ) -> Result<Done, Error> {
         let batches: Vec<Batch> = stored.iter().map(|s| s.batch.clone()).collect();
-        let mut checkpoints: Vec<Accumulator> = stored
-            .iter()
-            .map(|s| s.written.unwrap_or_default())
-            .collect();
+        // Every table read by changes reads all its prints, whatever changed: which
+        // batches had changes is not the target's to see.
+        let mut prints = state::prints(&self.client, &table.target).await?;
+        let mut checkpoints = Vec::with_capacity(stored.len());
+        for s in &stored {
+            let prints = prints.remove(&s.batch.no).ok_or_else(|| {
+                Error::Runtime(format!(
+                    "{} {}: its checkpoint lost its row prints while this sync ran",
+                    table.target,
+                    s.batch.describe()
+                ))
+            })?;
+            checkpoints.push(Checkpoint {
+                digest: s.written.unwrap_or_default(),
+                prints,
+            });
+        }
         let cuts = batches.len() - 1;
         let uppers: Vec<&[String]> = batches[..cuts]
             .iter()
@@ -85,7 +98,7 @@ impl Worker {
         )?;
         done.source_bytes += 8;
         let in_scope = count.get::<_, i64>(0) as u64;
-        let held: u64 = checkpoints.iter().map(|c| c.rows).sum();
+        let held: u64 = checkpoints.iter().map(|c| c.digest.rows).sum();
         if in_scope < held && redo.is_empty() {
             // The target holds rows the source lost: find them by hash buckets of keys.
             self.gone_by_buckets(
@@ -100,7 +113,7 @@ impl Worker {
             )
             .await?;
         }
-        let held: u64 = checkpoints.iter().map(|c| c.rows).sum();
+        let held: u64 = checkpoints.iter().map(|c| c.digest.rows).sum();
         if in_scope != held || !redo.is_empty() {
             // Lost rows the buckets could not place (an older server, a hash that differs
             // between the servers), a batch a constraint sent back, or a target changed
@@ -123,11 +136,11 @@ impl Worker {
                 }
             }
             for (pos, batch) in batches.iter().enumerate() {
-                if by_batch[pos] == checkpoints[pos].rows || redo.contains(&pos) {
+                if by_batch[pos] == checkpoints[pos].digest.rows || redo.contains(&pos) {
                     continue;
                 }
                 touched[pos] = true;
-                let fixed = if by_batch[pos] < checkpoints[pos].rows {
+                let fixed = if by_batch[pos] < checkpoints[pos].digest.rows {
                     self.find_gone(
                         table,
                         batch,
@@ -145,9 +158,9 @@ impl Worker {
                     // tool's back): compare the batch in full, which writes it exact.
                     tracing::warn!(table = %table.target, batch = %batch.describe(), "the batch's rows disagree with its checkpoint; reading it in full");
                     let one = self
-                        .sync_batch(table, batch, Some(checkpoints[pos]), stamp)
+                        .sync_batch(table, batch, Some(checkpoints[pos].digest), true, stamp)
                         .await?;
-                    checkpoints[pos] = one.digest;
+                    checkpoints[pos] = one.checkpoint.clone();
                     add(&mut done, one);
                 }
             }
@@ -156,9 +169,15 @@ impl Worker {
         // deletes are in, compare them in full (deletes first).
         for pos in redo {
             let one = self
-                .sync_batch(table, &batches[pos], Some(checkpoints[pos]), stamp)
+                .sync_batch(
+                    table,
+                    &batches[pos],
+                    Some(checkpoints[pos].digest),
+                    true,
+                    stamp,
+                )
                 .await?;
-            checkpoints[pos] = one.digest;
+            checkpoints[pos] = one.checkpoint.clone();
             add(&mut done, one);
         }
         let untouched: Vec<i32> = batches
@@ -169,11 +188,11 @@ impl Worker {
             .collect();
         done.skipped += untouched.len() as u64;
         state::confirm_batches(&self.client, &table.target, &untouched, stamp).await?;
-        done.rows = checkpoints.iter().map(|c| c.rows).sum();
+        done.rows = checkpoints.iter().map(|c| c.digest.rows).sum();
         done.grown = batches
             .iter()
             .zip(&checkpoints)
-            .filter(|(_, c)| c.rows > 2 * batch_rows)
+            .filter(|(_, c)| c.digest.rows > 2 * batch_rows)
             .map(|(b, _)| b.clone())
             .collect();
         Ok(done)
@@ -187,7 +206,7 @@ impl Worker {
         &mut self,
         table: &TablePlan,
         batch: &Batch,
-        checkpoint: &mut Accumulator,
+        checkpoint: &mut Checkpoint,
         in_scope: u64,
         stamp: Stamp<'_>,
         done: &mut Done,
@@ -227,7 +246,7 @@ impl Worker {
             },
         )
         .await?;
-        if gone.is_empty() || checkpoint.rows.saturating_sub(gone.len() as u64) != in_scope {
+        if gone.is_empty() || checkpoint.digest.rows.saturating_sub(gone.len() as u64) != in_scope {
             apply::abandon(&self.client).await?;
             return Ok(false);
         }
@@ -243,22 +262,25 @@ impl Worker {
         &mut self,
         table: &TablePlan,
         batch: &Batch,
-        checkpoint: &mut Accumulator,
+        checkpoint: &mut Checkpoint,
         gone: Vec<Vec<u8>>,
         stamp: Stamp<'_>,
         done: &mut Done,
     ) -> Result<(), Error> {
         let context = || format!("syncing {} {}", table.target, batch.describe());
-        let (_, lost) = apply::read_keys(&self.client, table, batch, &gone).await?;
-        let mut next = *checkpoint;
-        next.remove(&lost);
+        let (lost_rows, lost) = apply::read_keys(&self.client, table, batch, &gone).await?;
+        let mut next = checkpoint.clone();
+        next.digest.remove(&lost);
+        next.prints = next
+            .prints
+            .replaced(lost_rows.values().map(|(hash, _)| hash), std::iter::empty());
         done.written.deleted += gone.len() as u64;
         if table.has_children {
             apply::abandon(&self.client).await?;
             done.later.push(Deferred {
                 batch: batch.clone(),
                 gone,
-                digest: next,
+                checkpoint: next.clone(),
             });
         } else {
             self.client
@@ -266,7 +288,7 @@ impl Worker {
                 .await
                 .map_err(Error::db(&context))?;
             apply::delete_keys(&self.client, table, batch, &gone, &context).await?;
-            apply::checkpoint(&self.client, table, batch, next, stamp).await?;
+            apply::checkpoint(&self.client, table, batch, &next, stamp).await?;
             self.client
                 .batch_execute("COMMIT")
                 .await
@@ -295,7 +317,7 @@ async fn read_changes(
     target: &Client,
     table: &TablePlan,
     batches: &[Batch],
-    checkpoints: &mut [Accumulator],
+    checkpoints: &mut [Checkpoint],
     touched: &mut [bool],
     done: &mut Done,
     redo: &mut Vec<usize>,
@@ -422,17 +444,26 @@ enum Written {
     Redo,
 }
 
-/// Writes one batch's changed rows with its updated checkpoint, in one transaction: the
-/// target's rows with the same keys are read, only those that differ are written, and
-/// the checkpoint loses the replaced rows and gains the new ones.
+/// Writes one batch's changed rows with its updated checkpoint, in one transaction: rows
+/// the batch's prints show the target holds already are dropped without asking the
+/// target (a change to non-public columns only), the target's rows with the keys of the
+/// others are read, only those that differ are written, and the checkpoint loses the
+/// replaced rows and gains the new ones.
 async fn write_changed(
     target: &Client,
     table: &TablePlan,
     batch: &Batch,
-    checkpoint: &mut Accumulator,
+    checkpoint: &mut Checkpoint,
     rows: SourceRows,
     stamp: Stamp<'_>,
 ) -> Result<Written, Error> {
+    let rows = rows.filtered(|hash| !checkpoint.prints.contains(hash));
+    if rows.is_empty() {
+        // Every row is in the target as projected: nothing is sent to the target, not
+        // even a question, so the retail side cannot tell this batch from one nobody
+        // touched.
+        return Ok(Written::Nothing);
+    }
     let context = || format!("syncing {} {}", table.target, batch.describe());
     bind(target, &batch.settings()).await?;
     target
@@ -440,17 +471,13 @@ async fn write_changed(
         .await
         .map_err(Error::db(&context))?;
     let (held, old) = apply::read_keyed(target, table, batch, &rows).await?;
-    let mut next = *checkpoint;
-    next.remove(&old);
-    next.merge(&rows.digest);
-    if next == *checkpoint {
-        // Every row read equals the target's (a change to non-public columns only):
-        // nothing is written, not even the checkpoint, so the retail side cannot tell
-        // this batch from one nobody touched.
-        apply::abandon(target).await?;
-        return Ok(Written::Nothing);
-    }
-    match apply::write(target, table, batch, &rows, held, next, stamp, false).await {
+    let mut next = checkpoint.clone();
+    next.digest.remove(&old);
+    next.digest.merge(&rows.digest);
+    next.prints = next
+        .prints
+        .replaced(held.values().map(|(hash, _)| hash), rows.hashes());
+    match apply::write(target, table, batch, &rows, held, &next, stamp, false).await {
         Ok((written, _)) => {
             *checkpoint = next;
             Ok(Written::Rows(written))

@@ -40,7 +40,7 @@ use crate::source::changes::{self as change_detection, Path};
 use crate::source::snapshot::{bind, Session, Snapshot};
 use crate::target::indexes;
 use crate::target::lock::TargetLock;
-use crate::target::state::{self, RunStamps, Stamp, StoredBatch};
+use crate::target::state::{self, Checkpoint, RunStamps, Stamp, StoredBatch};
 use crate::workers;
 use apply::SourceRows;
 
@@ -149,8 +149,9 @@ pub(crate) async fn require_finished_cutover(client: &Client, plan: &Plan) -> Re
 /// One unit of a worker's work (a queue holds a few hundred: their size is no matter).
 #[allow(clippy::large_enum_variant)]
 enum Item {
-    /// One batch read in full, with its checkpoint if written.
-    Batch(Batch, Option<Accumulator>),
+    /// One batch read in full, with its checkpoint's digest if written, and whether that
+    /// checkpoint has its row prints.
+    Batch(Batch, Option<Accumulator>, bool),
     /// A table read by changes since `horizon` (the last: the column carrying `xmin`),
     /// with its stored batches in key order.
     Changes(usize, Vec<StoredBatch>, i64, &'static str),
@@ -159,7 +160,7 @@ enum Item {
 impl Item {
     fn table(&self) -> usize {
         match self {
-            Item::Batch(b, _) => b.table,
+            Item::Batch(b, ..) => b.table,
             Item::Changes(t, ..) => *t,
         }
     }
@@ -242,10 +243,14 @@ async fn sync_all(
                 &table.projection_digest(&plan.own_retailer),
             )
             .await?;
-            queue.extend(batches.into_iter().map(|b| Item::Batch(b, None)));
+            queue.extend(batches.into_iter().map(|b| Item::Batch(b, None, false)));
             shown.push((table.target.to_string(), total, 0));
         } else {
-            queue.extend(stored.into_iter().map(|s| Item::Batch(s.batch, s.written)));
+            queue.extend(
+                stored
+                    .into_iter()
+                    .map(|s| Item::Batch(s.batch, s.written, s.has_prints)),
+            );
             shown.push((table.target.to_string(), rows, 0));
         }
     }
@@ -307,8 +312,10 @@ async fn sync_all(
                 let table = &plan.tables[item.table()];
                 let stamp = stamps.of(table.index);
                 let done = match item {
-                    Item::Batch(batch, stored) => {
-                        let one = w.sync_batch(table, &batch, stored, stamp).await?;
+                    Item::Batch(batch, stored, has_prints) => {
+                        let one = w
+                            .sync_batch(table, &batch, stored, has_prints, stamp)
+                            .await?;
                         if one.clean {
                             if let Ok(mut t) = tally.lock() {
                                 t.confirmed[table.index].push(batch.no);
@@ -385,7 +392,7 @@ async fn sync_all(
             table,
             &d.batch,
             &d.gone,
-            d.digest,
+            &d.checkpoint,
             stamps.of(table.index),
         )
         .await?;
@@ -409,7 +416,7 @@ struct Deferred {
     /// Encoded keys to delete.
     gone: Vec<Vec<u8>>,
     /// The batch's checkpoint once the deletes are done.
-    digest: Accumulator,
+    checkpoint: Checkpoint,
 }
 
 /// What a worker did with one item.
@@ -417,9 +424,8 @@ struct Deferred {
 struct Done {
     /// Source rows in the batch (or table) now.
     rows: u64,
-    /// The digest of a batch read in full (its checkpoint once any deferred deletes are
-    /// done).
-    digest: Accumulator,
+    /// The checkpoint of a batch read in full (once any deferred deletes are done).
+    checkpoint: Checkpoint,
     /// What was written.
     written: Changes,
     /// Deletes left for after the children's.
@@ -449,12 +455,14 @@ struct Worker {
 }
 
 impl Worker {
-    /// Syncs one batch by reading it in full.
+    /// Syncs one batch by reading it in full; `stored` is its checkpoint's digest, and
+    /// `has_prints` whether that checkpoint has its row prints (stored now if not).
     async fn sync_batch(
         &mut self,
         table: &TablePlan,
         batch: &Batch,
         stored: Option<Accumulator>,
+        has_prints: bool,
         stamp: Stamp<'_>,
     ) -> Result<Done, Error> {
         self.session.bind_batch(batch).await?;
@@ -465,22 +473,28 @@ impl Worker {
         }
         if !self.last_dirty && stored.is_some() {
             // Likely clean: digest the source without holding it or reading the target.
-            let (digest, bytes) = crate::copy::fold(
+            let (digest, hashes, bytes) = crate::copy::fold(
                 self.session.client(),
                 &table.source_copy(batch.shape()),
                 || format!("reading {} {}", table.source, batch.describe()),
-                (Accumulator::default(), 0usize),
-                |(acc, bytes), tuple| {
-                    acc.add_row(tuple);
+                (Accumulator::default(), Vec::new(), 0usize),
+                |(acc, hashes, bytes), tuple| {
+                    hashes.push(acc.add_row_hashed(tuple));
                     *bytes += tuple.len();
                 },
             )
             .await?;
             crate::metrics::count_bytes(&table.target, "read", bytes);
             if stored == Some(digest) {
+                let checkpoint = Checkpoint::of(digest, &hashes);
+                if !has_prints {
+                    // A checkpoint by an older shadan: add the prints the changes path needs.
+                    state::store_digest(&self.client, &table.target, batch, &checkpoint, stamp)
+                        .await?;
+                }
                 return Ok(Done {
                     rows: digest.rows,
-                    digest,
+                    checkpoint,
                     clean: true,
                     source_rows: digest.rows,
                     source_bytes: bytes as u64,
@@ -501,7 +515,7 @@ impl Worker {
         crate::metrics::count_bytes(&table.target, "read", bytes);
         let mut done = Done {
             rows: rows.digest.rows,
-            digest: rows.digest,
+            checkpoint: rows.checkpoint(),
             source_rows: rows.digest.rows,
             source_bytes: bytes as u64,
             ..Done::default()
@@ -517,6 +531,10 @@ impl Worker {
         self.last_dirty = stored != Some(rows.digest);
         if !self.last_dirty {
             apply::abandon(&self.client).await?;
+            if !has_prints {
+                state::store_digest(&self.client, &table.target, batch, &done.checkpoint, stamp)
+                    .await?;
+            }
             done.clean = true;
             return Ok(done);
         }
@@ -526,7 +544,7 @@ impl Worker {
             batch,
             &rows,
             held,
-            rows.digest,
+            &done.checkpoint,
             stamp,
             table.has_children,
         )
@@ -535,7 +553,7 @@ impl Worker {
         done.later.extend(gone.map(|gone| Deferred {
             batch: batch.clone(),
             gone,
-            digest: rows.digest,
+            checkpoint: done.checkpoint.clone(),
         }));
         Ok(done)
     }
@@ -591,10 +609,10 @@ async fn split_grown(
         for (i, part) in parts.iter_mut().enumerate().skip(1) {
             part.no = next + i as i32 - 1;
         }
-        let mut digests = Vec::new();
+        let mut checkpoints = Vec::new();
         for part in &parts {
             session.bind_batch(part).await?;
-            digests.push(read_source(&session, table, part, 0).await?.digest);
+            checkpoints.push(read_source(&session, table, part, 0).await?.checkpoint());
         }
         lock.client()
             .batch_execute("BEGIN")
@@ -609,12 +627,12 @@ async fn split_grown(
             &table.projection_digest(&plan.own_retailer),
         )
         .await?;
-        for (part, digest) in parts.iter().zip(&digests) {
+        for (part, checkpoint) in parts.iter().zip(&checkpoints) {
             state::store_digest(
                 lock.client(),
                 &table.target,
                 part,
-                digest,
+                checkpoint,
                 stamps.of(table.index),
             )
             .await?;

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::mapping::name::QualifiedName;
 use crate::plan::Plan;
 use crate::source::batch::Batch;
+use crate::target::prints::RowPrints;
 
 /// A batch as stored, with its checkpoint when written.
 #[derive(Debug, Clone)]
@@ -20,6 +21,27 @@ pub struct StoredBatch {
     pub horizon: Option<i64>,
     /// The basis (projection and source definitions) of the checkpoint.
     pub basis: Option<String>,
+    /// Whether the checkpoint has its row prints ([`RowPrints`], read by [`prints`]).
+    pub has_prints: bool,
+}
+
+/// A batch's checkpoint as written: the digest of its rows and their prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The multiset digest of the batch's rows.
+    pub digest: Accumulator,
+    /// The prints of the same rows.
+    pub prints: RowPrints,
+}
+
+impl Checkpoint {
+    /// The checkpoint of rows given by their digest and row hashes.
+    pub fn of<'a>(digest: Accumulator, hashes: impl IntoIterator<Item = &'a [u8; 32]>) -> Self {
+        Self {
+            digest,
+            prints: RowPrints::of_hashes(hashes),
+        }
+    }
 }
 
 /// What every checkpoint a run writes carries besides the digest: the run, the horizon
@@ -168,8 +190,8 @@ pub async fn batches(
 ) -> Result<Vec<StoredBatch>, Error> {
     let rows = client
         .query(
-            "SELECT batch_no, lower_key, upper_key, rows, lanes, horizon, basis FROM shadan.batches \
-             WHERE target_table = $1 ORDER BY batch_no",
+            "SELECT batch_no, lower_key, upper_key, rows, lanes, horizon, basis, prints IS NOT NULL \
+             FROM shadan.batches WHERE target_table OPERATOR(pg_catalog.=) $1 ORDER BY batch_no",
             &[&target.to_string()],
         )
         .await
@@ -192,6 +214,7 @@ pub async fn batches(
                 },
                 horizon: r.get(5),
                 basis: r.get(6),
+                has_prints: r.get(7),
             }
         })
         .collect())
@@ -308,13 +331,14 @@ pub async fn mark_written(
     client: &impl GenericClient,
     target: &QualifiedName,
     batch: &Batch,
-    digest: &Accumulator,
+    checkpoint: &Checkpoint,
     stamp: Stamp<'_>,
 ) -> Result<(), Error> {
+    let Checkpoint { digest, prints } = checkpoint;
     let updated = client
         .execute(
             &format!("UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, horizon = $6, basis = $7, \
-                 written_at = pg_catalog.clock_timestamp() \
+                 prints = $8, written_at = pg_catalog.clock_timestamp() \
              WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) $2 AND rows IS NULL \
                AND {LOCK_STILL_HELD}"),
             &[
@@ -325,6 +349,7 @@ pub async fn mark_written(
                 &stamp.run_id,
                 &stamp.horizon,
                 &stamp.basis,
+                &prints.to_bytes(),
             ],
         )
         .await
@@ -394,16 +419,17 @@ pub async fn store_digest(
     client: &impl GenericClient,
     target: &QualifiedName,
     batch: &Batch,
-    digest: &Accumulator,
+    checkpoint: &Checkpoint,
     stamp: Stamp<'_>,
 ) -> Result<(), Error> {
+    let Checkpoint { digest, prints } = checkpoint;
     let updated = client
         .execute(
             &format!("UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, horizon = $6, basis = $7, \
-                 written_at = pg_catalog.clock_timestamp() \
+                 prints = $8, written_at = pg_catalog.clock_timestamp() \
              WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) $2 AND {LOCK_STILL_HELD}"),
             &[&target.to_string(), &batch.no, &(digest.rows as i64), &digest.lane_bytes(), &stamp.run_id,
-              &stamp.horizon, &stamp.basis],
+              &stamp.horizon, &stamp.basis, &prints.to_bytes()],
         )
         .await
         .map_err(Error::db(format!("checkpointing {target} {}", batch.describe())))?;
@@ -415,6 +441,31 @@ pub async fn store_digest(
         )));
     }
     Ok(())
+}
+
+/// The row prints of every batch of `target` that has them, by batch number. Sync reads
+/// them for every table it reads by changes, whatever changed (see [`RowPrints`]).
+pub async fn prints(
+    client: &Client,
+    target: &QualifiedName,
+) -> Result<std::collections::HashMap<i32, RowPrints>, Error> {
+    let context = || format!("reading the row prints of {target}");
+    let rows = client
+        .query(
+            "SELECT batch_no, prints FROM shadan.batches \
+             WHERE target_table OPERATOR(pg_catalog.=) $1 AND prints IS NOT NULL",
+            &[&target.to_string()],
+        )
+        .await
+        .map_err(Error::db(&context))?;
+    rows.iter()
+        .map(|r| {
+            let bytes: Vec<u8> = r.get(1);
+            RowPrints::from_bytes(&bytes)
+                .map(|p| (r.get(0), p))
+                .ok_or_else(|| Error::Runtime(format!("{}: they are malformed", context())))
+        })
+        .collect()
 }
 
 /// Adds batches to a table's layout (a split batch's new parts), unwritten.
@@ -446,7 +497,8 @@ pub async fn narrow_batch(
 ) -> Result<(), Error> {
     client
         .execute(
-            "UPDATE shadan.batches SET lower_key = $3, upper_key = $4, rows = NULL, lanes = NULL, horizon = NULL \
+            "UPDATE shadan.batches SET lower_key = $3, upper_key = $4, rows = NULL, lanes = NULL, horizon = NULL, \
+                 prints = NULL \
              WHERE target_table = $1 AND batch_no = $2",
             &[&target.to_string(), &batch.no, &batch.lower, &batch.upper],
         )

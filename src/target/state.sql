@@ -73,3 +73,8 @@ CREATE TABLE IF NOT EXISTS shadan.deferred_foreign_keys (
 -- or after the horizon while the basis is unchanged; NULL: read the whole batch.
 ALTER TABLE shadan.batches ADD COLUMN IF NOT EXISTS horizon bigint;
 ALTER TABLE shadan.batches ADD COLUMN IF NOT EXISTS basis text;
+
+-- The prints of the rows each checkpoint counts (`target/prints.rs`): 8 bytes a row,
+-- sorted. Sync reads them in full every night, so that telling a non-public change from
+-- a public one never asks the target about the keys concerned.
+ALTER TABLE shadan.batches ADD COLUMN IF NOT EXISTS prints bytea;

@@ -195,6 +195,11 @@ impl Cluster {
         run(start, "pg_ctl start");
     }
 
+    /// The server's log file.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
     /// A connection URL for database `db` as the superuser.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

@@ -65,6 +65,23 @@ impl TestDb {
         }
     }
 
+    /// Creates empty databases with a unique name on the given clusters.
+    pub fn between(source: &'static Cluster, target: &'static Cluster) -> Self {
+        let name = format!(
+            "t{}_{}",
+            NEXT_DB.fetch_add(1, Ordering::SeqCst),
+            std::process::id()
+        );
+        for cluster in [source, target] {
+            cluster.psql("postgres", &format!("CREATE DATABASE {name}"));
+        }
+        Self {
+            name,
+            source_cluster: source,
+            target_cluster: target,
+        }
+    }
+
     /// Creates databases and loads `schema/joint.sql` and `schema/retail.sql`.
     pub fn with_reference_schema() -> Self {
         let db = Self::new();
