@@ -164,6 +164,9 @@ pub struct SyncArgs {
     /// Write an OpenMetrics file for node_exporter's textfile collector (atomically).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Running again when a run fails for a reason that may pass.
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
 /// `shadan verify`.
@@ -184,6 +187,9 @@ pub struct VerifyArgs {
     /// Write an OpenMetrics file for node_exporter's textfile collector (atomically).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Running again when a run fails for a reason that may pass.
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
 /// `shadan cutover`.
@@ -214,6 +220,32 @@ pub struct CutoverArgs {
     /// Write an OpenMetrics file for node_exporter's textfile collector (atomically).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Running again when a run fails for a reason that may pass.
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+/// `--retry` and `--retry-wait`, for unattended jobs.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RetryArgs {
+    /// Run again, up to N times, when the run fails for a reason that may pass: a lost
+    /// connection, a server restarting, a serialization failure. Never after a usage
+    /// error or a finding. Each retry is logged; a cutover's retries resume it.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retry: u32,
+    /// Seconds before the first retry; each later one waits twice as long, up to 300.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, requires = "retry")]
+    pub retry_wait: u64,
+}
+
+impl RetryArgs {
+    /// The policy these arguments ask for.
+    pub fn policy(&self) -> crate::retry::Policy {
+        crate::retry::Policy {
+            retries: self.retry,
+            first_wait: std::time::Duration::from_secs(self.retry_wait),
+        }
+    }
 }
 
 /// Default worker count: two keep a small server busy without crowding a nightly window.
@@ -268,17 +300,29 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             Ok(crate::error::EXIT_OK)
         }
         Command::Cutover(args) => {
-            let (plan, source, target) = open(&cli.global, &args.mapping, Use::Write).await?;
-            let opts = crate::cutover::Options {
-                jobs: usize::from(args.jobs),
-                batch_rows: args.batch_rows,
-                tables: args.tables,
-                resume: args.resume,
-                keep_indexes: args.keep_indexes,
-                progress: crate::progress::Style::detect(cli.global.log_format == LogFormat::Json),
-            };
             let shutdown = crate::shutdown::Shutdown::on_signals();
-            let manifest = crate::cutover::run(&plan, &source, &target, &opts, &shutdown).await?;
+            let (global, args) = (&cli.global, &args);
+            let manifest =
+                crate::retry::run(args.retry.policy(), "cutover", &shutdown, |attempt| {
+                    let shutdown = &shutdown;
+                    async move {
+                        let (plan, source, target) =
+                            open(global, &args.mapping, Use::Write).await?;
+                        let opts = crate::cutover::Options {
+                            jobs: usize::from(args.jobs),
+                            batch_rows: args.batch_rows,
+                            tables: args.tables.clone(),
+                            // A retry continues what the failed attempt committed.
+                            resume: args.resume || attempt > 0,
+                            keep_indexes: args.keep_indexes,
+                            progress: crate::progress::Style::detect(
+                                global.log_format == LogFormat::Json,
+                            ),
+                        };
+                        crate::cutover::run(&plan, &source, &target, &opts, shutdown).await
+                    }
+                })
+                .await?;
             crate::metrics::remember(manifest.clone());
             print_manifest(&manifest, args.json);
             Ok(crate::error::EXIT_OK)
@@ -352,18 +396,27 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             Ok(crate::error::EXIT_OK)
         }
         Command::Sync(args) => {
-            let (plan, source, target) = open(&cli.global, &args.mapping, Use::Write).await?;
-            let opts = crate::sync::Options {
-                jobs: usize::from(args.jobs),
-                batch_rows: args.batch_rows,
-                progress: crate::progress::Style::detect(cli.global.log_format == LogFormat::Json),
-                full: args.full,
-            };
             let shutdown = crate::shutdown::Shutdown::on_signals();
+            let (global, args) = (&cli.global, &args);
             if args.dry_run {
-                let report =
-                    crate::sync::preview::run(&plan, &source, &target, args.batch_rows, &shutdown)
-                        .await?;
+                let report = crate::retry::run(
+                    args.retry.policy(),
+                    "sync --dry-run",
+                    &shutdown,
+                    |_| async {
+                        let (plan, source, target) =
+                            open(global, &args.mapping, Use::Write).await?;
+                        crate::sync::preview::run(
+                            &plan,
+                            &source,
+                            &target,
+                            args.batch_rows,
+                            &shutdown,
+                        )
+                        .await
+                    },
+                )
+                .await?;
                 if args.json {
                     println!("{report:#}");
                 } else {
@@ -371,20 +424,35 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 }
                 return Ok(crate::error::EXIT_OK);
             }
-            let manifest = crate::sync::run(&plan, &source, &target, &opts, &shutdown).await?;
+            let manifest = crate::retry::run(args.retry.policy(), "sync", &shutdown, |_| async {
+                let (plan, source, target) = open(global, &args.mapping, Use::Write).await?;
+                let opts = crate::sync::Options {
+                    jobs: usize::from(args.jobs),
+                    batch_rows: args.batch_rows,
+                    progress: crate::progress::Style::detect(global.log_format == LogFormat::Json),
+                    full: args.full,
+                };
+                crate::sync::run(&plan, &source, &target, &opts, &shutdown).await
+            })
+            .await?;
             crate::metrics::remember(manifest.clone());
             print_manifest(&manifest, args.json);
             Ok(crate::error::EXIT_OK)
         }
         Command::Verify(args) => {
-            let (plan, source, target) = open(&cli.global, &args.mapping, Use::Verify).await?;
-            let opts = crate::verify::Options {
-                jobs: usize::from(args.jobs),
-                deep: args.deep,
-                progress: crate::progress::Style::detect(cli.global.log_format == LogFormat::Json),
-            };
             let shutdown = crate::shutdown::Shutdown::on_signals();
-            let report = crate::verify::run(&plan, &source, &target, &opts, &shutdown).await?;
+            let (global, args) = (&cli.global, &args);
+            // A finding is a report, not an error: only failures to finish are retried.
+            let report = crate::retry::run(args.retry.policy(), "verify", &shutdown, |_| async {
+                let (plan, source, target) = open(global, &args.mapping, Use::Verify).await?;
+                let opts = crate::verify::Options {
+                    jobs: usize::from(args.jobs),
+                    deep: args.deep,
+                    progress: crate::progress::Style::detect(global.log_format == LogFormat::Json),
+                };
+                crate::verify::run(&plan, &source, &target, &opts, &shutdown).await
+            })
+            .await?;
             crate::metrics::remember(serde_json::to_value(&report).unwrap_or_default());
             if args.json {
                 println!(

@@ -62,6 +62,18 @@ impl Error {
         }
     }
 
+    /// Whether running the command again may succeed: a connection lost or refused, a
+    /// server restarting, a serialization failure ([`DbError::transient`]). Never a usage
+    /// error, an invalid mapping, a stop asked for, or a run that could not go on for a
+    /// reason of its own.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Database { cause, .. } => cause.transient(),
+            Error::Connect(ConnectError::Unreachable { cause, .. }) => cause.transient(),
+            _ => false,
+        }
+    }
+
     /// [`Error::code`] as a process exit code.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.code())
@@ -112,6 +124,36 @@ pub struct DbError {
     text: String,
     /// The SQLSTATE, when the server sent one.
     pub code: Option<String>,
+    /// Whether the failure may pass by itself (see [`DbError::transient`]).
+    transient: bool,
+}
+
+impl DbError {
+    /// Whether running again may succeed: the connection was lost (closed, reset, refused
+    /// while a server restarts) or the server ended the session or transaction for a
+    /// reason of its own (SQLSTATE class 08, 57P01-57P03 shutdown or start-up, 40001
+    /// serialization failure, 40P01 deadlock). Not a refused login, a missing privilege or
+    /// bad data.
+    pub fn transient(&self) -> bool {
+        self.transient
+    }
+}
+
+#[cfg(test)]
+impl DbError {
+    /// A lost connection, for tests of the retry policy.
+    pub fn test_transient() -> Self {
+        Self {
+            text: "connection closed".into(),
+            code: None,
+            transient: true,
+        }
+    }
+}
+
+/// Whether a SQLSTATE names a condition that may pass by itself.
+fn transient_code(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -131,16 +173,23 @@ impl From<tokio_postgres::Error> for DbError {
             return Self {
                 text,
                 code: Some(code.to_string()),
+                transient: transient_code(code),
             };
         }
         let mut text = e.to_string();
+        let mut transient = e.is_closed();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
             text.push_str(": ");
             text.push_str(&s.to_string());
+            transient |= s.is::<std::io::Error>();
             source = s.source();
         }
-        Self { text, code: None }
+        Self {
+            text,
+            code: None,
+            transient,
+        }
     }
 }
 
@@ -199,6 +248,20 @@ mod tests {
         assert_eq!(value_bearing_condition("22999"), Some("data_exception"));
         assert_eq!(value_bearing_condition("23505"), Some("unique_violation"));
         assert_eq!(value_bearing_condition("42501"), None);
+    }
+
+    #[test]
+    fn lost_connections_restarts_and_serialization_failures_may_pass_the_rest_does_not() {
+        for code in [
+            "08006", "08001", "57P01", "57P02", "57P03", "40001", "40P01",
+        ] {
+            assert!(transient_code(code), "{code}");
+        }
+        for code in [
+            "28P01", "42501", "23505", "22P02", "42P01", "55P03", "57014",
+        ] {
+            assert!(!transient_code(code), "{code}");
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! - [`verify`]: the independent proof, with the leak audit.
 //! - [`workers`]: the bounded worker pool every parallel step uses.
 //! - [`progress`], [`shutdown`]: what the operator sees, and the one stop signal;
+//!   [`retry`]: running a failed run again when the failure may pass;
 //!   [`metrics`]: the file a monitoring system reads.
 //! - [`connect`]: endpoints, with passwords kept out of every message; [`tls`]: libpq's
 //!   sslmode and sslrootcert.
@@ -53,6 +54,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod plan;
 pub mod progress;
+pub mod retry;
 pub mod shutdown;
 pub mod source;
 pub mod sync;

@@ -17,14 +17,7 @@ const MAPPING: &str = "mappings/retail.toml";
 /// a transaction other tests leave open on a shared cluster holds every snapshot's xmin
 /// back (transaction ids are cluster-wide), and with it what a sync must re-read.
 fn alone(name: &str) -> TestDb {
-    let db = TestDb::on(Cluster::private(name));
-    db.source_sql(
-        &std::fs::read_to_string(crate::support::repo().join("schema/joint.sql")).unwrap(),
-    );
-    db.target_sql(
-        &std::fs::read_to_string(crate::support::repo().join("schema/retail.sql")).unwrap(),
-    );
-    db
+    TestDb::on(Cluster::private(name)).reference_schema()
 }
 
 fn copied(db: TestDb, n: usize) -> TestDb {

@@ -19,6 +19,7 @@ mod operations;
 mod partitions;
 mod plan;
 mod repair;
+mod retry;
 mod scale;
 mod sync;
 mod verify;

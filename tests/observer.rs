@@ -128,13 +128,7 @@ fn observed_sync(db: &TestDb, target: &Cluster) -> (String, Vec<String>, Value) 
 #[test]
 fn a_night_of_non_public_changes_looks_to_the_retail_server_like_a_night_of_none() {
     let target = Cluster::private("observer");
-    let db = TestDb::between(&clusters().source, target);
-    db.source_sql(
-        &std::fs::read_to_string(crate::support::repo().join("schema/joint.sql")).unwrap(),
-    );
-    db.target_sql(
-        &std::fs::read_to_string(crate::support::repo().join("schema/retail.sql")).unwrap(),
-    );
+    let db = TestDb::between(&clusters().source, target).reference_schema();
     reference_data(&db, 600);
     db.shadan(&["cutover", "--mapping", MAPPING, "--batch-rows", "150"])
         .expect_code(0);

@@ -178,19 +178,38 @@ impl Cluster {
     /// that the server creates the page when it first assigns it.
     pub fn restart_at_xid(&self, xid: u32) {
         assert_eq!(xid % 32768, 0, "the next xid must start a pg_xact page");
-        let data = self.dir.join("data");
-        let mut stop = pg_command("pg_ctl");
-        stop.arg("-D").arg(&data).args(["-m", "fast", "-w", "stop"]);
-        run(stop, "pg_ctl stop");
+        self.stop("fast");
         let mut reset = pg_command("pg_resetwal");
-        reset.args(["-x", &xid.to_string()]).arg("-D").arg(&data);
+        reset
+            .args(["-x", &xid.to_string()])
+            .arg("-D")
+            .arg(self.dir.join("data"));
         run(reset, "pg_resetwal -x");
+        self.start_again();
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`: no shutdown checkpoint,
+    /// every session cut, crash recovery at the next start) and starts it again.
+    pub fn restart_immediately(&self) {
+        self.stop("immediate");
+        self.start_again();
+    }
+
+    fn stop(&self, mode: &str) {
+        let mut stop = pg_command("pg_ctl");
+        stop.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", mode, "-w", "stop"]);
+        run(stop, "pg_ctl stop");
+    }
+
+    fn start_again(&self) {
         let mut start = pg_command("pg_ctl");
         start
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .arg("-l")
-            .arg(self.dir.join("log"))
+            .arg(self.log())
             .args(["-o", &self.options, "-w", "start"]);
         run(start, "pg_ctl start");
     }

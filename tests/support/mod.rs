@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod held;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -84,10 +85,14 @@ impl TestDb {
 
     /// Creates databases and loads `schema/joint.sql` and `schema/retail.sql`.
     pub fn with_reference_schema() -> Self {
-        let db = Self::new();
-        db.source_sql(&std::fs::read_to_string(repo().join("schema/joint.sql")).unwrap());
-        db.target_sql(&std::fs::read_to_string(repo().join("schema/retail.sql")).unwrap());
-        db
+        Self::new().reference_schema()
+    }
+
+    /// Loads `schema/joint.sql` into the source and `schema/retail.sql` into the target.
+    pub fn reference_schema(self) -> Self {
+        self.source_sql(&std::fs::read_to_string(repo().join("schema/joint.sql")).unwrap());
+        self.target_sql(&std::fs::read_to_string(repo().join("schema/retail.sql")).unwrap());
+        self
     }
 
     /// Source connection URL.
