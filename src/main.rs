@@ -63,9 +63,14 @@ fn init_logging(format: LogFormat) {
             filter = filter.add_directive(d);
         }
     }
+    // Colour only for a person at a terminal: a cron log or a journal gets plain text,
+    // and NO_COLOR (any value but empty) turns it off everywhere.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -205,3 +205,60 @@ fn metrics_files_hold_the_last_run_and_keep_the_last_success() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn log_lines_carry_colour_codes_only_on_a_terminal_and_never_with_no_color() {
+    let db = TestDb::with_reference_schema();
+    reference_data(&db, 300);
+    // stderr a file or a pipe (cron, a journal): plain text.
+    let run = db.shadan(&["cutover", "--mapping", MAPPING]);
+    run.expect_code(0);
+    assert!(run.stderr.contains("cutover planned"), "{}", run.stderr);
+    assert!(!has_colour(&run.stderr), "{:?}", run.stderr);
+    // On a terminal (script(1) gives the run a pseudo-terminal): colour, unless NO_COLOR.
+    let on_terminal = |no_color: Option<&str>| {
+        let mut command = std::process::Command::new("script");
+        command.args([
+            "-qec",
+            &format!("{} sync --mapping {MAPPING}", env!("CARGO_BIN_EXE_shadan")),
+            "/dev/null",
+        ]);
+        let c = db.command(&[]);
+        for (k, v) in c.get_envs() {
+            if let Some(v) = v {
+                command.env(k, v);
+            }
+        }
+        command
+            .env_remove("NO_COLOR")
+            .current_dir(crate::support::repo());
+        if let Some(v) = no_color {
+            command.env("NO_COLOR", v);
+        }
+        let out = command
+            .stdin(Stdio::null())
+            .output()
+            .expect("running script");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_terminal(None);
+    assert!(has_colour(&coloured), "{coloured:?}");
+    let plain = on_terminal(Some("1"));
+    assert!(
+        plain.contains("reading only rows written since"),
+        "{plain:?}"
+    );
+    assert!(!has_colour(&plain), "{plain:?}");
+}
+
+/// Whether text holds an SGR escape (`ESC [ digits ; … m`), which sets colours; the
+/// cursor moves of progress bars are not colour.
+fn has_colour(text: &str) -> bool {
+    text.split('\u{1b}').skip(1).any(|rest| {
+        rest.strip_prefix('[').is_some_and(|r| {
+            let end = r.find(|c: char| !(c.is_ascii_digit() || c == ';'));
+            end.is_some_and(|i| r[i..].starts_with('m'))
+        })
+    })
+}
