@@ -17,9 +17,12 @@
 #   unusual  single runs, time and peak RSS: verify with 200,000 extra target rows, and
 #            sync, verify and cutover with one 200 MB text value
 #
-#   BENCH_SOURCE_ICU=1 scripts/bench.sh [N]   # the joint database on ICU en-US instead of
-#            C: text key ranges then compare bytes (COLLATE "C"), which the key's index
-#            cannot serve; this measures what that costs
+#   Both databases are created with the locale most installations default to, C.UTF-8
+#   (BENCH_LOCALE=C for the byte-order locale): both sides then share the collation, and
+#   batch ranges use each side's own key index.
+#   BENCH_SOURCE_ICU=1 scripts/bench.sh [N]   # the joint database on ICU en-US instead:
+#            the two sides' collations differ, text key ranges compare bytes
+#            (COLLATE "C"), which the key's index cannot serve; this measures what that costs
 #   BENCH_SOURCE_ICU=index ...   # the same, with the byte-order key indexes that
 #            `shadan grants` prints built first
 set -euo pipefail
@@ -41,6 +44,15 @@ scripts/pg-local.sh stop >/dev/null 2>&1 || true
 scripts/pg-local.sh start >/dev/null
 eval "$(scripts/pg-local.sh env)"
 out=$SHADAN_LOCAL_DIR
+locale=${BENCH_LOCALE:-C.UTF-8}
+for side in joint retail; do
+    url=$SHADAN_SOURCE
+    [ "$side" = retail ] && url=$SHADAN_TARGET
+    $psql -d "${url%/*}/postgres" -c "DROP DATABASE $side" >/dev/null
+    $psql -d "${url%/*}/postgres" -c "CREATE DATABASE $side TEMPLATE template0 ENCODING 'UTF8' LOCALE '$locale'" >/dev/null
+    $psql -d "$url" -f "schema/$side.sql" >/dev/null
+done
+echo "both databases: locale $locale"
 if [ -n "${BENCH_SOURCE_ICU:-}" ]; then
     admin=${SHADAN_SOURCE%/joint}/postgres
     $psql -d "$admin" -c "DROP DATABASE joint" >/dev/null
@@ -183,7 +195,8 @@ rss = f"{rss} MB" if rss != "0" else "-"
 print(f"{label:<32} {m:>7.2f} {lo:>6.2f}-{hi:<6.2f} {int(rows)/m:>12,.0f} {ratio:>7.2f}  {rss:>8}")
 PY
 }
-printf '\nshadan benchmark: %s rows (%s supply points + own contracts), %s cores, median of %s runs\n' "$rows" "$n" "$(nproc)" "$runs"
+printf '\nshadan benchmark: %s rows (%s supply points + own contracts), %s cores, median of %s runs, locale %s%s\n' \
+    "$rows" "$n" "$(nproc)" "$runs" "$locale" "${BENCH_SOURCE_ICU:+ (joint database: ICU en-US)}"
 printf '%-32s %7s %13s %12s %7s  %8s\n' "run" "median" "min-max (s)" "rows/s" "ratio" "peak RSS"
 echo "-- speed relative to the raw COPY pipe (higher is faster)"
 row "raw COPY pipe, tables parallel" pipe pipe speed

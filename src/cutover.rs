@@ -161,11 +161,12 @@ async fn decide<'p>(
             pending: None,
         });
     }
-    if state::legacy_layout(client, &table.target).await? && !table.keys_order_by_bytes_natively() {
+    if !state::layout_order_holds(client, table).await? {
         return Err(Error::Usage(format!(
-            "the cutover of {} was started by an older shadan, which cut its batches under the \
-             servers' own collations; those bounds cannot be resumed safely: empty the table and \
-             its checkpoints (DELETE FROM shadan.batches WHERE target_table = {}) and run cutover again",
+            "the cutover of {} was started with batches cut in another key order (by an older \
+             shadan, or in a collation the two servers no longer share); those bounds cannot be \
+             resumed safely: empty the table and its checkpoints (DELETE FROM shadan.batches \
+             WHERE target_table = {}) and run cutover again",
             table.target,
             crate::ident::escape_controls(&crate::ident::quote_literal(&table.target.to_string()))
         )));
@@ -259,12 +260,20 @@ async fn copy_all(
                 let (batches, total) = laid_out.remove(&w.table.index).ok_or_else(|| {
                     Error::Runtime(format!("no batch layout for {}", w.table.target))
                 })?;
+                let (projection, key_order) = (
+                    w.table.projection_digest(&plan.own_retailer),
+                    w.table.key_order(),
+                );
+                let cut = state::LayoutCut {
+                    projection: &projection,
+                    key_order: &key_order,
+                };
                 state::save_layout(
                     lock.client(),
                     &w.table.target,
                     &batches,
                     stamps.run_id,
-                    &w.table.projection_digest(&plan.own_retailer),
+                    &cut,
                 )
                 .await?;
                 if !opts.keep_indexes {

@@ -52,7 +52,27 @@ SELECT n.nspname::text                                           AS schema_name,
        pg_catalog.pg_get_userbyid(c.relowner)::text              AS owner,
        pg_catalog.pg_get_userbyid(n.nspowner)::text              AS schema_owner,
        a.attidentity OPERATOR(pg_catalog.=) 'a'                  AS identity_always,
-       pg_catalog.col_description(c.oid, a.attnum::pg_catalog.int4) AS column_comment
+       pg_catalog.col_description(c.oid, a.attnum::pg_catalog.int4) AS column_comment,
+       -- What decides the collation's order: provider, locale and the library's actual
+       -- version. Two columns with the same identity order text alike, which lets key
+       -- ranges use each side's own index.
+       CASE WHEN co.oid IS NULL OR NOT co.collisdeterministic THEN NULL
+            WHEN co.oid OPERATOR(pg_catalog.=) 100 THEN
+                 CASE WHEN d.datlocprovider OPERATOR(pg_catalog.=) 'i'
+                      THEN 'icu ' OPERATOR(pg_catalog.||)
+                           coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'daticulocale',
+                                    pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'datlocale', '?')
+                      ELSE 'libc ' OPERATOR(pg_catalog.||) d.datcollate::text END
+                 OPERATOR(pg_catalog.||) ' version ' OPERATOR(pg_catalog.||)
+                 coalesce(pg_catalog.pg_database_collation_actual_version(d.oid), 'none')
+            ELSE CASE WHEN co.collprovider OPERATOR(pg_catalog.=) 'i'
+                      THEN 'icu ' OPERATOR(pg_catalog.||)
+                           coalesce(pg_catalog.to_jsonb(co) OPERATOR(pg_catalog.->>) 'colliculocale',
+                                    pg_catalog.to_jsonb(co) OPERATOR(pg_catalog.->>) 'colllocale', '?')
+                      ELSE 'libc ' OPERATOR(pg_catalog.||) coalesce(co.collcollate::text, '?') END
+                 OPERATOR(pg_catalog.||) ' version ' OPERATOR(pg_catalog.||)
+                 coalesce(cv.version, 'none')
+       END                                                       AS collation_identity
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
@@ -76,6 +96,13 @@ LEFT JOIN pg_catalog.pg_type et ON et.oid OPERATOR(pg_catalog.=) t.typelem
      AND t.typcategory OPERATOR(pg_catalog.=) 'A'
 LEFT JOIN pg_catalog.pg_collation co ON co.oid OPERATOR(pg_catalog.=) a.attcollation
 LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid OPERATOR(pg_catalog.=) co.collnamespace
+-- Each collation in use asked for its version once, not once per column.
+LEFT JOIN (SELECT u.oid, pg_catalog.pg_collation_actual_version(u.oid) AS version
+           FROM pg_catalog.pg_collation u
+           WHERE u.oid OPERATOR(pg_catalog.<>) 100 AND u.oid OPERATOR(pg_catalog.=) ANY (
+               SELECT DISTINCT x.attcollation FROM pg_catalog.pg_attribute x
+               WHERE x.attcollation OPERATOR(pg_catalog.<>) 0)) cv
+     ON cv.oid OPERATOR(pg_catalog.=) co.oid
 CROSS JOIN pg_catalog.pg_database d
 WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
   AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'v', 'm']::"char"[])

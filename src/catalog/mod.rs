@@ -139,6 +139,10 @@ pub struct ColumnInfo {
     /// Whether the collation orders by bytes (C or POSIX), so ranges under it mean the
     /// same on every server.
     pub collation_bytewise: bool,
+    /// Provider, locale and actual library version of a deterministic collation
+    /// (`icu ja-JP version 153.120.42`, `libc C.UTF-8 version none`): columns with the same
+    /// identity on two servers order text alike.
+    pub collation_identity: Option<String>,
 }
 
 impl ColumnInfo {
@@ -207,6 +211,7 @@ impl Catalog {
                 collation_bytewise: row.get(18),
                 identity_always: row.get(21),
                 comment: row.get(22),
+                collation_identity: row.get(23),
             });
         }
         // Keys a cutover set aside while loading (see target::indexes) still define the

@@ -73,11 +73,11 @@ pub fn script(plan: &Plan, role: &str, views: bool) -> String {
 /// Without one, each batch of such a table scans it. Built after the transaction (CREATE
 /// INDEX CONCURRENTLY cannot run inside one) and without blocking writers.
 fn key_indexes(out: &mut String, plan: &Plan) {
-    for t in plan
-        .tables
-        .iter()
-        .filter(|t| t.key().iter().any(|c| !c.source_order.bytewise_own))
-    {
+    for t in plan.tables.iter().filter(|t| {
+        t.key()
+            .iter()
+            .any(|c| !c.source_order.bytewise_own && c.source_order.shared.is_none())
+    }) {
         let columns: Vec<String> = t.source_key_ordered();
         let name = quote_ident(&format!("{}_shadan_key_bytes", t.source.name));
         let _ = writeln!(

@@ -638,14 +638,15 @@ fn planned(
     tgt: &ColumnInfo,
     target_read: Option<String>,
 ) -> PlannedColumn {
+    let (source_order, target_order) = KeyOrder::pair(src, tgt);
     PlannedColumn {
         source: entry.source.clone(),
         target: target.to_string(),
         class,
         type_name: src.type_name.clone(),
         is_text: src.is_text(),
-        source_order: KeyOrder::of(src),
-        target_order: KeyOrder::of(tgt),
+        source_order,
+        target_order,
         target_read,
     }
 }

@@ -267,41 +267,87 @@ pub struct PlannedColumn {
 }
 
 /// How a key column is compared in range predicates and ORDER BY, on one side. Batches
-/// are key ranges evaluated on both servers, so both must order keys identically: text
-/// keys compare byte by byte (`COLLATE "C"`) whatever the servers' collations, libc or
-/// ICU, locale or library version. A column whose own collation already orders by bytes
-/// keeps it, so its index still serves the range.
+/// are key ranges evaluated on both servers, so both must order keys identically. When
+/// the two columns' collations provably order alike (the same provider, locale and
+/// library version: what PostgreSQL itself trusts an index to), each side ranges in its
+/// own collation and its key index serves the batches. Otherwise text keys compare byte
+/// by byte (`COLLATE "C"`) whatever the servers' collations; a column whose own collation
+/// already orders by bytes keeps it, so its index still serves the range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyOrder {
-    /// ` COLLATE <collation>` to put after the column, or empty for types without one.
+    /// ` COLLATE <collation>` to put after the column, or empty for types without one
+    /// and for ranges in the column's own collation.
     pub collate: String,
     /// Whether the column's own ordering already is the byte order (no collation, or a
     /// C/POSIX one): layouts cut by shadan before ranges compared bytes are valid then.
     pub bytewise_own: bool,
+    /// The collation both sides share and range in (see [`KeyOrder::pair`]), by its
+    /// identity (provider, locale, version); `None` when ranges compare bytes or values.
+    pub shared: Option<String>,
     /// The column's own collation, for `plan` to show.
     pub label: Option<String>,
 }
 
 impl KeyOrder {
-    /// The order of a column of the given catalog facts.
-    pub fn of(col: &crate::catalog::ColumnInfo) -> Self {
-        let collate = match (&col.collation_sql, col.collation_bytewise) {
-            (None, _) => String::new(),
-            (Some(own), true) => format!(" COLLATE {own}"),
-            (Some(_), false) => " COLLATE pg_catalog.\"C\"".to_string(),
+    /// The orders of a key column on the source and on the target.
+    pub fn pair(
+        src: &crate::catalog::ColumnInfo,
+        tgt: &crate::catalog::ColumnInfo,
+    ) -> (Self, Self) {
+        let shared = match (&src.collation_identity, &tgt.collation_identity) {
+            (Some(a), Some(b)) if a == b && orders_provably(a) => Some(a.clone()),
+            _ => None,
+        };
+        (Self::of(src, shared.clone()), Self::of(tgt, shared))
+    }
+
+    /// The order of one column; `shared` when both sides range in the same collation.
+    fn of(col: &crate::catalog::ColumnInfo, shared: Option<String>) -> Self {
+        let bytewise_own = col.collation_sql.is_none() || col.collation_bytewise;
+        let collate = match (&col.collation_sql, col.collation_bytewise, &shared) {
+            (None, ..) => String::new(),
+            (Some(own), true, _) => format!(" COLLATE {own}"),
+            (Some(_), false, Some(_)) => String::new(),
+            (Some(_), false, None) => " COLLATE pg_catalog.\"C\"".to_string(),
         };
         Self {
-            bytewise_own: col.collation_sql.is_none() || col.collation_bytewise,
+            bytewise_own,
             collate,
+            shared: shared.filter(|_| !bytewise_own),
             label: col.collation_label.clone(),
         }
     }
+}
+
+/// Whether a collation identity pins its order: a library version, or a libc `C.*`
+/// locale, which orders by code point and which PostgreSQL therefore does not version.
+fn orders_provably(identity: &str) -> bool {
+    if !identity.ends_with(" version none") {
+        return true;
+    }
+    let mut words = identity.split(' ');
+    words.next() == Some("libc") && words.next().is_some_and(|l| l.starts_with("C."))
 }
 
 impl TablePlan {
     /// The key columns.
     pub fn key(&self) -> &[PlannedColumn] {
         &self.columns[..self.key_len]
+    }
+
+    /// How this table's batch bounds order keys, as recorded with its layout: `bytes`,
+    /// or `native` with the shared collation of each key column (see [`KeyOrder`]). A
+    /// stored layout of another order selects other keys and is cut again.
+    pub fn key_order(&self) -> String {
+        if self.key().iter().all(|c| c.source_order.shared.is_none()) {
+            return "bytes".to_string();
+        }
+        let columns: Vec<&str> = self
+            .key()
+            .iter()
+            .map(|c| c.source_order.shared.as_deref().unwrap_or("bytes"))
+            .collect();
+        format!("native {}", columns.join("; "))
     }
 
     /// Whether batch bounds cut under each server's own key ordering (as shadan did before

@@ -45,7 +45,11 @@ fn table_json(t: &TablePlan) -> Value {
             "column": c.source,
             "source_collation": c.source_order.label,
             "target_collation": c.target_order.label,
-            "ranges_compare": if c.source_order.collate.is_empty() { "by value" } else { "by bytes (COLLATE \"C\" semantics)" },
+            "ranges_compare": match (&c.source_order.shared, c.source_order.collate.is_empty()) {
+                (Some(_), _) => "in the collation both sides share (each side's key index serves)",
+                (None, true) => "by value",
+                (None, false) => "by bytes (COLLATE \"C\" semantics)",
+            },
         })).collect::<Vec<_>>(),
         "public": names(Class::Public),
         "own": names(Class::Own),
@@ -96,9 +100,14 @@ pub fn to_text(plan: &Plan) -> String {
         let _ = writeln!(out, "  key         {}", key.join(", "));
         for c in t.key() {
             if let (Some(src), Some(tgt)) = (&c.source_order.label, &c.target_order.label) {
+                let how = if c.source_order.shared.is_some() {
+                    "both order alike (same provider, locale and version): batch ranges use each side's own collation and key index"
+                } else {
+                    "batch ranges compare bytes on both"
+                };
                 let _ = writeln!(
                     out,
-                    "  key order   {}: source collation {}, target collation {}; batch ranges compare bytes on both",
+                    "  key order   {}: source collation {}, target collation {}; {how}",
                     e(&c.source),
                     e(src),
                     e(tgt)
@@ -107,7 +116,7 @@ pub fn to_text(plan: &Plan) -> String {
                     ("source", &c.source_order, &c.source),
                     ("target", &c.target_order, &c.target),
                 ] {
-                    if !order.bytewise_own {
+                    if !order.bytewise_own && order.shared.is_none() {
                         let _ = writeln!(
                             out,
                             "              the {side}'s key index cannot serve byte ranges: each batch scans the \

@@ -185,13 +185,10 @@ async fn sync_all(
     let mut shown = Vec::new();
     for table in &plan.tables {
         let mut stored = state::batches(lock.client(), table.index, &table.target).await?;
-        if !stored.is_empty()
-            && !table.keys_order_by_bytes_natively()
-            && state::legacy_layout(lock.client(), &table.target).await?
-        {
-            // Bounds cut under the servers' own collations select other keys as byte
-            // ranges: lay the table out anew (every batch is then compared in full once).
-            tracing::warn!(table = %table.target, "batch layout from an older shadan cut under a collation; laying it out again");
+        if !stored.is_empty() && !state::layout_order_holds(lock.client(), table).await? {
+            // Bounds cut in another key order select other keys under this one: lay the
+            // table out anew (every batch is then compared in full once).
+            tracing::warn!(table = %table.target, order = %table.key_order(), "batch layout cut in another key order; laying it out again");
             stored.clear();
         }
         let rows: u64 = stored
@@ -235,14 +232,15 @@ async fn sync_all(
         } else if stored.is_empty() {
             let (batches, total) =
                 batch::layout(layout_session.client(), table, opts.batch_rows, None).await?;
-            state::save_layout(
-                lock.client(),
-                &table.target,
-                &batches,
-                stamps.run_id,
-                &table.projection_digest(&plan.own_retailer),
-            )
-            .await?;
+            let (projection, key_order) = (
+                table.projection_digest(&plan.own_retailer),
+                table.key_order(),
+            );
+            let cut = state::LayoutCut {
+                projection: &projection,
+                key_order: &key_order,
+            };
+            state::save_layout(lock.client(), &table.target, &batches, stamps.run_id, &cut).await?;
             queue.extend(batches.into_iter().map(|b| Item::Batch(b, None, false)));
             shown.push((table.target.to_string(), total, 0));
         } else {
@@ -619,12 +617,20 @@ async fn split_grown(
             .await
             .map_err(Error::db("splitting a batch"))?;
         state::narrow_batch(lock.client(), &table.target, &parts[0]).await?;
+        let (projection, key_order) = (
+            table.projection_digest(&plan.own_retailer),
+            table.key_order(),
+        );
+        let cut = state::LayoutCut {
+            projection: &projection,
+            key_order: &key_order,
+        };
         state::add_batches(
             lock.client(),
             &table.target,
             &parts[1..],
             stamps.run_id,
-            &table.projection_digest(&plan.own_retailer),
+            &cut,
         )
         .await?;
         for (part, checkpoint) in parts.iter().zip(&checkpoints) {

@@ -40,10 +40,7 @@ pub async fn run(
     let mut tables = Vec::new();
     for table in &plan.tables {
         let mut stored: Vec<(Batch, Option<Accumulator>)> = Vec::new();
-        if has_state
-            && (table.keys_order_by_bytes_natively()
-                || !state::legacy_layout(lock.client(), &table.target).await?)
-        {
+        if has_state && state::layout_order_holds(lock.client(), table).await? {
             stored = state::batches(lock.client(), table.index, &table.target)
                 .await?
                 .into_iter()

@@ -220,22 +220,35 @@ pub async fn batches(
         .collect())
 }
 
-/// How the bounds of layouts cut now order keys (see `key_order` in `state.sql`).
-const KEY_ORDER: &str = "bytes";
-
-/// Whether any stored batch of `target` was cut by an older shadan under the servers'
-/// own collations (see [`crate::plan::TablePlan::keys_order_by_bytes_natively`]).
-pub async fn legacy_layout(client: &Client, target: &QualifiedName) -> Result<bool, Error> {
+/// Whether any stored batch of `target` was cut under another key order than `order`
+/// ([`crate::plan::TablePlan::key_order`]): by an older shadan under the servers' own
+/// collations, or in a collation the two sides no longer share.
+pub async fn layout_order_differs(
+    client: &Client,
+    target: &QualifiedName,
+    order: &str,
+) -> Result<bool, Error> {
     let legacy: Option<bool> = client
         .query_one(
             "SELECT pg_catalog.bool_or(key_order IS DISTINCT FROM $2) FROM shadan.batches \
              WHERE target_table OPERATOR(pg_catalog.=) $1",
-            &[&target.to_string(), &KEY_ORDER],
+            &[&target.to_string(), &order],
         )
         .await
         .map_err(Error::db(format!("reading the batch layout of {target}")))?
         .get(0);
     Ok(legacy.unwrap_or(false))
+}
+
+/// Whether the stored layout of `table` (if any) was cut in the key order its ranges use
+/// now: any layout when both sides' key columns order by bytes of their own, else one
+/// recorded with [`crate::plan::TablePlan::key_order`].
+pub async fn layout_order_holds(
+    client: &Client,
+    table: &crate::plan::TablePlan,
+) -> Result<bool, Error> {
+    Ok(table.keys_order_by_bytes_natively()
+        || !layout_order_differs(client, &table.target, &table.key_order()).await?)
 }
 
 /// Whether every stored batch of `target` was cut for the projection `projection`.
@@ -263,14 +276,14 @@ pub async fn save_layout(
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
-    projection: &str,
+    cut: &LayoutCut<'_>,
 ) -> Result<(), Error> {
     let context = || format!("saving the batch layout of {target}");
     client
         .batch_execute("BEGIN")
         .await
         .map_err(Error::db(&context))?;
-    match write_layout(client, target, batches, run_id, projection).await {
+    match write_layout(client, target, batches, run_id, cut).await {
         Ok(()) => client
             .batch_execute("COMMIT")
             .await
@@ -282,12 +295,21 @@ pub async fn save_layout(
     }
 }
 
+/// What a layout was cut for: the projection's digest and the key order of its bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutCut<'a> {
+    /// blake3 of the projection ([`crate::plan::TablePlan::projection_digest`]).
+    pub projection: &'a str,
+    /// The key order ([`crate::plan::TablePlan::key_order`]).
+    pub key_order: &'a str,
+}
+
 async fn write_layout(
     client: &Client,
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
-    projection: &str,
+    cut: &LayoutCut<'_>,
 ) -> Result<(), Error> {
     let name = target.to_string();
     let context = || format!("saving the batch layout of {target}");
@@ -315,8 +337,8 @@ async fn write_layout(
                     &b.lower,
                     &b.upper,
                     &run_id,
-                    &KEY_ORDER,
-                    &projection,
+                    &cut.key_order,
+                    &cut.projection,
                 ],
             )
             .await
@@ -474,14 +496,14 @@ pub async fn add_batches(
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
-    projection: &str,
+    cut: &LayoutCut<'_>,
 ) -> Result<(), Error> {
     for b in batches {
         client
             .execute(
                 "INSERT INTO shadan.batches (target_table, batch_no, lower_key, upper_key, run_id, key_order, projection) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&target.to_string(), &b.no, &b.lower, &b.upper, &run_id, &KEY_ORDER, &projection],
+                &[&target.to_string(), &b.no, &b.lower, &b.upper, &run_id, &cut.key_order, &cut.projection],
             )
             .await
             .map_err(Error::db(format!("splitting a batch of {target}")))?;

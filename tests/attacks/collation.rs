@@ -1,10 +1,15 @@
 //! Two servers set up differently: batch ranges must select exactly the same keys on both
 //! sides whatever their collations, and keys whose `=` is not byte equality are refused.
+//! Two servers set up alike with a locale (C.UTF-8, ICU ja-JP): ranges in the collation
+//! they share, so that each side's own key index serves every batch.
 
 use crate::support::{s, write_mapping, TestDb};
 
-/// Recreates this test's database on one cluster with ICU en-US as its default collation.
-fn recreate_with_icu(db: &TestDb, source: bool) {
+/// ICU en-US as a database's default collation.
+const ICU_EN_US: &str = "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'";
+
+/// Recreates this test's database on one cluster with the given locale options.
+fn recreate(db: &TestDb, source: bool, locale: &str) {
     let cluster = if source {
         db.source_cluster
     } else {
@@ -14,10 +19,32 @@ fn recreate_with_icu(db: &TestDb, source: bool) {
     cluster.psql(
         "postgres",
         &format!(
-            "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'",
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' {locale}",
             db.name
         ),
     );
+}
+
+/// Sequential and index scans of the source table since its counters were reset, once
+/// the statistics settled.
+fn source_scans(db: &TestDb) -> (i64, i64) {
+    let read = || {
+        db.source_sql(
+            "SELECT seq_scan || ' ' || coalesce(idx_scan, 0) FROM pg_stat_user_tables \
+             WHERE schemaname = 's' AND relname = 'acct'",
+        )
+    };
+    let mut last = read();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let now = read();
+        if now == last {
+            // No row yet: the table does not exist, so nothing scanned it.
+            let mut n = now.split(' ').map(|x| x.parse::<i64>().unwrap_or(0));
+            return (n.next().unwrap_or(0), n.next().unwrap_or(0));
+        }
+        last = now;
+    }
 }
 
 const MAPPING: &str = r#"
@@ -50,6 +77,16 @@ const ACTUAL: &str = "SELECT k, sub, v FROM r.acct ORDER BY k COLLATE \"C\", sub
 /// Cutover, then a sync of updates, moves in and out of the scope, deletes and inserts;
 /// the target must equal the projection after each, and verify must agree.
 fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
+    let path = create_and_cutover(db, target_key_collation, source_icu);
+    night_and_relayout(db, &path);
+}
+
+/// Creates the tables, checks what `plan` and `grants` say, and runs the cutover.
+fn create_and_cutover(
+    db: &TestDb,
+    target_key_collation: &str,
+    source_icu: bool,
+) -> std::path::PathBuf {
     db.source_sql(&format!(
         "CREATE SCHEMA s; CREATE TABLE s.acct (k text, sub char(2), owner_code text NOT NULL, v text, \
              PRIMARY KEY (k, sub)); \
@@ -60,6 +97,8 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
     db.target_sql(&format!(
         "CREATE SCHEMA r; CREATE TABLE r.acct (k text {target_key_collation}, sub char(2), v text, PRIMARY KEY (k, sub))"
     ));
+    // The statistics from here on count what shadan does.
+    db.source_sql("SELECT pg_stat_reset_single_table_counters('s.acct'::regclass)");
     let path = write_mapping(db, MAPPING);
     let plan = db.shadan(&["plan", "--mapping", s(&path)]);
     plan.expect_code(0);
@@ -95,7 +134,11 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
     ])
     .expect_code(0);
     db.assert_same_rows(EXPECTED, ACTUAL, "after cutover");
+    path
+}
 
+/// A night of every kind of change, synced; then a layout of another key order redone.
+fn night_and_relayout(db: &TestDb, path: &std::path::Path) {
     db.source_sql(
         "UPDATE s.acct SET v = v || '+' WHERE pg_catalog.hashtext(k) % 10 = 0; \
          UPDATE s.acct SET owner_code = CASE owner_code WHEN 'R0001' THEN 'R0002' ELSE 'R0001' END \
@@ -104,18 +147,18 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
          INSERT INTO s.acct SELECT 'new ' || g || (ARRAY['A','b','_'])[g % 3 + 1], 'a ', 'R0001', 'n' || g \
              FROM generate_series(1, 1000) g",
     );
-    let run = db.shadan(&["sync", "--mapping", s(&path), "--json"]);
+    let run = db.shadan(&["sync", "--mapping", s(path), "--json"]);
     run.expect_code(0);
     db.assert_same_rows(EXPECTED, ACTUAL, "after sync");
-    db.shadan(&["verify", "--mapping", s(&path)]).expect_code(0);
+    db.shadan(&["verify", "--mapping", s(path)]).expect_code(0);
     // A second sync finds nothing to do.
-    db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
+    db.shadan(&["sync", "--mapping", s(path)]).expect_code(0);
     db.assert_same_rows(EXPECTED, ACTUAL, "after a rerun");
 
     // A layout an older shadan cut under the servers' collations is laid out anew.
     db.target_sql("UPDATE shadan.batches SET key_order = NULL");
     db.source_sql("DELETE FROM s.acct WHERE pg_catalog.hashtext(k) % 23 = 0");
-    db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
+    db.shadan(&["sync", "--mapping", s(path)]).expect_code(0);
     db.assert_same_rows(EXPECTED, ACTUAL, "after a relayout");
     assert_eq!(
         db.target_sql("SELECT count(*) FROM shadan.batches WHERE key_order IS NULL"),
@@ -126,15 +169,53 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
 #[test]
 fn an_icu_source_and_a_c_target_sync_every_key_exactly() {
     let db = TestDb::new();
-    recreate_with_icu(&db, true);
+    recreate(&db, true, ICU_EN_US);
     split_and_sync(&db, "", true);
 }
 
 #[test]
 fn a_c_source_and_an_icu_target_with_a_column_collation_sync_every_key_exactly() {
     let db = TestDb::new();
-    recreate_with_icu(&db, false);
+    recreate(&db, false, ICU_EN_US);
     split_and_sync(&db, "COLLATE \"fr-FR-x-icu\"", false);
+}
+
+#[test]
+fn servers_sharing_a_locale_range_batches_in_it_and_each_sides_key_index_serves_them() {
+    for (locale, shared) in [
+        ("LOCALE 'C.UTF-8'", "native libc C.UTF-8 version none"),
+        (
+            "LOCALE_PROVIDER icu ICU_LOCALE 'ja-JP' LOCALE 'C'",
+            "native icu ja-JP version ",
+        ),
+    ] {
+        let db = TestDb::new();
+        recreate(&db, true, locale);
+        recreate(&db, false, locale);
+        let path = create_and_cutover(&db, "", false);
+        let (seq, idx) = source_scans(&db);
+        let batches: i64 = db
+            .target_sql("SELECT count(*) FROM shadan.batches")
+            .parse()
+            .unwrap();
+        assert!(batches >= 20, "{locale}: {batches} batches");
+        let order = db.target_sql("SELECT DISTINCT key_order FROM shadan.batches");
+        assert!(order.starts_with(shared), "{locale}: {order}");
+        // Each batch an index range scan, not a scan of the table (as byte ranges were).
+        assert!(
+            idx >= batches && seq < batches / 4,
+            "{locale}: {seq} sequential and {idx} index scans for {batches} batches"
+        );
+        let plan = db.shadan(&["plan", "--mapping", s(&path), "--json"]).json();
+        let how = plan.to_string();
+        assert!(how.contains("in the collation both sides share"), "{how}");
+        night_and_relayout(&db, &path);
+        assert!(
+            db.target_sql("SELECT DISTINCT key_order FROM shadan.batches")
+                .starts_with(shared),
+            "{locale}: a relayout keeps the shared order"
+        );
+    }
 }
 
 #[test]
