@@ -14,6 +14,7 @@ mod foreign_keys;
 mod grants;
 mod history;
 mod init;
+mod keys;
 mod observer;
 mod operations;
 mod partitions;

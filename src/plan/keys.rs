@@ -8,9 +8,10 @@ use crate::catalog::ColumnInfo;
 
 /// Built-in types whose equality is equality of their binary form, by OID: bool, bytea,
 /// "char", name, int8, int2, int4, text, oid, varchar, date, timestamp, timestamptz,
-/// uuid; and char(n) with a length (its values are padded to it). Not numeric (1.0 =
-/// 1.00), float (0 = -0), interval (1 day = 24 hours), timetz, citext (case-folded), or
-/// enums and other user-defined types (their order is a per-database definition).
+/// uuid; char(n) with a length (its values are padded to it); and numeric(p, s) with a
+/// declared scale (see [`NUMERIC`]). Not unconstrained numeric (1.0 = 1.00), float
+/// (0 = -0), interval (1 day = 24 hours), timetz, citext (case-folded), or enums and other
+/// user-defined types (their order is a per-database definition).
 const EXACT_KEY_TYPES: &[u32] = &[
     16, 17, 18, 19, 20, 21, 23, 25, 26, 1043, 1082, 1114, 1184, 2950,
 ];
@@ -18,15 +19,31 @@ const EXACT_KEY_TYPES: &[u32] = &[
 /// bpchar: exact only with a declared length.
 const BPCHAR: u32 = 1042;
 
+/// numeric: exact only with a declared precision and scale, as `numeric(12,0)` for keys
+/// migrated from Oracle's `NUMBER(12)`. Every value is then rounded to the scale on its
+/// way in and stored with exactly that many decimal digits, leading and trailing zero
+/// digit groups stripped and zero always positive, so equal values have one binary form
+/// (`NaN` included); both sides have the same type, typmod included.
+const NUMERIC: u32 = 1700;
+
 /// Why `col` cannot be a key column (on the side `side`), if it cannot.
 pub fn key_column_problem(col: &ColumnInfo, side: &str) -> Option<String> {
     let exact = EXACT_KEY_TYPES.contains(&col.representation_oid)
-        || (col.representation_oid == BPCHAR && col.representation_typmod >= 0);
+        || (matches!(col.representation_oid, BPCHAR | NUMERIC) && col.representation_typmod >= 0);
+    if col.representation_oid == NUMERIC && !exact {
+        return Some(format!(
+            "the {side} key column has type {}, an unconstrained numeric: it keeps 5.0 and 5.00 \
+             as two binary forms of one key; declare the key's precision and scale on both sides \
+             (ALTER TABLE … ALTER COLUMN … TYPE numeric(p, s), as numeric(12,0) for an Oracle NUMBER(12))",
+            col.type_name
+        ));
+    }
     if !exact {
         return Some(format!(
             "the {side} key column has type {}, whose equal values can differ in binary form \
              (numeric 1.0 = 1.00, float 0 = -0, citext 'A' = 'a') or whose order is defined per \
-             database; key on integer, bigint, text, varchar, char(n), uuid, date or timestamp columns",
+             database; key on integer, bigint, numeric(p, s), text, varchar, char(n), uuid, date or \
+             timestamp columns",
             col.type_name
         ));
     }
