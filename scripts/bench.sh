@@ -214,6 +214,34 @@ echo "sync after a 1% night: rows written (pg_stat_user_tables) $written_1pct, r
 echo "from the source on that night:"
 echo "$received_1pct"
 
+# Round trips: both links through scripts/delay-proxy.py, 10 ms each way (a 20 ms round
+# trip, as between two data centres). (time delayed - time direct) / 20 ms counts the
+# round trips a run waits for; medians of $runs runs each way.
+delay_ms=10
+proxy_source=$((SHADAN_SOURCE_PORT + 100))
+proxy_target=$((SHADAN_TARGET_PORT + 100))
+python3 scripts/delay-proxy.py "$proxy_source" "$SHADAN_SOURCE_PORT" "$delay_ms" &
+proxies=($!)
+python3 scripts/delay-proxy.py "$proxy_target" "$SHADAN_TARGET_PORT" "$delay_ms" &
+proxies+=($!)
+trap 'kill "${proxies[@]}" 2>/dev/null; scripts/pg-local.sh stop >/dev/null' EXIT
+sleep 0.5
+delayed() { # command...: runs it with both servers reached through the delaying proxies
+    SHADAN_SOURCE=${SHADAN_SOURCE/:$SHADAN_SOURCE_PORT\//:$proxy_source/} \
+        SHADAN_TARGET=${SHADAN_TARGET/:$SHADAN_TARGET_PORT\//:$proxy_target/} "$@"
+}
+round_trips() { # label mapping command-args...: direct and delayed medians, round trips
+    local label=$1 map=$2
+    shift 2
+    measure rt_direct nothing shadan_run "$@" --mapping "$map"
+    measure rt_delayed nothing delayed shadan_run "$@" --mapping "$map"
+    python3 -c "import sys; d, w = float(sys.argv[2]), float(sys.argv[3]); print(f'{sys.argv[1]:<40} {d:>6.2f} s direct {w:>6.2f} s at 20 ms  {(w - d) / 0.020:>6.1f} round trips')" \
+        "$label" "${med[rt_direct]}" "${med[rt_delayed]}"
+}
+echo "-- round trips at a 20 ms round trip to each server"
+round_trips "sync, nothing changed" "$mapping" sync --jobs 2
+round_trips "verify --jobs 2" "$mapping" verify --jobs 2
+
 # Many tables: 200 mapped tables of 2,000 rows each, per-table overhead (single runs).
 many=200
 many_rows=2000
@@ -253,6 +281,8 @@ many_run "plan, $many tables" shadan_run plan --mapping "$many_mapping"
 many_run "cutover --jobs 2, $many tables" shadan_run cutover --mapping "$many_mapping" --jobs 2
 many_run "sync, nothing changed, $many tables" shadan_run sync --mapping "$many_mapping" --jobs 2
 many_run "verify --jobs 2, $many tables" shadan_run verify --mapping "$many_mapping" --jobs 2
+round_trips "sync, nothing changed, $many tables" "$many_mapping" sync --jobs 2
+round_trips "verify --jobs 2, $many tables" "$many_mapping" verify --jobs 2
 
 # Bounded memory and time where data is unusual (single runs; exit codes 3 expected).
 shadan_any() { /usr/bin/time -f %M -o "$out/rss" "$shadan" "$@" >"$out/stdout" 2>"$out/err" || true; }

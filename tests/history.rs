@@ -116,13 +116,18 @@ fn a_run_row_outside_the_chain_is_a_break_and_never_a_success() {
         .clone();
     assert_ne!(row["status"], "done", "{row}");
 
-    // A killed run (no manifest, still 'running') is no break.
+    // A killed run (no manifest, still 'running') is no break, and has no end to show
+    // even when a column beside it claims one.
     db.target_sql(&format!("DELETE FROM shadan.runs WHERE run_id = {forged}"));
     db.target_sql(
-        "INSERT INTO shadan.runs (command, mapping_name, mapping_blake3, tool_version) \
-         VALUES ('sync', 'retail-split', 'x', '0.1.0')",
+        "INSERT INTO shadan.runs (command, mapping_name, mapping_blake3, tool_version, finished_at) \
+         VALUES ('sync', 'retail-split', 'x', '0.1.0', now())",
     );
     history(&db, &["--check"]).expect_code(0);
+    let listed = history(&db, &["--json"]).json();
+    let killed = &listed["runs"][0];
+    assert_eq!(killed["status"], "running", "{killed}");
+    assert!(killed["finished_at"].is_null(), "{killed}");
 
     // A finished run whose status column was edited to a success.
     let db = three_runs();

@@ -123,7 +123,8 @@ pub async fn list(client: &Client, limit: i64) -> Result<Vec<Value>, Error> {
                 "command": from("command", json!(r.get::<_, String>(1))),
                 "status": status,
                 "started_at": from("started_at", json!(r.get::<_, Option<String>>(3))),
-                "finished_at": from("finished_at", json!(r.get::<_, Option<String>>(4))),
+                // An end only a manifest records: a column beside it is not hashed.
+                "finished_at": manifest.as_ref().map_or(Value::Null, |m| m["finished_at"].clone()),
                 "mapping": from("mapping", json!({"name": r.get::<_, String>(5), "blake3": r.get::<_, String>(6)})),
                 "source_snapshot": from("source_snapshot", json!(r.get::<_, Option<String>>(7))),
                 "manifest_blake3": r.get::<_, Option<String>>(9),

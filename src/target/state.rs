@@ -471,23 +471,27 @@ pub async fn prints(
     client: &Client,
     target: &QualifiedName,
 ) -> Result<std::collections::HashMap<i32, RowPrints>, Error> {
+    use futures_util::TryStreamExt;
     let context = || format!("reading the row prints of {target}");
+    let name = target.to_string();
+    // Row by row: each batch's stored bytes are dropped once parsed, so a table's prints
+    // are held once, not twice.
     let rows = client
-        .query(
+        .query_raw(
             "SELECT batch_no, prints FROM shadan.batches \
              WHERE target_table OPERATOR(pg_catalog.=) $1 AND prints IS NOT NULL",
-            &[&target.to_string()],
+            [&name],
         )
         .await
         .map_err(Error::db(&context))?;
-    rows.iter()
-        .map(|r| {
-            let bytes: Vec<u8> = r.get(1);
-            RowPrints::from_bytes(&bytes)
-                .map(|p| (r.get(0), p))
-                .ok_or_else(|| Error::Runtime(format!("{}: they are malformed", context())))
-        })
-        .collect()
+    let mut rows = std::pin::pin!(rows);
+    let mut prints = std::collections::HashMap::new();
+    while let Some(row) = rows.try_next().await.map_err(Error::db(&context))? {
+        let parsed = RowPrints::from_bytes(row.get::<_, &[u8]>(1))
+            .ok_or_else(|| Error::Runtime(format!("{}: they are malformed", context())))?;
+        prints.insert(row.get::<_, i32>(0), parsed);
+    }
+    Ok(prints)
 }
 
 /// Adds batches to a table's layout (a split batch's new parts), unwritten.
