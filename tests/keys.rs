@@ -80,6 +80,32 @@ fn numeric_keys_with_a_declared_scale_copy_sync_and_verify_exactly() {
     );
     db.shadan(&["verify", "--mapping", s(&path)]).expect_code(0);
 
+    // A domain is the type it is over, not its name: the same name over another numeric
+    // is refused; a domain over a domain over numeric(12,0) is numeric(12,0).
+    db.source_sql(
+        "CREATE DOMAIN public.d12 AS numeric(12,0); CREATE DOMAIN public.d12b AS public.d12; \
+         ALTER TABLE s.orders ALTER COLUMN id TYPE public.d12b",
+    );
+    db.target_sql(
+        "CREATE DOMAIN public.d12 AS numeric(14,2); CREATE DOMAIN public.d12b AS public.d12; \
+         ALTER TABLE r.orders ALTER COLUMN id TYPE public.d12b",
+    );
+    let run = db.shadan(&["plan", "--mapping", s(&path)]);
+    run.expect_stderr(2, "type mismatch");
+    assert!(
+        run.stderr.contains("(over numeric(12,0))") && run.stderr.contains("(over numeric(14,2))"),
+        "{}",
+        run.stderr
+    );
+    db.target_sql(
+        "ALTER TABLE r.orders ALTER COLUMN id TYPE numeric(14,2); DROP DOMAIN public.d12b; \
+         DROP DOMAIN public.d12; CREATE DOMAIN public.d12 AS numeric(12,0); \
+         CREATE DOMAIN public.d12b AS public.d12; ALTER TABLE r.orders ALTER COLUMN id TYPE public.d12b",
+    );
+    db.shadan(&["sync", "--mapping", s(&path), "--full"])
+        .expect_code(0);
+    db.assert_same_rows(EXPECTED, ACTUAL, "keyed on a domain over a domain");
+
     // An unconstrained numeric key: refused, saying how to declare it.
     db.source_sql("ALTER TABLE s.orders ALTER COLUMN line TYPE numeric");
     db.target_sql("ALTER TABLE r.orders ALTER COLUMN line TYPE numeric");

@@ -19,7 +19,7 @@ SELECT n.nspname::text                                           AS schema_name,
            OPERATOR(pg_catalog.||) pg_catalog.quote_ident(rt.typname::text)
                                                                  AS base_type_name,
        rt.oid                                                    AS representation_oid,
-       CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typtypmod ELSE a.atttypmod END
+       CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN root.typmod ELSE a.atttypmod END
                                                                  AS representation_typmod,
        CASE WHEN co.oid IS NOT NULL
             THEN pg_catalog.quote_ident(cn.nspname::text) OPERATOR(pg_catalog.||) '.'
@@ -72,7 +72,9 @@ SELECT n.nspname::text                                           AS schema_name,
                       ELSE 'libc ' OPERATOR(pg_catalog.||) coalesce(co.collcollate::text, '?') END
                  OPERATOR(pg_catalog.||) ' version ' OPERATOR(pg_catalog.||)
                  coalesce(cv.version, 'none')
-       END                                                       AS collation_identity
+       END                                                       AS collation_identity,
+       pg_catalog.format_type(rt.oid, CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN root.typmod
+                                           ELSE a.atttypmod END)  AS representation_name
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
@@ -81,14 +83,19 @@ JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
 -- The type under every domain (a domain over varchar(5) carries the typmod that must not
 -- reach a bound value's cast), followed through domains over domains.
 CROSS JOIN LATERAL (
-    WITH RECURSIVE chain (oid, typtype, typbasetype, depth) AS (
-        SELECT t.oid, t.typtype, t.typbasetype, 0
+    WITH RECURSIVE chain (oid, typtype, typbasetype, typtypmod, depth) AS (
+        SELECT t.oid, t.typtype, t.typbasetype, t.typtypmod, 0
         UNION ALL
-        SELECT b.oid, b.typtype, b.typbasetype, chain.depth OPERATOR(pg_catalog.+) 1
+        SELECT b.oid, b.typtype, b.typbasetype, b.typtypmod, chain.depth OPERATOR(pg_catalog.+) 1
         FROM chain JOIN pg_catalog.pg_type b ON b.oid OPERATOR(pg_catalog.=) chain.typbasetype
         WHERE chain.typtype OPERATOR(pg_catalog.=) 'd' AND chain.depth OPERATOR(pg_catalog.<) 32
     )
-    SELECT chain.oid FROM chain ORDER BY chain.depth DESC LIMIT 1
+    -- The base type, and the typmod the outermost domain that declares one gives it (a
+    -- domain over a domain over numeric(12,0) holds numeric(12,0)).
+    SELECT chain.oid,
+           coalesce((SELECT d.typtypmod FROM chain d WHERE d.typtype OPERATOR(pg_catalog.=) 'd'
+                       AND d.typtypmod OPERATOR(pg_catalog.>=) 0 ORDER BY d.depth LIMIT 1), -1) AS typmod
+    FROM chain ORDER BY chain.depth DESC LIMIT 1
 ) root
 JOIN pg_catalog.pg_type rt ON rt.oid OPERATOR(pg_catalog.=) root.oid
 JOIN pg_catalog.pg_namespace rn ON rn.oid OPERATOR(pg_catalog.=) rt.typnamespace

@@ -143,6 +143,9 @@ pub struct ColumnInfo {
     /// (`icu ja-JP version 153.120.42`, `libc C.UTF-8 version none`): columns with the same
     /// identity on two servers order text alike.
     pub collation_identity: Option<String>,
+    /// The type that holds the value, typmod included (`numeric(12,0)` for a domain
+    /// over it): what a domain of the same name must hold on the other side too.
+    pub representation_name: String,
 }
 
 impl ColumnInfo {
@@ -212,6 +215,7 @@ impl Catalog {
                 identity_always: row.get(21),
                 comment: row.get(22),
                 collation_identity: row.get(23),
+                representation_name: row.get(24),
             });
         }
         // Keys a cutover set aside while loading (see target::indexes) still define the

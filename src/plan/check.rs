@@ -223,7 +223,18 @@ impl<'a> TableCheck<'a> {
                 continue;
             };
             let mut target_read = None;
-            if src_col.type_name != tgt_col.type_name {
+            // A domain's name is not its type: two databases' domains of one name may
+            // hold different types (numeric(12,0) here, numeric(14,2) there).
+            if src_col.type_name != tgt_col.type_name
+                || src_col.representation_name != tgt_col.representation_name
+            {
+                let shown = |c: &ColumnInfo| {
+                    if c.type_name == c.representation_name {
+                        c.type_name.clone()
+                    } else {
+                        format!("{} (over {})", c.type_name, c.representation_name)
+                    }
+                };
                 target_read = Some(format!(
                     "{}::{}",
                     crate::ident::quote_ident(&tgt_col.name),
@@ -234,8 +245,9 @@ impl<'a> TableCheck<'a> {
                     &label,
                     &entry.source,
                     format!(
-                        "type mismatch: source is {}, target {}.{} is {}; make the types identical (typmod included)",
-                        src_col.type_name, target_label, tgt_col.name, tgt_col.type_name
+                        "type mismatch: source is {}, target {}.{} is {}; make the types identical (typmod included, \
+                         and for a domain the type it is over)",
+                        shown(src_col), target_label, tgt_col.name, shown(tgt_col)
                     ),
                 ));
             }

@@ -101,7 +101,8 @@ pub fn to_text(plan: &Plan) -> String {
         for c in t.key() {
             if let (Some(src), Some(tgt)) = (&c.source_order.label, &c.target_order.label) {
                 let how = if c.source_order.shared.is_some() {
-                    "both order alike (same provider, locale and version): batch ranges use each side's own collation and key index"
+                    "both order alike (the same provider, locale and library version, or the same libc C.* locale): \
+                     batch ranges use each side's own collation and key index"
                 } else {
                     "batch ranges compare bytes on both"
                 };
@@ -117,10 +118,15 @@ pub fn to_text(plan: &Plan) -> String {
                     ("target", &c.target_order, &c.target),
                 ] {
                     if !order.bytewise_own && order.shared.is_none() {
+                        let printed = if side == "source" {
+                            " (`shadan grants` prints it)"
+                        } else {
+                            ""
+                        };
                         let _ = writeln!(
                             out,
                             "              the {side}'s key index cannot serve byte ranges: each batch scans the \
-                             table unless an index on ({} COLLATE \"C\") exists (`shadan grants` prints it for the source)",
+                             table unless an index on ({} COLLATE \"C\") exists{printed}",
                             e(&crate::ident::quote_ident(name))
                         );
                     }

@@ -220,35 +220,33 @@ pub async fn batches(
         .collect())
 }
 
-/// Whether any stored batch of `target` was cut under another key order than `order`
-/// ([`crate::plan::TablePlan::key_order`]): by an older shadan under the servers' own
-/// collations, or in a collation the two sides no longer share.
-pub async fn layout_order_differs(
-    client: &Client,
-    target: &QualifiedName,
-    order: &str,
-) -> Result<bool, Error> {
-    let legacy: Option<bool> = client
-        .query_one(
-            "SELECT pg_catalog.bool_or(key_order IS DISTINCT FROM $2) FROM shadan.batches \
-             WHERE target_table OPERATOR(pg_catalog.=) $1",
-            &[&target.to_string(), &order],
-        )
-        .await
-        .map_err(Error::db(format!("reading the batch layout of {target}")))?
-        .get(0);
-    Ok(legacy.unwrap_or(false))
-}
-
 /// Whether the stored layout of `table` (if any) was cut in the key order its ranges use
-/// now: any layout when both sides' key columns order by bytes of their own, else one
-/// recorded with [`crate::plan::TablePlan::key_order`].
+/// now ([`crate::plan::TablePlan::key_order`]). A layout recorded without an order (by an
+/// older shadan, under the servers' own collations) holds too when both sides' key
+/// columns order by bytes of their own; one cut in a shared locale never does then.
 pub async fn layout_order_holds(
     client: &Client,
     table: &crate::plan::TablePlan,
 ) -> Result<bool, Error> {
-    Ok(table.keys_order_by_bytes_natively()
-        || !layout_order_differs(client, &table.target, &table.key_order()).await?)
+    let order = table.key_order();
+    let holds: Option<bool> = client
+        .query_one(
+            "SELECT pg_catalog.bool_and(key_order IS NOT DISTINCT FROM $2 \
+                 OR ($3 AND key_order IS NULL)) \
+             FROM shadan.batches WHERE target_table OPERATOR(pg_catalog.=) $1",
+            &[
+                &table.target.to_string(),
+                &order,
+                &table.keys_order_by_bytes_natively(),
+            ],
+        )
+        .await
+        .map_err(Error::db(format!(
+            "reading the batch layout of {}",
+            table.target
+        )))?
+        .get(0);
+    Ok(holds.unwrap_or(true))
 }
 
 /// Whether every stored batch of `target` was cut for the projection `projection`.
