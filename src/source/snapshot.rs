@@ -220,8 +220,10 @@ pub fn reader_and_writer(
             snapshot.clone(),
         );
         Box::pin(async move {
-            let session = Session::open(&source, &snapshot, &plan).await?;
-            Ok((session, target.connect_writer().await?))
+            // Both at once: each connection costs round trips to its server.
+            tokio::try_join!(Session::open(&source, &snapshot, &plan), async {
+                Ok(target.connect_writer().await?)
+            })
         })
     }
 }

@@ -17,6 +17,7 @@ use super::apply::{self, SourceRows};
 use super::{Deferred, Done, Worker};
 use crate::copy::tuple::{key_bytes, TupleSplitter};
 
+use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::plan::changes_sql::{cut_settings, HORIZON_SETTING};
 use crate::plan::query::{RangeShape, SessionSetting, SettingValue};
@@ -24,6 +25,7 @@ use crate::plan::TablePlan;
 use crate::source::batch::Batch;
 use crate::source::changes::horizon_xid;
 use crate::source::snapshot::bind;
+use crate::target::prints::RowPrints;
 use crate::target::state::{self, Checkpoint, Stamp, StoredBatch};
 
 impl Worker {
@@ -39,23 +41,14 @@ impl Worker {
         batch_rows: u64,
     ) -> Result<Done, Error> {
         let batches: Vec<Batch> = stored.iter().map(|s| s.batch.clone()).collect();
+        let mut checkpoints: Vec<Accumulator> = stored
+            .iter()
+            .map(|s| s.written.unwrap_or_default())
+            .collect();
         // Every table read by changes reads all its prints, whatever changed: which
         // batches had changes is not the target's to see.
-        let mut prints = state::prints(&self.client, &table.target).await?;
-        let mut checkpoints = Vec::with_capacity(stored.len());
-        for s in &stored {
-            let prints = prints.remove(&s.batch.no).ok_or_else(|| {
-                Error::Runtime(format!(
-                    "{} {}: its checkpoint lost its row prints while this sync ran",
-                    table.target,
-                    s.batch.describe()
-                ))
-            })?;
-            checkpoints.push(Checkpoint {
-                digest: s.written.unwrap_or_default(),
-                prints,
-            });
-        }
+        let nos: Vec<i32> = batches.iter().map(|b| b.no).collect();
+        let prints = state::PrintsReader::open(&self.prints, &table.target, &nos).await?;
         let cuts = batches.len() - 1;
         let uppers: Vec<&[String]> = batches[..cuts]
             .iter()
@@ -81,6 +74,7 @@ impl Worker {
             &self.client,
             table,
             &batches,
+            prints,
             &mut checkpoints,
             &mut touched,
             &mut done,
@@ -98,7 +92,7 @@ impl Worker {
         )?;
         done.source_bytes += 8;
         let in_scope = count.get::<_, i64>(0) as u64;
-        let held: u64 = checkpoints.iter().map(|c| c.digest.rows).sum();
+        let held: u64 = checkpoints.iter().map(|c| c.rows).sum();
         if in_scope < held && redo.is_empty() {
             // The target holds rows the source lost: find them by hash buckets of keys.
             self.gone_by_buckets(
@@ -113,7 +107,7 @@ impl Worker {
             )
             .await?;
         }
-        let held: u64 = checkpoints.iter().map(|c| c.digest.rows).sum();
+        let held: u64 = checkpoints.iter().map(|c| c.rows).sum();
         if in_scope != held || !redo.is_empty() {
             // Lost rows the buckets could not place (an older server, a hash that differs
             // between the servers), a batch a constraint sent back, or a target changed
@@ -136,11 +130,11 @@ impl Worker {
                 }
             }
             for (pos, batch) in batches.iter().enumerate() {
-                if by_batch[pos] == checkpoints[pos].digest.rows || redo.contains(&pos) {
+                if by_batch[pos] == checkpoints[pos].rows || redo.contains(&pos) {
                     continue;
                 }
                 touched[pos] = true;
-                let fixed = if by_batch[pos] < checkpoints[pos].digest.rows {
+                let fixed = if by_batch[pos] < checkpoints[pos].rows {
                     self.find_gone(
                         table,
                         batch,
@@ -158,9 +152,9 @@ impl Worker {
                     // tool's back): compare the batch in full, which writes it exact.
                     tracing::warn!(table = %table.target, batch = %batch.describe(), "the batch's rows disagree with its checkpoint; reading it in full");
                     let one = self
-                        .sync_batch(table, batch, Some(checkpoints[pos].digest), true, stamp)
+                        .sync_batch(table, batch, Some(checkpoints[pos]), true, stamp)
                         .await?;
-                    checkpoints[pos] = one.checkpoint.clone();
+                    checkpoints[pos] = one.checkpoint.digest;
                     add(&mut done, one);
                 }
             }
@@ -169,15 +163,9 @@ impl Worker {
         // deletes are in, compare them in full (deletes first).
         for pos in redo {
             let one = self
-                .sync_batch(
-                    table,
-                    &batches[pos],
-                    Some(checkpoints[pos].digest),
-                    true,
-                    stamp,
-                )
+                .sync_batch(table, &batches[pos], Some(checkpoints[pos]), true, stamp)
                 .await?;
-            checkpoints[pos] = one.checkpoint.clone();
+            checkpoints[pos] = one.checkpoint.digest;
             add(&mut done, one);
         }
         let untouched: Vec<i32> = batches
@@ -188,11 +176,11 @@ impl Worker {
             .collect();
         done.skipped += untouched.len() as u64;
         state::confirm_batches(&self.client, &table.target, &untouched, stamp).await?;
-        done.rows = checkpoints.iter().map(|c| c.digest.rows).sum();
+        done.rows = checkpoints.iter().map(|c| c.rows).sum();
         done.grown = batches
             .iter()
             .zip(&checkpoints)
-            .filter(|(_, c)| c.digest.rows > 2 * batch_rows)
+            .filter(|(_, c)| c.rows > 2 * batch_rows)
             .map(|(b, _)| b.clone())
             .collect();
         Ok(done)
@@ -206,7 +194,7 @@ impl Worker {
         &mut self,
         table: &TablePlan,
         batch: &Batch,
-        checkpoint: &mut Checkpoint,
+        checkpoint: &mut Accumulator,
         in_scope: u64,
         stamp: Stamp<'_>,
         done: &mut Done,
@@ -246,7 +234,7 @@ impl Worker {
             },
         )
         .await?;
-        if gone.is_empty() || checkpoint.digest.rows.saturating_sub(gone.len() as u64) != in_scope {
+        if gone.is_empty() || checkpoint.rows.saturating_sub(gone.len() as u64) != in_scope {
             apply::abandon(&self.client).await?;
             return Ok(false);
         }
@@ -262,14 +250,17 @@ impl Worker {
         &mut self,
         table: &TablePlan,
         batch: &Batch,
-        checkpoint: &mut Checkpoint,
+        checkpoint: &mut Accumulator,
         gone: Vec<Vec<u8>>,
         stamp: Stamp<'_>,
         done: &mut Done,
     ) -> Result<(), Error> {
         let context = || format!("syncing {} {}", table.target, batch.describe());
         let (lost_rows, lost) = apply::read_keys(&self.client, table, batch, &gone).await?;
-        let mut next = checkpoint.clone();
+        let mut next = Checkpoint {
+            digest: *checkpoint,
+            prints: state::batch_prints(&self.client, &table.target, batch.no).await?,
+        };
         next.digest.remove(&lost);
         next.prints = next
             .prints
@@ -294,7 +285,7 @@ impl Worker {
                 .await
                 .map_err(Error::db(&context))?;
         }
-        *checkpoint = next;
+        *checkpoint = next.digest;
         Ok(())
     }
 }
@@ -317,7 +308,8 @@ async fn read_changes(
     target: &Client,
     table: &TablePlan,
     batches: &[Batch],
-    checkpoints: &mut [Checkpoint],
+    mut prints: state::PrintsReader,
+    checkpoints: &mut [Accumulator],
     touched: &mut [bool],
     done: &mut Done,
     redo: &mut Vec<usize>,
@@ -383,11 +375,12 @@ async fn read_changes(
                 )));
             }
             seen[pos] = true;
+            let held = prints.take(batches[pos].no).await?;
             match write_changed(
                 target,
                 table,
                 &batches[pos],
-                &mut checkpoints[pos],
+                (&mut checkpoints[pos], held),
                 rows,
                 stamp,
             )
@@ -408,6 +401,7 @@ async fn read_changes(
             break;
         }
     }
+    prints.finish().await?;
     crate::metrics::count_bytes(&table.target, "read", done.source_bytes as usize);
     Ok(())
 }
@@ -453,10 +447,14 @@ async fn write_changed(
     target: &Client,
     table: &TablePlan,
     batch: &Batch,
-    checkpoint: &mut Checkpoint,
+    (digest, prints): (&mut Accumulator, RowPrints),
     rows: SourceRows,
     stamp: Stamp<'_>,
 ) -> Result<Written, Error> {
+    let checkpoint = Checkpoint {
+        digest: *digest,
+        prints,
+    };
     let rows = rows.filtered(|hash| !checkpoint.prints.contains(hash));
     if rows.is_empty() {
         // Every row is in the target as projected: nothing is sent to the target, not
@@ -479,7 +477,7 @@ async fn write_changed(
         .replaced(held.values().map(|(hash, _)| hash), rows.hashes());
     match apply::write(target, table, batch, &rows, held, &next, stamp, false).await {
         Ok((written, _)) => {
-            *checkpoint = next;
+            *digest = next.digest;
             Ok(Written::Rows(written))
         }
         Err(Error::Database { cause, .. })

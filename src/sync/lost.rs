@@ -21,6 +21,7 @@ use tokio_postgres::types::ToSql;
 use super::changes::split_int4;
 use super::{Done, Worker};
 
+use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::key::{key_fields, RawValue};
 use crate::plan::changes_sql::KeyBuckets;
@@ -28,7 +29,7 @@ use crate::plan::query::SessionSetting;
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
 use crate::source::snapshot::bind;
-use crate::target::state::{Checkpoint, Stamp};
+use crate::target::state::Stamp;
 
 /// Keys asked about per existence query (bound parameters are limited to 65,535).
 const KEYS_PER_QUERY: usize = 1000;
@@ -43,7 +44,7 @@ impl Worker {
         &mut self,
         table: &TablePlan,
         batches: &[Batch],
-        checkpoints: &mut [Checkpoint],
+        checkpoints: &mut [Accumulator],
         touched: &mut [bool],
         lost: u64,
         cuts: &[SessionSetting],

@@ -277,16 +277,21 @@ async fn sync_all(
             snapshot.clone(),
         );
         let (source, snapshot, plan) = (source.clone(), snapshot.clone(), plan_shared.clone());
+        let target = target.clone();
         move || {
             let pair = open_pair();
             let (source, snapshot, plan) = (source.clone(), snapshot.clone(), plan.clone());
+            let target = target.clone();
             async move {
-                let ((session, client), counter) =
-                    tokio::try_join!(pair, Session::open(&source, &snapshot, &plan))?;
+                let ((session, client), counter, prints) =
+                    tokio::try_join!(pair, Session::open(&source, &snapshot, &plan), async {
+                        Ok::<_, Error>(target.connect().await?)
+                    })?;
                 Ok(Worker {
                     session,
                     counter,
                     client,
+                    prints,
                     last_dirty: false,
                 })
             }
@@ -447,6 +452,9 @@ struct Worker {
     /// rows stream on the first, so that the source scans both at once.
     counter: Session,
     client: Client,
+    /// A second target connection, on which a table's row prints stream while its
+    /// changed rows are written on the first.
+    prints: Client,
     /// Whether this worker's previous batch had changes: then the next one likely has too
     /// (changes spread over the table), and both sides are read at once.
     last_dirty: bool,

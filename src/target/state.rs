@@ -463,33 +463,100 @@ pub async fn store_digest(
     Ok(())
 }
 
-/// The row prints of every batch of `target` that has them, by batch number. Sync reads
-/// them for every table it reads by changes, whatever changed (see [`RowPrints`]).
-pub async fn prints(
-    client: &Client,
+/// The row prints of a table's batches, read as one stream in the order sync meets the
+/// batches, each batch's held only while it is used. Sync reads every batch's prints of
+/// every table it reads by changes, whatever changed (see [`RowPrints`]); on a connection
+/// of its own, so that the batches' writes go on while the stream is read.
+pub struct PrintsReader {
+    rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
+    target: QualifiedName,
+}
+
+impl PrintsReader {
+    /// Starts reading the prints of `target`'s batches `batch_nos`, in that order.
+    pub async fn open(
+        client: &Client,
+        target: &QualifiedName,
+        batch_nos: &[i32],
+    ) -> Result<Self, Error> {
+        let name = target.to_string();
+        let nos = batch_nos.to_vec();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&name, &nos];
+        let rows = client
+            .query_raw(
+                "SELECT batch_no, prints FROM shadan.batches \
+                 WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) ANY ($2) \
+                 ORDER BY pg_catalog.array_position($2, batch_no)",
+                params,
+            )
+            .await
+            .map_err(Error::db(format!("reading the row prints of {target}")))?;
+        Ok(Self {
+            rows: Box::pin(rows),
+            target: target.clone(),
+        })
+    }
+
+    /// The prints of batch `batch_no`, passing over those of the batches before it.
+    pub async fn take(&mut self, batch_no: i32) -> Result<RowPrints, Error> {
+        use futures_util::TryStreamExt;
+        let context = || format!("reading the row prints of {}", self.target);
+        while let Some(row) = self.rows.try_next().await.map_err(Error::db(&context))? {
+            if row.get::<_, i32>(0) != batch_no {
+                continue;
+            }
+            return row
+                .get::<_, Option<&[u8]>>(1)
+                .and_then(RowPrints::from_bytes)
+                .ok_or_else(|| {
+                    Error::Runtime(format!(
+                        "{}: batch {batch_no}'s are missing or malformed",
+                        context()
+                    ))
+                });
+        }
+        Err(Error::Runtime(format!(
+            "{}: batch {batch_no} has none (its checkpoint changed while this sync ran)",
+            context()
+        )))
+    }
+
+    /// Reads the rest of the stream, so that every night reads every batch's prints.
+    pub async fn finish(mut self) -> Result<(), Error> {
+        use futures_util::TryStreamExt;
+        while self
+            .rows
+            .try_next()
+            .await
+            .map_err(Error::db(format!(
+                "reading the row prints of {}",
+                self.target
+            )))?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+/// The row prints of one batch, read where a change to the projection (a lost row) needs
+/// them.
+pub async fn batch_prints(
+    client: &impl GenericClient,
     target: &QualifiedName,
-) -> Result<std::collections::HashMap<i32, RowPrints>, Error> {
-    use futures_util::TryStreamExt;
-    let context = || format!("reading the row prints of {target}");
-    let name = target.to_string();
-    // Row by row: each batch's stored bytes are dropped once parsed, so a table's prints
-    // are held once, not twice.
-    let rows = client
-        .query_raw(
-            "SELECT batch_no, prints FROM shadan.batches \
-             WHERE target_table OPERATOR(pg_catalog.=) $1 AND prints IS NOT NULL",
-            [&name],
+    batch_no: i32,
+) -> Result<RowPrints, Error> {
+    let context = || format!("reading the row prints of {target} batch {batch_no}");
+    let row = client
+        .query_opt(
+            "SELECT prints FROM shadan.batches WHERE target_table OPERATOR(pg_catalog.=) $1 \
+             AND batch_no OPERATOR(pg_catalog.=) $2",
+            &[&target.to_string(), &batch_no],
         )
         .await
         .map_err(Error::db(&context))?;
-    let mut rows = std::pin::pin!(rows);
-    let mut prints = std::collections::HashMap::new();
-    while let Some(row) = rows.try_next().await.map_err(Error::db(&context))? {
-        let parsed = RowPrints::from_bytes(row.get::<_, &[u8]>(1))
-            .ok_or_else(|| Error::Runtime(format!("{}: they are malformed", context())))?;
-        prints.insert(row.get::<_, i32>(0), parsed);
-    }
-    Ok(prints)
+    row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0))
+        .and_then(|b| RowPrints::from_bytes(&b))
+        .ok_or_else(|| Error::Runtime(format!("{}: they are missing or malformed", context())))
 }
 
 /// Adds batches to a table's layout (a split batch's new parts), unwritten.
