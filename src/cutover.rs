@@ -115,10 +115,13 @@ pub async fn run(
     }
 
     let header = manifest::header(run_id, "cutover", plan, &snapshot, resumed);
-    let mut tables = Vec::new();
-    for t in plan.select_tables(&opts.tables).map_err(Error::Usage)? {
-        tables.push(manifest::table_entry(lock.client(), t, run_id, None).await?);
-    }
+    let selected = plan.select_tables(&opts.tables).map_err(Error::Usage)?;
+    let tables = futures_util::future::try_join_all(
+        selected
+            .into_iter()
+            .map(|t| manifest::table_entry(lock.client(), t, run_id, None)),
+    )
+    .await?;
     manifest::finish_run(lock.client(), run_id, header, tables, outcome).await
 }
 

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::digest::Accumulator;
@@ -104,7 +105,24 @@ pub async fn table_entry(
     run_id: i64,
     sync: Option<(Changes, &TableSync)>,
 ) -> Result<Value, Error> {
-    let stored = state::batches(client, table.index, &table.target).await?;
+    let name = table.target.to_string();
+    // Both at once, and every table's at once where the caller joins them: the driver
+    // pipelines the queries.
+    let (stored, this_run) = futures_util::future::try_join(
+        state::batches(client, table.index, &table.target),
+        async {
+            client
+                .query_typed_one(
+                    "SELECT count(*) FROM shadan.batches WHERE target_table OPERATOR(pg_catalog.=) $1 \
+                     AND run_id OPERATOR(pg_catalog.=) $2 AND rows IS NOT NULL",
+                    &[(&name, Type::TEXT), (&run_id, Type::INT8)],
+                )
+                .await
+                .map_err(Error::db("reading checkpoints for the manifest"))
+        },
+    )
+    .await?;
+    let this_run = this_run.get::<_, i64>(0);
     let mut total = Accumulator::default();
     let mut written = 0;
     for b in &stored {
@@ -113,14 +131,6 @@ pub async fn table_entry(
             written += 1;
         }
     }
-    let this_run = client
-        .query_one(
-            "SELECT count(*) FROM shadan.batches WHERE target_table = $1 AND run_id = $2 AND rows IS NOT NULL",
-            &[&table.target.to_string(), &run_id],
-        )
-        .await
-        .map_err(Error::db("reading checkpoints for the manifest"))?
-        .get::<_, i64>(0);
     let mut entry = json!({
         "source": table.source,
         "target": table.target,

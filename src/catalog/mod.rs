@@ -178,8 +178,31 @@ impl TableInfo {
 impl Catalog {
     /// Reads the catalog of the database `client` is connected to.
     pub async fn read(client: &Client, state: State) -> Result<Self, tokio_postgres::Error> {
+        // Every query at once: the driver pipelines them on the one connection, so the
+        // catalog costs about one round trip, not one (or two) per query.
+        let (columns, deferred_exists, unique_keys, inheritance, view_reads, hooks, fks, session) = tokio::try_join!(
+            client.query_typed(include_str!("columns.sql"), &[]),
+            client.query_typed_one(
+                "SELECT pg_catalog.to_regclass('shadan.deferred_indexes') IS NOT NULL \
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n \
+                                WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' \
+                                  AND n.nspowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r \
+                                      WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))",
+                &[],
+            ),
+            client.query_typed(include_str!("unique_keys.sql"), &[]),
+            client.query_typed(include_str!("inheritance.sql"), &[]),
+            client.query_typed(include_str!("view_reads.sql"), &[]),
+            client.query_typed(include_str!("write_hooks.sql"), &[]),
+            client.query_typed(include_str!("foreign_keys.sql"), &[]),
+            client.query_typed_one(
+                "SELECT pg_catalog.current_setting('server_encoding'), CURRENT_USER::pg_catalog.text",
+                &[],
+            ),
+        )?;
+        let deferred_exists: bool = deferred_exists.get(0);
         let mut tables: BTreeMap<QualifiedName, TableInfo> = BTreeMap::new();
-        for row in client.query(include_str!("columns.sql"), &[]).await? {
+        for row in columns {
             let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
             let kind: String = row.get(2);
             let table = tables.entry(name).or_insert_with(|| TableInfo {
@@ -221,20 +244,9 @@ impl Catalog {
         // Keys a cutover set aside while loading (see target::indexes) still define the
         // table: they are rebuilt before the cutover counts as done. Taken only from a
         // state schema the role owns, and never for verify.
-        let deferred_exists: bool = client
-            .query_one(
-                "SELECT pg_catalog.to_regclass('shadan.deferred_indexes') IS NOT NULL \
-                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n \
-                                WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' \
-                                  AND n.nspowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r \
-                                      WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER))",
-                &[],
-            )
-            .await?
-            .get(0);
         if deferred_exists && state == State::Trusted {
             let deferred = client
-                .query(
+                .query_typed(
                     "SELECT target_table, unique_columns FROM shadan.deferred_indexes WHERE unique_columns IS NOT NULL",
                     &[],
                 )
@@ -256,7 +268,7 @@ impl Catalog {
                 }
             }
         }
-        for row in client.query(include_str!("unique_keys.sql"), &[]).await? {
+        for row in unique_keys {
             let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
             if let Some(table) = tables.get_mut(&name) {
                 let columns: Vec<Option<String>> = row.get(3);
@@ -270,27 +282,27 @@ impl Catalog {
                 });
             }
         }
-        for row in client.query(include_str!("inheritance.sql"), &[]).await? {
+        for row in inheritance {
             let parent = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
             let child = QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3));
             if let Some(table) = tables.get_mut(&parent) {
                 table.inheritance_children.push(child);
             }
         }
-        for row in client.query(include_str!("view_reads.sql"), &[]).await? {
+        for row in view_reads {
             let view = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
             let reads = QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3));
             if let Some(v) = tables.get_mut(&view) {
                 v.view_reads.push(reads);
             }
         }
-        for row in client.query(include_str!("write_hooks.sql"), &[]).await? {
+        for row in hooks {
             let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
             if let Some(table) = tables.get_mut(&name) {
                 table.write_hooks.push(row.get(2));
             }
         }
-        for row in client.query(include_str!("foreign_keys.sql"), &[]).await? {
+        for row in fks {
             let child = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
             if let Some(table) = tables.get_mut(&child) {
                 table.foreign_keys.push(ForeignKey {
@@ -304,12 +316,6 @@ impl Catalog {
                 });
             }
         }
-        let session = client
-            .query_one(
-                "SELECT pg_catalog.current_setting('server_encoding'), CURRENT_USER::pg_catalog.text",
-                &[],
-            )
-            .await?;
         Ok(Self {
             tables,
             encoding: session.get(0),

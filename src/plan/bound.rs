@@ -52,16 +52,29 @@ pub async fn check(plan: &Plan, source: &Client) -> Result<(), crate::error::Err
             }
         }
     }
+    // Equal only when the typmod cast changed nothing (for char(n), padding aside).
+    let sqls: Vec<String> = bounds
+        .iter()
+        .map(|b| {
+            format!(
+                "SELECT ($1::pg_catalog.text::{base}) {eq} ($1::pg_catalog.text::{full})",
+                base = b.base_type_name,
+                full = b.type_name,
+                eq = op("="),
+            )
+        })
+        .collect();
+    // All at once: the driver pipelines them, one round trip for every value.
+    let answers = futures_util::future::join_all(bounds.iter().zip(&sqls).map(|(b, sql)| async {
+        let value: &(dyn tokio_postgres::types::ToSql + Sync) = &b.value;
+        source
+            .query_typed_one(sql, &[(value, tokio_postgres::types::Type::TEXT)])
+            .await
+    }))
+    .await;
     let mut problems = Vec::new();
-    for b in &bounds {
-        // Equal only when the typmod cast changed nothing (for char(n), padding aside).
-        let sql = format!(
-            "SELECT ($1::pg_catalog.text::{base}) {eq} ($1::pg_catalog.text::{full})",
-            base = b.base_type_name,
-            full = b.type_name,
-            eq = op("="),
-        );
-        let message = match source.query_one(&sql, &[&b.value]).await {
+    for (b, answer) in bounds.iter().zip(answers) {
+        let message = match answer {
             Ok(row) if row.get::<_, Option<bool>>(0) == Some(true) => continue,
             Ok(_) => format!(
                 "{} does not fit the column's type {} (a cast would change it, for example cut it \

@@ -48,22 +48,28 @@ impl Snapshot {
     /// A zero-column `SELECT ... LIMIT 0` takes the lock: it needs only the column-level
     /// privileges the tool's role has, where `LOCK TABLE` would need table-level SELECT.
     pub async fn export(endpoint: &Endpoint, relations: &[QualifiedName]) -> Result<Self, Error> {
-        let guard = endpoint.connect().await?;
-        guard
-            .batch_execute("BEGIN READ ONLY")
-            .await
-            .map_err(Error::db(
-                "starting the transaction that holds the run's tables",
-            ))?;
-        for relation in relations {
-            guard
-                .batch_execute(&format!("SELECT FROM {} LIMIT 0", relation.sql()))
-                .await
-                .map_err(Error::db(format!(
+        let (guard, client) = tokio::try_join!(endpoint.connect(), endpoint.connect())?;
+        // The statements are sent together (the driver pipelines them) and run in order.
+        let holds = relations.iter().map(|relation| {
+            let sql = format!("SELECT FROM {} LIMIT 0", relation.sql());
+            let guard = &guard;
+            async move {
+                guard.batch_execute(&sql).await.map_err(Error::db(format!(
                     "holding {relation} against DDL for the run"
-                )))?;
-        }
-        let client = endpoint.connect().await?;
+                )))
+            }
+        });
+        tokio::try_join!(
+            async {
+                guard
+                    .batch_execute("BEGIN READ ONLY")
+                    .await
+                    .map_err(Error::db(
+                        "starting the transaction that holds the run's tables",
+                    ))
+            },
+            futures_util::future::try_join_all(holds)
+        )?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await

@@ -107,11 +107,11 @@ pub async fn run(
         .lock()
         .map(|t| (t.changes.clone(), t.how.clone()))
         .unwrap_or_default();
-    let mut tables = Vec::new();
-    for t in &plan.tables {
+    let tables = futures_util::future::try_join_all(plan.tables.iter().map(|t| {
         let sync = tally.0.get(t.index).copied().zip(tally.1.get(t.index));
-        tables.push(manifest::table_entry(lock.client(), t, run_id, sync).await?);
-    }
+        manifest::table_entry(lock.client(), t, run_id, sync)
+    }))
+    .await?;
     let mut stored = manifest::finish_run(lock.client(), run_id, header, tables, outcome).await?;
     // What crossed from the source is for the operator's eyes: the retail side's copy of
     // the manifest would otherwise count the rows whose non-public columns changed.
@@ -183,9 +183,16 @@ async fn sync_all(
     let layout_session = Session::open(source, snapshot, plan).await?;
     let mut queue = Vec::new();
     let mut shown = Vec::new();
-    for table in &plan.tables {
-        let mut stored = state::batches(lock.client(), table.index, &table.target).await?;
-        if !stored.is_empty() && !state::layout_order_holds(lock.client(), table).await? {
+    // Every table's layout at once: the driver pipelines the queries.
+    let layouts = futures_util::future::try_join_all(plan.tables.iter().map(|table| {
+        futures_util::future::try_join(
+            state::batches(lock.client(), table.index, &table.target),
+            state::layout_order_holds(lock.client(), table),
+        )
+    }))
+    .await?;
+    for (table, (mut stored, order_holds)) in plan.tables.iter().zip(layouts) {
+        if !stored.is_empty() && !order_holds {
             // Bounds cut in another key order select other keys under this one: lay the
             // table out anew (every batch is then compared in full once).
             tracing::warn!(table = %table.target, order = %table.key_order(), "batch layout cut in another key order; laying it out again");

@@ -5,6 +5,7 @@
 //! Nothing here needs the source.
 
 use serde_json::{json, Value};
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::error::Error;
@@ -26,42 +27,50 @@ pub async fn close_run(
     mut manifest: Value,
 ) -> Result<Value, Error> {
     let context = "recording the end of the run in the target";
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(Error::db(context))?;
     let done = async {
-        let previous: Option<String> = client
-            .query_opt(
-                "SELECT manifest_blake3 FROM shadan.runs WHERE manifest_blake3 IS NOT NULL \
-                   AND run_id OPERATOR(pg_catalog.<) $1 ORDER BY run_id DESC LIMIT 1",
-                &[&run_id],
-            )
-            .await
-            .map_err(Error::db(context))?
-            .map(|r| r.get(0));
+        // Three round trips: each pair of statements is sent together (the driver
+        // pipelines them); a failed statement aborts the transaction, so the COMMIT sent
+        // behind it rolls back instead.
+        let (_, previous) = tokio::try_join!(
+            async {
+                client
+                    .batch_execute("BEGIN")
+                    .await
+                    .map_err(Error::db(context))
+            },
+            async {
+                client
+                    .query_typed_opt(
+                        "SELECT manifest_blake3 FROM shadan.runs WHERE manifest_blake3 IS NOT NULL \
+                           AND run_id OPERATOR(pg_catalog.<) $1 ORDER BY run_id DESC LIMIT 1",
+                        &[(&run_id, Type::INT8)],
+                    )
+                    .await
+                    .map_err(Error::db(context))
+            }
+        )?;
+        let previous: Option<String> = previous.map(|r| r.get(0));
         manifest["previous_manifest_blake3"] = json!(previous);
         manifest["status"] = json!(status);
-        let stored = super::state::finish_run(client, run_id, status, &manifest).await?;
-        let text: String = client
-            .query_one(
-                "SELECT manifest::pg_catalog.text FROM shadan.runs WHERE run_id OPERATOR(pg_catalog.=) $1",
-                &[&run_id],
-            )
-            .await
-            .map_err(Error::db(context))?
-            .get(0);
-        client
-            .execute(
-                "UPDATE shadan.runs SET manifest_blake3 = $2 WHERE run_id OPERATOR(pg_catalog.=) $1",
-                &[&run_id, &digest(&text)],
-            )
-            .await
-            .map_err(Error::db(context))?;
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(Error::db(context))?;
+        let (stored, text) = super::state::finish_run(client, run_id, status, &manifest).await?;
+        let hash = digest(&text);
+        tokio::try_join!(
+            async {
+                client
+                    .execute_typed(
+                        "UPDATE shadan.runs SET manifest_blake3 = $2 WHERE run_id OPERATOR(pg_catalog.=) $1",
+                        &[(&run_id, Type::INT8), (&hash, Type::TEXT)],
+                    )
+                    .await
+                    .map_err(Error::db(context))
+            },
+            async {
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(Error::db(context))
+            }
+        )?;
         Ok(stored)
     }
     .await;
@@ -139,7 +148,7 @@ pub async fn list(client: &Client, limit: i64) -> Result<Vec<Value>, Error> {
 /// head of the chain (the last finished run's manifest blake3).
 pub async fn check(client: &Client) -> Result<(Option<String>, Option<String>), Error> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT run_id, status, manifest::pg_catalog.text, manifest_blake3 FROM shadan.runs \
              ORDER BY run_id",
             &[],

@@ -1,6 +1,7 @@
 //! The tool's state in the target's `shadan` schema: batch checkpoints and run manifests.
 //! Nothing here is trusted by `verify`, which recomputes everything from the data.
 
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::digest::Accumulator;
@@ -128,7 +129,7 @@ pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
 pub async fn existing(client: &Client) -> Result<bool, Error> {
     check_owned(client).await?;
     let exists: bool = client
-        .query_one(
+        .query_typed_one(
             "SELECT pg_catalog.to_regclass('shadan.batches') IS NOT NULL \
                 AND pg_catalog.to_regclass('shadan.deferred_foreign_keys') IS NOT NULL",
             &[],
@@ -145,7 +146,7 @@ pub async fn existing(client: &Client) -> Result<bool, Error> {
 async fn check_owned(client: &Client) -> Result<(), Error> {
     let context = "checking who owns the shadan state schema in the target";
     let foreign: Vec<String> = client
-        .query(
+        .query_typed(
             "SELECT pg_catalog.format('%I owned by %I', n.nspname, r.rolname) \
              FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner \
              WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER \
@@ -189,10 +190,10 @@ pub async fn batches(
     target: &QualifiedName,
 ) -> Result<Vec<StoredBatch>, Error> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT batch_no, lower_key, upper_key, rows, lanes, horizon, basis, prints IS NOT NULL \
              FROM shadan.batches WHERE target_table OPERATOR(pg_catalog.=) $1 ORDER BY batch_no",
-            &[&target.to_string()],
+            &[(&target.to_string(), Type::TEXT)],
         )
         .await
         .map_err(Error::db(format!("reading the checkpoints of {target}")))?;
@@ -230,14 +231,14 @@ pub async fn layout_order_holds(
 ) -> Result<bool, Error> {
     let order = table.key_order();
     let holds: Option<bool> = client
-        .query_one(
+        .query_typed_one(
             "SELECT pg_catalog.bool_and(key_order IS NOT DISTINCT FROM $2 \
                  OR ($3 AND key_order IS NULL)) \
              FROM shadan.batches WHERE target_table OPERATOR(pg_catalog.=) $1",
             &[
-                &table.target.to_string(),
-                &order,
-                &table.keys_order_by_bytes_natively(),
+                (&table.target.to_string(), Type::TEXT),
+                (&order, Type::TEXT),
+                (&table.keys_order_by_bytes_natively(), Type::BOOL),
             ],
         )
         .await
@@ -409,28 +410,34 @@ pub async fn start_run(
 }
 
 /// Closes a run record with its status and manifest. The server's start and finish times
-/// are added to the manifest as `started_at`/`finished_at`; returns the stored manifest.
+/// are added to the manifest as `started_at`/`finished_at`; returns the stored manifest,
+/// parsed and as its text (`jsonb::text`, which is canonical).
 pub async fn finish_run(
     client: &Client,
     run_id: i64,
     status: &str,
     manifest: &serde_json::Value,
-) -> Result<serde_json::Value, Error> {
+) -> Result<(serde_json::Value, String), Error> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "WITH now AS (SELECT clock_timestamp() AS t) \
              UPDATE shadan.runs SET status = $2, finished_at = now.t, \
                  manifest = $3::text::jsonb || jsonb_build_object( \
                      'started_at', to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
                      'finished_at', to_char(now.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) \
              FROM now WHERE run_id = $1 RETURNING manifest::text",
-            &[&run_id, &status, &manifest.to_string()],
+            &[
+                (&run_id, Type::INT8),
+                (&status, Type::TEXT),
+                (&manifest.to_string(), Type::TEXT),
+            ],
         )
         .await
         .map_err(Error::db("recording the end of the run in the target"))?;
     let text: String = row.get(0);
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Runtime(format!("the stored manifest is not JSON: {e}")))
+    let stored = serde_json::from_str(&text)
+        .map_err(|e| Error::Runtime(format!("the stored manifest is not JSON: {e}")))?;
+    Ok((stored, text))
 }
 
 /// Stores the digest of a batch's rows as written by sync, inside the transaction that

@@ -72,11 +72,11 @@ pub async fn chunks(
     parts: usize,
 ) -> Result<Vec<Option<Chunk>>, Error> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT c.relkind::text, pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int8, \
                     pg_catalog.has_table_privilege(c.oid, 'SELECT') \
-             FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
-            &[&relation_sql],
+             FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.text::pg_catalog.regclass",
+            &[(&relation_sql, tokio_postgres::types::Type::TEXT)],
         )
         .await
         .map_err(Error::db(format!("sizing {relation_sql}")))?;

@@ -144,8 +144,11 @@ pub async fn run(
     }
     let mut report = Report::new(tables, leaks);
     report.deep = opts.deep && !views;
-    report.provenance = provenance(plan, source, target).await?;
-    report.excess_privileges = privileges::audit(&source.connect().await?, plan).await?;
+    let (provenance, excess) = tokio::try_join!(provenance(plan, source, target), async {
+        privileges::audit(&source.connect().await?, plan).await
+    })?;
+    report.provenance = provenance;
+    report.excess_privileges = excess;
     if !plan.target_drift.is_empty() {
         // Read around, the target is still audited; but a retyped column is compared
         // through a cast (one the retail side may define), which can drop what it holds:
@@ -180,24 +183,23 @@ async fn provenance(
         let endpoint = endpoint.clone();
         async move {
             let client = endpoint.connect().await?;
-            let row = client
-                .query_one(
+            // Both at once (the driver pipelines them); the cluster's system identifier
+            // where the role may read it.
+            let (row, system) = futures_util::future::join(
+                client.query_typed_one(
                     "SELECT pg_catalog.current_setting('server_version'), pg_catalog.current_database()::pg_catalog.text, \
                             CURRENT_USER::pg_catalog.text, \
                             pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
                     &[],
-                )
-                .await
-                .map_err(Error::db("reading the server's identity"))?;
-            // The cluster's system identifier, where the role may read it.
-            let system: Option<String> = client
-                .query_one(
+                ),
+                client.query_typed_one(
                     "SELECT system_identifier::pg_catalog.text FROM pg_catalog.pg_control_system()",
                     &[],
-                )
-                .await
-                .ok()
-                .map(|r| r.get(0));
+                ),
+            )
+            .await;
+            let row = row.map_err(Error::db("reading the server's identity"))?;
+            let system: Option<String> = system.ok().map(|r| r.get(0));
             Ok::<_, Error>((
                 serde_json::json!({
                     "system_identifier": system,

@@ -33,7 +33,7 @@ const LISTED: usize = 200;
 pub async fn audit(client: &Client, plan: &Plan) -> Result<Vec<ExcessPrivilege>, Error> {
     let context = "auditing the source role's privileges";
     let superuser: Option<String> = client
-        .query_opt(
+        .query_typed_opt(
             "SELECT r.rolname::pg_catalog.text FROM pg_catalog.pg_roles r \
              WHERE r.rolsuper AND pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'MEMBER') LIMIT 1",
             &[],
