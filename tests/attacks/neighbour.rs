@@ -231,7 +231,8 @@ fn a_run_that_lost_its_writer_lock_commits_no_further_batch() {
     db.wait_for_batches(&mut child, 2);
     db.target_sql(
         "SELECT pg_terminate_backend(pid) FROM pg_locks \
-         WHERE locktype = 'advisory' AND classid = 21320 AND objid = 1 AND granted",
+         WHERE locktype = 'advisory' AND classid = 21320 AND objid = 1 AND granted \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     );
     let at_kill = db.written_batches();
     let status = child.wait().unwrap();
