@@ -25,11 +25,23 @@
 //! arithmetic, a source view (a join's rows change when another table does) or `--full`
 //! make sync read the whole table instead, and say why.
 
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::plan::TablePlan;
 use crate::target::state::StoredBatch;
+
+/// The cluster, the database and the server's start: a restore from a backup or a
+/// storage snapshot (which needs a restart), a failover (a new timeline) or a database
+/// recreated from a copy all bring back transaction ids an older horizon already counted
+/// as seen, so they are part of every table's basis.
+const CLUSTER_IDENTITY: &str =
+    "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::pg_catalog.text, \
+            (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::pg_catalog.text, \
+            (SELECT d.oid FROM pg_catalog.pg_database d \
+             WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())::pg_catalog.text, \
+            pg_catalog.pg_postmaster_start_time()::pg_catalog.text";
 
 /// How far (in transactions) a horizon may lag the snapshot for a sync by changes: far
 /// inside 2^31, beyond which `age()`'s 32-bit arithmetic stops being exact, leaving room
@@ -77,32 +89,33 @@ pub async fn basis(
     own_retailer: &str,
 ) -> Result<String, Error> {
     let context = || format!("reading the definition of {}", table.source);
-    let mut lines: Vec<String> = client
-        .query(
-            include_str!("fingerprint.sql"),
-            &[&table.source.schema, &table.source.name],
-        )
-        .await
-        .map_err(Error::db(&context))?
+    // The definition and the cluster's identity together (the driver pipelines them).
+    let (lines, cluster) = futures_util::future::try_join(
+        async {
+            client
+                .query_typed(
+                    include_str!("fingerprint.sql"),
+                    &[
+                        (&table.source.schema, Type::NAME),
+                        (&table.source.name, Type::NAME),
+                    ],
+                )
+                .await
+                .map_err(Error::db(&context))
+        },
+        async {
+            client
+                .query_typed_one(CLUSTER_IDENTITY, &[])
+                .await
+                .map_err(Error::db(&context))
+        },
+    )
+    .await?;
+    let mut lines: Vec<String> = lines
         .iter()
         .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
         .collect();
     lines.sort();
-    // The cluster, the database and the server's start: a restore from a backup or a
-    // storage snapshot (which needs a restart), a failover (a new timeline) or a
-    // database recreated from a copy all bring back transaction ids an older horizon
-    // already counted as seen.
-    let cluster = client
-        .query_one(
-            "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::pg_catalog.text, \
-                    (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())::pg_catalog.text, \
-                    (SELECT d.oid FROM pg_catalog.pg_database d \
-                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())::pg_catalog.text, \
-                    pg_catalog.pg_postmaster_start_time()::pg_catalog.text",
-            &[],
-        )
-        .await
-        .map_err(Error::db(&context))?;
     let mut hasher = blake3::Hasher::new_derive_key("shadan 2026-12 change basis v1");
     let mut parts = vec![table.projection_digest(own_retailer)];
     parts.extend((0..4).map(|i| cluster.get::<_, Option<String>>(i).unwrap_or_default()));
@@ -129,7 +142,7 @@ pub async fn change_column(
         crate::plan::SourceAccess::Views => (table.source_relation(), CHANGE_COLUMN),
     };
     let readable: Option<bool> = client
-        .query_opt(
+        .query_typed_opt(
             "SELECT pg_catalog.has_column_privilege(c.oid, $2::pg_catalog.text, 'SELECT') \
                 AND ($2::pg_catalog.text OPERATOR(pg_catalog.=) 'xmin' OR EXISTS ( \
                     SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid \
@@ -137,7 +150,11 @@ pub async fn change_column(
                     AND a.atttypid OPERATOR(pg_catalog.=) 'pg_catalog.xid'::pg_catalog.regtype)) \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
              WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $3",
-            &[&relation.schema, &column, &relation.name],
+            &[
+                (&relation.schema, Type::NAME),
+                (&column, Type::TEXT),
+                (&relation.name, Type::NAME),
+            ],
         )
         .await
         .map_err(Error::db(format!("checking whether the role may read the row xmin of {relation}")))?

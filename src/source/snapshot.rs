@@ -70,20 +70,27 @@ impl Snapshot {
             },
             futures_util::future::try_join_all(holds)
         )?;
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(Error::db("starting the snapshot transaction"))?;
-        let row = client
-            .query_one(
-                "SELECT pg_catalog.pg_export_snapshot(), pg_catalog.pg_current_snapshot()::pg_catalog.text, \
-                 pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                 pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::pg_catalog.text::pg_catalog.int8, \
-                 pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text::pg_catalog.int8",
-                &[],
-            )
-            .await
-            .map_err(Error::db("exporting the snapshot"))?;
+        // Sent together: the transaction starts, then exports its snapshot.
+        let (_, row) = tokio::try_join!(
+            async {
+                client
+                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+                    .map_err(Error::db("starting the snapshot transaction"))
+            },
+            async {
+                client
+                    .query_typed_one(
+                        "SELECT pg_catalog.pg_export_snapshot(), pg_catalog.pg_current_snapshot()::pg_catalog.text, \
+                         pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                         pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::pg_catalog.text::pg_catalog.int8, \
+                         pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::pg_catalog.text::pg_catalog.int8",
+                        &[],
+                    )
+                    .await
+                    .map_err(Error::db("exporting the snapshot"))
+            }
+        )?;
         Ok(Self {
             control: client,
             _guard: guard,
@@ -163,32 +170,33 @@ impl Session {
 }
 
 /// Binds settings on any session (the target uses this for key bounds too), all in one
-/// statement: one round trip however many there are.
+/// typed statement: one round trip however many there are.
 pub async fn bind(client: &Client, settings: &[SessionSetting]) -> Result<(), Error> {
+    use tokio_postgres::types::Type;
     if settings.is_empty() {
         return Ok(());
     }
     let mut calls = Vec::with_capacity(settings.len());
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+    let mut params: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = Vec::new();
     for s in settings {
         let (name, value) = (params.len() + 1, params.len() + 2);
-        params.push(&s.name);
+        params.push((&s.name, Type::TEXT));
         match &s.value {
             SettingValue::Text(v) => {
                 calls.push(format!("pg_catalog.set_config(${name}, ${value}, false)"));
-                params.push(v);
+                params.push((v, Type::TEXT));
             }
             SettingValue::List(values) => {
                 calls.push(format!(
                     "pg_catalog.set_config(${name}, ${value}::pg_catalog.text[]::pg_catalog.text, false)"
                 ));
-                params.push(values);
+                params.push((values, Type::TEXT_ARRAY));
             }
         }
     }
     let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
     client
-        .execute(&format!("SELECT {}", calls.join(", ")), &params)
+        .execute_typed(&format!("SELECT {}", calls.join(", ")), &params)
         .await
         .map_err(Error::db(format!(
             "binding the session settings {}",

@@ -129,10 +129,14 @@ pub async fn run(
 pub(crate) async fn require_finished_cutover(client: &Client, plan: &Plan) -> Result<(), Error> {
     // Only this mapping's tables: another mapping's unfinished cutover is not ours.
     let targets: Vec<String> = plan.tables.iter().map(|t| t.target.to_string()).collect();
-    let mut unfinished: Vec<String> = indexes::unfinished(client)
-        .await?
+    let (indexes, foreign_keys) = futures_util::future::try_join(
+        indexes::unfinished(client),
+        crate::target::foreign_keys::unfinished(client),
+    )
+    .await?;
+    let mut unfinished: Vec<String> = indexes
         .into_iter()
-        .chain(crate::target::foreign_keys::unfinished(client).await?)
+        .chain(foreign_keys)
         .filter(|t| targets.contains(t))
         .collect();
     unfinished.dedup();

@@ -99,7 +99,7 @@ pub async fn restore_all(client: &Client) -> Result<usize, Error> {
 /// Target tables whose foreign keys a cutover has set aside and not yet put back.
 pub async fn unfinished(client: &Client) -> Result<Vec<String>, Error> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT DISTINCT target_table FROM shadan.deferred_foreign_keys ORDER BY 1",
             &[],
         )

@@ -157,7 +157,7 @@ pub async fn restore(client: &Client, table: &QualifiedName) -> Result<usize, Er
 /// Target tables whose cutover has not finished building their indexes.
 pub async fn unfinished(client: &Client) -> Result<Vec<String>, Error> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT DISTINCT target_table FROM shadan.deferred_indexes ORDER BY 1",
             &[],
         )

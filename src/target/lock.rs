@@ -20,9 +20,12 @@ impl TargetLock {
     pub async fn acquire(endpoint: &Endpoint, command: &str) -> Result<Self, Error> {
         let client = endpoint.connect().await?;
         let got: bool = client
-            .query_one(
+            .query_typed_one(
                 "SELECT pg_catalog.pg_try_advisory_lock($1, $2)",
-                &[&LOCK_KEY.0, &LOCK_KEY.1],
+                &[
+                    (&LOCK_KEY.0, tokio_postgres::types::Type::INT4),
+                    (&LOCK_KEY.1, tokio_postgres::types::Type::INT4),
+                ],
             )
             .await
             .map_err(Error::db("taking the target's writer lock"))?
@@ -35,7 +38,9 @@ impl TargetLock {
                 "SELECT a.pid, coalesce(a.client_addr::text, 'local'), \
                         to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
                  FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
-                 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int::oid AND l.objid = $2::int::oid",
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int::oid AND l.objid = $2::int::oid \
+                   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d \
+                                     WHERE d.datname = pg_catalog.current_database())",
                 &[&LOCK_KEY.0, &LOCK_KEY.1],
             )
             .await

@@ -393,15 +393,15 @@ pub async fn start_run(
     snapshot: &str,
 ) -> Result<i64, Error> {
     client
-        .query_one(
+        .query_typed_one(
             "INSERT INTO shadan.runs (command, mapping_name, mapping_blake3, tool_version, source_snapshot, lock_pid) \
              VALUES ($1, $2, $3, $4, $5, pg_catalog.pg_backend_pid()) RETURNING run_id",
             &[
-                &command,
-                &plan.mapping_name,
-                &plan.mapping_digest,
-                &env!("CARGO_PKG_VERSION"),
-                &snapshot,
+                (&command, Type::TEXT),
+                (&plan.mapping_name, Type::TEXT),
+                (&plan.mapping_digest, Type::TEXT),
+                (&env!("CARGO_PKG_VERSION"), Type::TEXT),
+                (&snapshot, Type::TEXT),
             ],
         )
         .await
@@ -488,9 +488,10 @@ impl PrintsReader {
     ) -> Result<Self, Error> {
         let name = target.to_string();
         let nos = batch_nos.to_vec();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&name, &nos];
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] =
+            [(&name, Type::TEXT), (&nos, Type::INT4_ARRAY)];
         let rows = client
-            .query_raw(
+            .query_typed_raw(
                 "SELECT batch_no, prints FROM shadan.batches \
                  WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) ANY ($2) \
                  ORDER BY pg_catalog.array_position($2, batch_no)",
@@ -619,14 +620,20 @@ pub async fn confirm_batches(
         return Ok(());
     }
     client
-        .execute(
+        .execute_typed(
             &format!(
                 "UPDATE shadan.batches SET horizon = $3, basis = $4 \
                  WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) ANY ($2) \
                    AND rows IS NOT NULL AND {}",
                 LOCK_STILL_HELD
             ),
-            &[&target.to_string(), &batch_nos, &stamp.horizon, &stamp.basis, &stamp.run_id],
+            &[
+                (&target.to_string(), Type::TEXT),
+                (&batch_nos, Type::INT4_ARRAY),
+                (&stamp.horizon, Type::INT8),
+                (&stamp.basis, Type::TEXT),
+                (&stamp.run_id, Type::INT8),
+            ],
         )
         .await
         .map_err(Error::db(format!("recording the horizon of {target}")))?;
