@@ -263,14 +263,7 @@ async fn copy_all(
                 let (batches, total) = laid_out.remove(&w.table.index).ok_or_else(|| {
                     Error::Runtime(format!("no batch layout for {}", w.table.target))
                 })?;
-                let (projection, key_order) = (
-                    w.table.projection_digest(&plan.own_retailer),
-                    w.table.key_order(),
-                );
-                let cut = state::LayoutCut {
-                    projection: &projection,
-                    key_order: &key_order,
-                };
+                let cut = state::LayoutCut::of(w.table, &plan.own_retailer);
                 state::save_layout(
                     lock.client(),
                     &w.table.target,

@@ -451,11 +451,7 @@ async fn write_changed(
     rows: SourceRows,
     stamp: Stamp<'_>,
 ) -> Result<Written, Error> {
-    let checkpoint = Checkpoint {
-        digest: *digest,
-        prints,
-    };
-    let rows = rows.filtered(|hash| !checkpoint.prints.contains(hash));
+    let rows = rows.filtered(|hash| !prints.contains(hash));
     if rows.is_empty() {
         // Every row is in the target as projected: nothing is sent to the target, not
         // even a question, so the retail side cannot tell this batch from one nobody
@@ -469,12 +465,12 @@ async fn write_changed(
         .await
         .map_err(Error::db(&context))?;
     let (held, old) = apply::read_keyed(target, table, batch, &rows).await?;
-    let mut next = checkpoint.clone();
+    let mut next = Checkpoint {
+        digest: *digest,
+        prints: prints.replaced(held.values().map(|(hash, _)| hash), rows.hashes()),
+    };
     next.digest.remove(&old);
     next.digest.merge(&rows.digest);
-    next.prints = next
-        .prints
-        .replaced(held.values().map(|(hash, _)| hash), rows.hashes());
     match apply::write(target, table, batch, &rows, held, &next, stamp, false).await {
         Ok((written, _)) => {
             *digest = next.digest;

@@ -243,14 +243,7 @@ async fn sync_all(
         } else if stored.is_empty() {
             let (batches, total) =
                 batch::layout(layout_session.client(), table, opts.batch_rows, None).await?;
-            let (projection, key_order) = (
-                table.projection_digest(&plan.own_retailer),
-                table.key_order(),
-            );
-            let cut = state::LayoutCut {
-                projection: &projection,
-                key_order: &key_order,
-            };
+            let cut = state::LayoutCut::of(table, &plan.own_retailer);
             state::save_layout(lock.client(), &table.target, &batches, stamps.run_id, &cut).await?;
             queue.extend(batches.into_iter().map(|b| Item::Batch(b, None, false)));
             shown.push((table.target.to_string(), total, 0));
@@ -636,14 +629,7 @@ async fn split_grown(
             .await
             .map_err(Error::db("splitting a batch"))?;
         state::narrow_batch(lock.client(), &table.target, &parts[0]).await?;
-        let (projection, key_order) = (
-            table.projection_digest(&plan.own_retailer),
-            table.key_order(),
-        );
-        let cut = state::LayoutCut {
-            projection: &projection,
-            key_order: &key_order,
-        };
+        let cut = state::LayoutCut::of(table, &plan.own_retailer);
         state::add_batches(
             lock.client(),
             &table.target,

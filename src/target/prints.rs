@@ -14,8 +14,6 @@
 //! 50,000 rows a batch that is about 3·10^-15 per changed row; `verify`, which compares
 //! every row under a fresh random key, is the check that does not rely on it.
 
-use crate::digest::row_hash;
-
 /// The prints of one batch's rows, sorted (a multiset: prints may collide).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowPrints(Vec<u64>);
@@ -35,25 +33,9 @@ impl RowPrints {
         Self(prints)
     }
 
-    /// The prints of rows given as binary tuples.
-    pub fn of_tuples<'a>(tuples: impl IntoIterator<Item = &'a [u8]>) -> Self {
-        let hashes: Vec<[u8; 32]> = tuples.into_iter().map(row_hash).collect();
-        Self::of_hashes(&hashes)
-    }
-
     /// Whether a row with this row hash is among them.
     pub fn contains(&self, hash: &[u8; 32]) -> bool {
         self.0.binary_search(&print(hash)).is_ok()
-    }
-
-    /// Rows counted.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether no row is counted.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// The prints once the rows `removed` have left and `added` have come (each by row
@@ -102,6 +84,7 @@ impl RowPrints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::row_hash;
 
     fn h(n: u8) -> [u8; 32] {
         row_hash(&[n])
@@ -111,7 +94,7 @@ mod tests {
     fn replacing_rows_keeps_the_set_exact_and_round_trips_through_storage() {
         let all = [h(1), h(2), h(3), h(3)];
         let prints = RowPrints::of_hashes(&all);
-        assert_eq!(prints.len(), 4);
+        assert_eq!(prints.to_bytes().len(), 4 * 8);
         assert!(prints.contains(&h(2)) && !prints.contains(&h(4)));
         let next = prints.replaced(&[h(3), h(2), h(9)], &[h(4)]);
         assert_eq!(next, RowPrints::of_hashes(&[h(1), h(3), h(4)]));
@@ -120,9 +103,5 @@ mod tests {
         unordered.rotate_left(8);
         assert_eq!(RowPrints::from_bytes(&unordered), None);
         assert_eq!(RowPrints::from_bytes(&[0; 7]), None);
-        assert_eq!(
-            RowPrints::of_tuples([&[1u8][..]]),
-            RowPrints::of_hashes(&[h(1)])
-        );
     }
 }

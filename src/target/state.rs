@@ -275,7 +275,7 @@ pub async fn save_layout(
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
-    cut: &LayoutCut<'_>,
+    cut: &LayoutCut,
 ) -> Result<(), Error> {
     let context = || format!("saving the batch layout of {target}");
     client
@@ -295,12 +295,22 @@ pub async fn save_layout(
 }
 
 /// What a layout was cut for: the projection's digest and the key order of its bounds.
-#[derive(Debug, Clone, Copy)]
-pub struct LayoutCut<'a> {
+#[derive(Debug, Clone)]
+pub struct LayoutCut {
     /// blake3 of the projection ([`crate::plan::TablePlan::projection_digest`]).
-    pub projection: &'a str,
+    pub projection: String,
     /// The key order ([`crate::plan::TablePlan::key_order`]).
-    pub key_order: &'a str,
+    pub key_order: String,
+}
+
+impl LayoutCut {
+    /// What `table`'s layout is cut for now, under `own_retailer`.
+    pub fn of(table: &crate::plan::TablePlan, own_retailer: &str) -> Self {
+        Self {
+            projection: table.projection_digest(own_retailer),
+            key_order: table.key_order(),
+        }
+    }
 }
 
 async fn write_layout(
@@ -308,7 +318,7 @@ async fn write_layout(
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
-    cut: &LayoutCut<'_>,
+    cut: &LayoutCut,
 ) -> Result<(), Error> {
     let name = target.to_string();
     let context = || format!("saving the batch layout of {target}");
@@ -573,7 +583,7 @@ pub async fn add_batches(
     target: &QualifiedName,
     batches: &[Batch],
     run_id: i64,
-    cut: &LayoutCut<'_>,
+    cut: &LayoutCut,
 ) -> Result<(), Error> {
     for b in batches {
         client
