@@ -39,8 +39,8 @@ impl TargetLock {
                         to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
                  FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
                  WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int::oid AND l.objid = $2::int::oid \
-                   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d \
-                                     WHERE d.datname = pg_catalog.current_database())",
+                   AND l.database OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d \
+                                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())",
                 &[&LOCK_KEY.0, &LOCK_KEY.1],
             )
             .await

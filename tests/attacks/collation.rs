@@ -81,19 +81,25 @@ fn split_and_sync(db: &TestDb, target_key_collation: &str, source_icu: bool) {
     night_and_relayout(db, &path);
 }
 
+/// The source table of `rows` generated keys (fewer where they repeat), a third of them
+/// another retailer's.
+fn source_accounts(db: &TestDb, rows: u32) {
+    db.source_sql(&format!(
+        "CREATE SCHEMA s; CREATE TABLE s.acct (k text, sub char(2), owner_code text NOT NULL, v text, \
+             PRIMARY KEY (k, sub)); \
+         INSERT INTO s.acct SELECT {KEY}, (ARRAY['a ','B ','aa'])[g % 3 + 1], \
+             CASE WHEN g % 3 = 0 THEN 'R0002' ELSE 'R0001' END, 'v' || g \
+         FROM generate_series(1, {rows}) g ON CONFLICT DO NOTHING"
+    ));
+}
+
 /// Creates the tables, checks what `plan` and `grants` say, and runs the cutover.
 fn create_and_cutover(
     db: &TestDb,
     target_key_collation: &str,
     source_icu: bool,
 ) -> std::path::PathBuf {
-    db.source_sql(&format!(
-        "CREATE SCHEMA s; CREATE TABLE s.acct (k text, sub char(2), owner_code text NOT NULL, v text, \
-             PRIMARY KEY (k, sub)); \
-         INSERT INTO s.acct SELECT {KEY}, (ARRAY['a ','B ','aa'])[g % 3 + 1], \
-             CASE WHEN g % 3 = 0 THEN 'R0002' ELSE 'R0001' END, 'v' || g \
-         FROM generate_series(1, 20000) g ON CONFLICT DO NOTHING"
-    ));
+    source_accounts(db, 20000);
     db.target_sql(&format!(
         "CREATE SCHEMA r; CREATE TABLE r.acct (k text {target_key_collation}, sub char(2), v text, PRIMARY KEY (k, sub))"
     ));
@@ -231,13 +237,7 @@ fn bounds_cut_in_a_shared_locale_are_never_used_once_the_keys_order_by_bytes() {
              $$BEGIN IF NEW.k LIKE 'Z%' THEN RAISE EXCEPTION 'not yet'; END IF; RETURN NEW; END$$; \
          CREATE TRIGGER not_yet BEFORE INSERT ON r.acct FOR EACH ROW EXECUTE FUNCTION r.not_yet()",
     );
-    db.source_sql(&format!(
-        "CREATE SCHEMA s; CREATE TABLE s.acct (k text, sub char(2), owner_code text NOT NULL, v text, \
-             PRIMARY KEY (k, sub)); \
-         INSERT INTO s.acct SELECT {KEY}, (ARRAY['a ','B ','aa'])[g % 3 + 1], \
-             CASE WHEN g % 3 = 0 THEN 'R0002' ELSE 'R0001' END, 'v' || g \
-         FROM generate_series(1, 6000) g ON CONFLICT DO NOTHING"
-    ));
+    source_accounts(&db, 6000);
     let path = write_mapping(&db, MAPPING);
     let cutover = [
         "cutover",
