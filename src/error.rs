@@ -74,6 +74,20 @@ impl Error {
         }
     }
 
+    /// Whether the server refused a write for an integrity constraint (SQLSTATE class 23:
+    /// unique, exclusion, foreign key, check, not null).
+    pub fn is_constraint(&self) -> bool {
+        self.sqlstate().is_some_and(|c| c.starts_with("23"))
+    }
+
+    /// The SQLSTATE the server sent, when this is a server's error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Database { cause, .. } => cause.code.as_deref(),
+            _ => None,
+        }
+    }
+
     /// [`Error::code`] as a process exit code.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.code())

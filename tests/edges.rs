@@ -139,6 +139,7 @@ fn a_trigger_that_skips_rows_fails_the_batch_instead_of_a_false_checkpoint() {
 
 #[test]
 fn target_constraints_sync_cannot_keep_are_refused_and_deferrable_ones_are_kept() {
+    // (Immediate unique and exclusion constraints besides the key: tests/unique.rs.)
     for (ddl, says) in [
         (
             "CREATE TABLE r.t (id int PRIMARY KEY, code text NOT NULL, v text, n int GENERATED ALWAYS AS IDENTITY)",
@@ -147,20 +148,6 @@ fn target_constraints_sync_cannot_keep_are_refused_and_deferrable_ones_are_kept(
         (
             "CREATE TABLE r.t (id int, code text NOT NULL, v text, PRIMARY KEY (id) DEFERRABLE)",
             "DEFERRABLE",
-        ),
-        (
-            "CREATE TABLE r.t (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text)",
-            "another unique index or exclusion constraint (code)",
-        ),
-        (
-            "CREATE TABLE r.t (id int PRIMARY KEY, code text NOT NULL, v text, EXCLUDE USING btree (code WITH =))",
-            "exclusion constraint (code)",
-        ),
-        (
-            "CREATE TABLE r.t (id int NOT NULL, code text NOT NULL, v text); \
-             CREATE COLLATION IF NOT EXISTS public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false); \
-             CREATE UNIQUE INDEX t_code_ci ON r.t (code COLLATE public.ci); CREATE UNIQUE INDEX t_id ON r.t (id)",
-            "another unique index or exclusion constraint (code)",
         ),
     ] {
         let db = pair(ddl, 10);

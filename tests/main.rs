@@ -23,5 +23,6 @@ mod repair;
 mod retry;
 mod scale;
 mod sync;
+mod unique;
 mod verify;
 mod views;

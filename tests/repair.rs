@@ -106,7 +106,7 @@ fn killed_while_the_parents_deletes_wait(scope: &str) {
     wait_until(30, "the sync's deletes never waited on the lock", || {
         db.target_sql(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock' \
-             AND query LIKE 'DELETE%'",
+             AND query LIKE 'WITH gone AS (DELETE%'",
             db.name
         )) == "1"
     });

@@ -1,6 +1,7 @@
 -- Foreign keys between user tables: the referencing (child) table, the referenced
--- (parent) table, the constraint's name, its definition and its ON DELETE / ON UPDATE
--- actions (`a` no action, `r` restrict, `c` cascade, `n` set null, `d` set default).
+-- (parent) table, the constraint's name, its definition, its ON DELETE / ON UPDATE
+-- actions (`a` no action, `r` restrict, `c` cascade, `n` set null, `d` set default), and
+-- the referenced and referencing columns, in the constraint's order.
 -- Clones for partitions are left out.
 SELECT cn.nspname::text, c.relname::text, pn.nspname::text, p.relname::text,
        k.conname::text, pg_catalog.pg_get_constraintdef(k.oid),
@@ -9,7 +10,12 @@ SELECT cn.nspname::text, c.relname::text, pn.nspname::text, p.relname::text,
              FROM pg_catalog.unnest(k.confkey) WITH ORDINALITY x(attnum, ord)
              JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) k.confrelid
                   AND a.attnum OPERATOR(pg_catalog.=) x.attnum
-             ORDER BY x.ord) AS parent_columns
+             ORDER BY x.ord) AS parent_columns,
+       ARRAY(SELECT a.attname::text
+             FROM pg_catalog.unnest(k.conkey) WITH ORDINALITY x(attnum, ord)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) k.conrelid
+                  AND a.attnum OPERATOR(pg_catalog.=) x.attnum
+             ORDER BY x.ord) AS columns
 FROM pg_catalog.pg_constraint k
 JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) k.conrelid
 JOIN pg_catalog.pg_namespace cn ON cn.oid OPERATOR(pg_catalog.=) c.relnamespace

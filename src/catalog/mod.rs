@@ -55,6 +55,10 @@ pub struct TableInfo {
     pub write_hooks: Vec<String>,
     /// Its foreign keys (this table referencing another).
     pub foreign_keys: Vec<ForeignKey>,
+    /// Whether every foreign key that references this table, from any table, is NO ACTION
+    /// on delete and on update: then a row deleted and inserted again within one statement
+    /// is, to them, a row updated.
+    pub replaceable: bool,
     /// For a view of the export schema: the relations it reads.
     pub view_reads: Vec<QualifiedName>,
 }
@@ -70,6 +74,8 @@ pub struct ForeignKey {
     pub definition: String,
     /// The parent's columns it references, in order.
     pub parent_columns: Vec<String>,
+    /// Its own columns, in the same order.
+    pub columns: Vec<String>,
     /// Whether it acts on its own when a parent row is deleted or its key updated
     /// (CASCADE, SET NULL, SET DEFAULT): then it changes rows sync does not write.
     pub acts: bool,
@@ -216,6 +222,7 @@ impl Catalog {
                 view_reads: Vec::new(),
                 write_hooks: Vec::new(),
                 foreign_keys: Vec::new(),
+                replaceable: true,
             });
             let type_kind: String = row.get(8);
             let type_category: String = row.get(9);
@@ -304,16 +311,25 @@ impl Catalog {
         }
         for row in fks {
             let child = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            let actions = [row.get::<_, String>(6), row.get::<_, String>(7)];
+            let fk = ForeignKey {
+                parent: QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3)),
+                name: row.get(4),
+                definition: row.get(5),
+                acts: actions
+                    .iter()
+                    .any(|a| matches!(a.as_str(), "c" | "n" | "d")),
+                parent_columns: row.get(8),
+                columns: row.get(9),
+            };
+            // NO ACTION is checked once a statement is done: a parent row deleted and
+            // inserted again within one keeps it. (The referencing table need not be
+            // one the role can see.)
+            if let Some(parent) = tables.get_mut(&fk.parent) {
+                parent.replaceable &= actions.iter().all(|a| a == "a");
+            }
             if let Some(table) = tables.get_mut(&child) {
-                table.foreign_keys.push(ForeignKey {
-                    parent: QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3)),
-                    name: row.get(4),
-                    definition: row.get(5),
-                    acts: [row.get::<_, String>(6), row.get::<_, String>(7)]
-                        .iter()
-                        .any(|a| matches!(a.as_str(), "c" | "n" | "d")),
-                    parent_columns: row.get(8),
-                });
+                table.foreign_keys.push(fk);
             }
         }
         Ok(Self {

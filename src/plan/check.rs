@@ -342,7 +342,8 @@ impl<'a> TableCheck<'a> {
         }
 
         // Key: public, unique on both sides; ordered like the unique index.
-        let key_len = self.check_key(&label, &target_label, src, tgt, &classes, &mut columns);
+        let (key_len, held_apart) =
+            self.check_key(&label, &target_label, src, tgt, &classes, &mut columns);
 
         // Remaining columns in target column order.
         let key_cols: Vec<PlannedColumn> = columns.drain(..key_len).collect();
@@ -364,8 +365,10 @@ impl<'a> TableCheck<'a> {
                 access: self.source_access,
                 target_search: tgt.columns.iter().filter_map(SearchColumn::of).collect(),
                 target_write_hooks: tgt.write_hooks.clone(),
+                replace_rows: held_apart && tgt.replaceable,
                 target_parents: Vec::new(),
                 has_children: false,
+                target_children: Vec::new(),
                 level: 0,
                 source_columns: src
                     .columns
@@ -458,7 +461,9 @@ impl<'a> TableCheck<'a> {
     }
 
     /// Checks the key and moves the key columns to the front of `columns`, in the order of
-    /// the source unique index. Returns the key length.
+    /// the source unique index. Returns the key length, and whether the target has another
+    /// unique index or exclusion constraint, checked row by row, that values may move
+    /// through (see [`super::TablePlan::replace_rows`]).
     fn check_key(
         &mut self,
         label: &str,
@@ -467,7 +472,7 @@ impl<'a> TableCheck<'a> {
         tgt: &TableInfo,
         classes: &BTreeMap<&str, ClassEntry>,
         columns: &mut Vec<PlannedColumn>,
-    ) -> usize {
+    ) -> (usize, bool) {
         let m = self.mapped;
         if m.key.is_empty() {
             self.problems.push(Problem::table(
@@ -475,7 +480,7 @@ impl<'a> TableCheck<'a> {
                 Some(label),
                 "`key` is empty; list the primary key columns",
             ));
-            return 0;
+            return (0, false);
         }
         let mut ok = true;
         for k in &m.key {
@@ -504,7 +509,7 @@ impl<'a> TableCheck<'a> {
             }
         }
         if !ok {
-            return 0;
+            return (0, false);
         }
         let key_set: BTreeSet<&str> = m.key.iter().map(|k| k.value.as_str()).collect();
         // A view has no index: the mapping names its key, in that order, and every read
@@ -544,14 +549,14 @@ impl<'a> TableCheck<'a> {
             };
             self.problems
                 .push(Problem::table(m.key[0].line, Some(label), why));
-            return 0;
+            return (0, false);
         };
         let ordered: Vec<PlannedColumn> = key_columns
             .iter()
             .filter_map(|name| columns.iter().find(|c| &c.source == name).cloned())
             .collect();
         if ordered.len() != key_columns.len() {
-            return 0; // a key column failed an earlier check, already reported
+            return (0, false); // a key column failed an earlier check, already reported
         }
         for key_col in &ordered {
             let sides = [
@@ -600,39 +605,28 @@ impl<'a> TableCheck<'a> {
                 ),
             ));
         }
-        // Any other unique index checked row by row can refuse a batch that is valid as a
-        // whole (a value moving from one row to another): sync defers what it can, so
-        // only DEFERRABLE constraints are kept. One that contains the key cannot conflict.
-        for other in tgt
+        // Another unique index or exclusion constraint checked row by row would refuse a
+        // value moving between rows (a swap, or a value freed and taken within a night)
+        // if rows were updated one by one: sync then replaces the changed rows within one
+        // statement, deleting and inserting them. One that contains the key cannot
+        // conflict. (A case-insensitive one on the key would even serve ON CONFLICT and
+        // merge two source rows; an exclusion constraint's operators are not known here.)
+        let held_apart = tgt
             .unique_keys
             .iter()
             .filter(|u| !key_index(u) && u.immediate)
-        {
-            // (A case-insensitive one on the key would even serve ON CONFLICT and merge
-            // two source rows; an exclusion constraint's operators are not known here.)
-            let covers_key = other.plain
-                && other.exact
-                && !other.exclusion
-                && target_set
-                    .iter()
-                    .all(|k| other.columns.iter().any(|c| c == k));
-            if !covers_key {
-                self.target_problem(Problem::table(
-                    m.key[0].line,
-                    Some(target_label),
-                    format!(
-                        "the target table has another unique index or exclusion constraint ({}) checked row by row: \
-                         sync cannot keep it when a value moves between rows within a night; make it a DEFERRABLE \
-                         constraint (sync checks those at commit) or drop it",
-                        other.columns.iter().map(|c| if c.is_empty() { "<expression>" } else { c.as_str() }).collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-        }
+            .any(|other| {
+                !(other.plain
+                    && other.exact
+                    && !other.exclusion
+                    && target_set
+                        .iter()
+                        .all(|k| other.columns.iter().any(|c| c == k)))
+            });
         columns.retain(|c| !key_columns.contains(&c.source));
         let len = ordered.len();
         columns.splice(0..0, ordered);
-        len
+        (len, held_apart)
     }
 }
 

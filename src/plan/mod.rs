@@ -113,6 +113,15 @@ pub struct UnexpectedColumn {
     pub column: String,
 }
 
+/// A foreign key of a mapped table's target that references another mapped table's.
+#[derive(Debug, Clone)]
+pub struct ChildReference {
+    /// The referencing table.
+    pub child: QualifiedName,
+    /// (its column, the referenced column), in the constraint's order.
+    pub pairs: Vec<(String, String)>,
+}
+
 /// One mapped table, checked.
 #[derive(Debug, Clone)]
 pub struct TablePlan {
@@ -149,12 +158,20 @@ pub struct TablePlan {
     pub target_parents: Vec<usize>,
     /// Whether another mapped table's target references this one.
     pub has_children: bool,
+    /// The foreign keys of other mapped tables' targets that reference this one.
+    pub target_children: Vec<ChildReference>,
     /// Write order: every parent's level is lower than its children's.
     pub level: usize,
     /// The target's enabled user triggers and non-SELECT rules: when there are any, sync
     /// re-reads each batch it wrote and commits only if the target holds exactly the
     /// source's rows (a trigger can rewrite or remove a row and still count as written).
     pub target_write_hooks: Vec<String>,
+    /// Whether sync replaces the target rows it changes (deletes them and inserts them
+    /// again, within the statement that writes the batch) rather than updating them: the
+    /// target has a unique index or exclusion constraint besides the key, checked row by
+    /// row, through which values may move between rows, and every foreign key that
+    /// references the table is NO ACTION, so no other row notices.
+    pub replace_rows: bool,
     /// Every column of the source table (name, type) as the plan was checked against: a
     /// run compares it with the catalog once it holds the table against DDL.
     pub source_columns: Vec<(String, String)>,

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use super::{Problem, Scope, TablePlan};
+use super::{ChildReference, Problem, Scope, TablePlan};
 use crate::catalog::Catalog;
 use crate::mapping::name::QualifiedName;
 
-/// Fills `target_parents`, `has_children` and `level` of every table; records a problem
+/// Fills `target_parents`, `target_children`, `has_children` and `level` of every table; records a problem
 /// for a cycle (a table referencing itself included) and for a parent that keeps fewer
 /// rows than its child.
 pub(super) fn order(tables: &mut [TablePlan], target: &Catalog, problems: &mut Vec<Problem>) {
@@ -19,6 +19,7 @@ pub(super) fn order(tables: &mut [TablePlan], target: &Catalog, problems: &mut V
         .map(|(i, t)| (&t.target, i))
         .collect();
     let mut parents: Vec<Vec<usize>> = vec![Vec::new(); tables.len()];
+    let mut children: Vec<Vec<ChildReference>> = vec![Vec::new(); tables.len()];
     for (i, t) in tables.iter().enumerate() {
         for fk in target
             .table(&t.target)
@@ -60,6 +61,15 @@ pub(super) fn order(tables: &mut [TablePlan], target: &Catalog, problems: &mut V
             if !parents[i].contains(&p) {
                 parents[i].push(p);
             }
+            children[p].push(ChildReference {
+                child: tables[i].target.clone(),
+                pairs: fk
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(fk.parent_columns.iter().cloned())
+                    .collect(),
+            });
             let (child, parent) = (&tables[i], &tables[p]);
             if child.scope == Scope::All && (parent.scope == Scope::Own || !parent.only.is_empty())
                 || child.only.is_empty() && !parent.only.is_empty()
@@ -107,7 +117,8 @@ pub(super) fn order(tables: &mut [TablePlan], target: &Catalog, problems: &mut V
         t.target_parents = parents[i].clone();
     }
     let with_children: Vec<usize> = parents.iter().flatten().copied().collect();
-    for (i, t) in tables.iter_mut().enumerate() {
+    for ((i, t), children) in tables.iter_mut().enumerate().zip(children) {
         t.has_children = with_children.contains(&i);
+        t.target_children = children;
     }
 }

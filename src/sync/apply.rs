@@ -1,30 +1,23 @@
 //! Writing one batch's changes to the target, in one transaction with its checkpoint.
 //!
 //! The source rows of the batch are held (bounded by the batch size) while the target's
-//! rows of the same key range are read as key -> row hash, in the write transaction. Rows to insert or update are
-//! staged with binary COPY into a session-local temporary table and applied with one
-//! `INSERT ... ON CONFLICT (key) DO UPDATE`; vanished keys are staged likewise and
-//! deleted. Only rows that differ are written.
+//! rows of the same key range are read as key -> row hash, in the write transaction. Only
+//! rows that differ are written: staged and applied by one statement ([`super::stage`]).
 
 use std::ops::Range;
-use std::pin::pin;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
 use tokio_postgres::Client;
 
-use crate::copy::tuple::{encode_tuple, key_bytes, non_null_among, EMPTY_STREAM_HEADER};
+use super::stage::{self, Staged};
+use crate::copy::tuple::{key_bytes, non_null_among};
 use crate::digest::{row_hash, Accumulator};
 use crate::error::Error;
-use crate::ident::quote_ident;
 use crate::key::KeyMap;
 use crate::manifest::Changes;
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
 use crate::target::state::{self, Checkpoint, Stamp};
-
-/// Bytes sent per COPY message when staging rows.
-const STAGE_MESSAGE_BYTES: usize = 1 << 20;
 
 /// Tuples at least this long are held as a slice of the message they arrived in and sent
 /// on as their own message, never copied: one 200 MB value must not cost 200 MB per copy.
@@ -124,13 +117,16 @@ impl SourceRows {
 
 /// A held tuple, to read or to send on.
 #[derive(Debug, Clone, Copy)]
-enum Piece<'a> {
+pub enum Piece<'a> {
+    /// Bytes held inline.
     Slice(&'a [u8]),
+    /// A large tuple: a slice of the message it arrived in, sent on as it is.
     Shared(&'a Bytes),
 }
 
 impl Piece<'_> {
-    fn bytes(&self) -> &[u8] {
+    /// The tuple's bytes.
+    pub fn bytes(&self) -> &[u8] {
         match self {
             Piece::Slice(s) => s,
             Piece::Shared(b) => b,
@@ -156,9 +152,21 @@ pub async fn begin_and_read(
 ) -> Result<TargetRows, Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
     client
-        .batch_execute("BEGIN")
+        .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
         .await
         .map_err(Error::db(&context))?;
+    read_batch(client, table, batch, expected).await
+}
+
+/// Reads the target's rows of the batch (about `expected` of them) in the open
+/// transaction. `client` has the batch's key bounds bound.
+pub async fn read_batch(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    expected: usize,
+) -> Result<TargetRows, Error> {
+    let context = || format!("syncing {} {}", table.target, batch.describe());
     let positions = table.own_positions();
     crate::copy::fold(
         client,
@@ -193,8 +201,10 @@ pub const SAMPLE_KEYS: usize = 10;
 pub struct Diff<'a> {
     /// Counts by kind.
     pub changes: Changes,
-    upserts: Vec<Piece<'a>>,
-    gone: Vec<Vec<u8>>,
+    /// The rows to insert or update.
+    pub upserts: Vec<Piece<'a>>,
+    /// The encoded keys to delete, in order.
+    pub gone: Vec<Vec<u8>>,
     /// Sample keys: inserted, updated, deleted, purged.
     pub samples: [Vec<Vec<u8>>; 4],
 }
@@ -272,66 +282,58 @@ pub async fn write(
         ..
     } = diff(table, rows, held);
 
-    // Deletes first, so a value of a unique column that a deleted row held may be reused
-    // by an inserted one; deferrable constraints are checked at commit, when the batch is
-    // whole.
-    client
-        .batch_execute("SET CONSTRAINTS ALL DEFERRED")
-        .await
-        .map_err(Error::db(&context))?;
-    let deferred = defer_deletes && !gone.is_empty();
-    if !gone.is_empty() && !deferred {
-        delete_keys(client, table, batch, &gone, &context).await?;
-    }
-    if !upserts.is_empty() {
-        let stage = format!("shadan_stage_{}", table.index + 1);
-        client
-            .batch_execute(&format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS",
-                quote_ident(&stage),
-                table.target.sql()
-            ))
-            .await
-            .map_err(Error::db(&context))?;
-        let copy = format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            quote_ident(&stage),
-            table.target_column_list()
-        );
-        let bytes: usize = upserts.iter().map(|p| p.bytes().len()).sum();
-        crate::metrics::count_bytes(&table.target, "written", bytes);
-        send(client, &copy, upserts.iter().copied(), &context).await?;
-        let written = client
-            .execute(&upsert_sql(table, &stage), &[])
-            .await
-            .map_err(Error::db(&context))?;
-        affected(table, batch, "inserted or updated", written, upserts.len())?;
-    }
-    if deferred {
-        // The rows to delete stay until the children's deletes are done, so the batch
-        // holds the source's rows and those: checkpoint exactly that now, in this
-        // transaction. A run that ends before [`finish_deferred`] then leaves a batch
-        // whose checkpoint counts the rows still to delete, which the next sync finds
-        // (more rows than the source has) on either path.
-        let (kept_rows, kept) = read_keys(client, table, batch, &gone).await?;
-        let mut interim = next.clone();
-        interim.digest.merge(&kept);
-        interim.prints = interim
-            .prints
-            .replaced(std::iter::empty(), kept_rows.values().map(|(hash, _)| hash));
-        checkpoint(client, table, batch, &interim, stamp).await?;
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(Error::db(&context))?;
-        return Ok((changes, Some(gone)));
-    }
-    checkpoint(client, table, batch, next, stamp).await?;
+    // A referenced table's deletes wait for its children's, unless the table replaces
+    // rows: then a value a deleted row frees may be taken by another row, and the rows
+    // no child references are deleted within the statement that writes the batch.
+    let now = !defer_deletes || table.replace_rows;
+    let staged = Staged {
+        rows: stage::stage_rows(client, table, upserts.into_iter(), &context).await?,
+        gone: match now {
+            true => stage::stage_gone(client, table, &gone, &context).await?,
+            false => 0,
+        },
+    };
+    let deleted = stage::apply(client, table, &batch.describe(), staged, defer_deletes).await?;
+    let left = if deleted < gone.len() {
+        checkpoint_leaving(client, table, batch, next, &gone, stamp).await?
+    } else {
+        checkpoint(client, table, batch, next, stamp).await?;
+        Vec::new()
+    };
     client
         .batch_execute("COMMIT")
         .await
         .map_err(Error::db(&context))?;
-    Ok((changes, None))
+    Ok((changes, (!left.is_empty()).then_some(left)))
+}
+
+/// Stores, in the open transaction, the checkpoint of a batch some of whose `gone` rows
+/// are still there, and returns their keys: they stay until the children's deletes are
+/// done ([`finish_deferred`]). Until then the batch holds the source's rows (`next`) and
+/// those; a run that ends before then leaves a checkpoint that counts the rows still to
+/// delete, which the next sync finds (more rows than the source has) on either path.
+pub(super) async fn checkpoint_leaving(
+    client: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+    next: &Checkpoint,
+    gone: &[Vec<u8>],
+    stamp: Stamp<'_>,
+) -> Result<Vec<Vec<u8>>, Error> {
+    let (kept_rows, kept) = read_keys(client, table, batch, gone).await?;
+    if kept_rows.is_empty() {
+        checkpoint(client, table, batch, next, stamp).await?;
+        return Ok(Vec::new());
+    }
+    let mut interim = next.clone();
+    interim.digest.merge(&kept);
+    interim.prints = interim
+        .prints
+        .replaced(std::iter::empty(), kept_rows.values().map(|(hash, _)| hash));
+    checkpoint(client, table, batch, &interim, stamp).await?;
+    let mut left: Vec<Vec<u8>> = kept_rows.into_keys().collect();
+    left.sort();
+    Ok(left)
 }
 
 /// The second half of a batch whose deletes were deferred ([`write()`]): deletes `gone`
@@ -401,47 +403,6 @@ pub(super) async fn checkpoint(
     state::store_digest(client, &table.target, batch, next, stamp).await
 }
 
-/// Stages encoded keys with binary COPY into the session's temporary table `stage`
-/// (the target's key columns, emptied at commit); returns the quoted key column names.
-async fn stage_keys<'k>(
-    client: &Client,
-    table: &TablePlan,
-    stage: &str,
-    keys: impl Iterator<Item = &'k [u8]>,
-    context: impl Fn() -> String,
-) -> Result<Vec<String>, Error> {
-    let columns: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
-    client
-        .batch_execute(&format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA",
-            quote_ident(stage),
-            columns.join(", "),
-            table.target.sql()
-        ))
-        .await
-        .map_err(Error::db(&context))?;
-    let key_tuples: Vec<Vec<u8>> = keys
-        .map(|key| {
-            let mut t = Vec::with_capacity(key.len() + 2);
-            encode_tuple(&mut t, crate::key::key_fields(key).into_iter());
-            t
-        })
-        .collect();
-    let copy = format!(
-        "COPY {} ({}) FROM STDIN (FORMAT binary)",
-        quote_ident(stage),
-        columns.join(", ")
-    );
-    send(
-        client,
-        &copy,
-        key_tuples.iter().map(|t| Piece::Slice(t)),
-        &context,
-    )
-    .await?;
-    Ok(columns)
-}
-
 /// Reads, in the open transaction, the target's rows with the keys of `rows` (a batch's
 /// changed rows): key -> row hash as [`begin_and_read`] gives for a whole batch, and the
 /// digest of those rows, which the batch's checkpoint loses when they are replaced.
@@ -466,11 +427,12 @@ pub async fn read_keys(
 ) -> Result<(TargetRows, Accumulator), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
     let stage = format!("shadan_keys_{}", table.index + 1);
-    stage_keys(
+    stage::stage_keys(
         client,
         table,
         &stage,
         keys.iter().map(|k| k.as_slice()),
+        true,
         &context,
     )
     .await?;
@@ -494,7 +456,7 @@ pub async fn read_keys(
     .await
 }
 
-/// Deletes the target rows with the given encoded keys (staged with binary COPY).
+/// Deletes the target rows with the given encoded keys, in the open transaction.
 pub(super) async fn delete_keys(
     client: &Client,
     table: &TablePlan,
@@ -502,119 +464,8 @@ pub(super) async fn delete_keys(
     gone: &[Vec<u8>],
     context: impl Fn() -> String,
 ) -> Result<(), Error> {
-    let stage = format!("shadan_gone_{}", table.index + 1);
-    let keys = stage_keys(
-        client,
-        table,
-        &stage,
-        gone.iter().map(|k| k.as_slice()),
-        &context,
-    )
-    .await?;
-    let matches: Vec<String> = keys
-        .iter()
-        .map(|k| format!("t.{k} OPERATOR(pg_catalog.=) g.{k}"))
-        .collect();
-    let deleted = client
-        .execute(
-            &format!(
-                "DELETE FROM {} AS t USING {} AS g WHERE {}",
-                table.target.sql(),
-                quote_ident(&stage),
-                matches.join(" AND ")
-            ),
-            &[],
-        )
-        .await
-        .map_err(Error::db(&context))?;
-    affected(table, batch, "deleted", deleted, gone.len())
-}
-
-/// Fails the batch (its transaction is never committed) when a statement touched another
-/// number of rows than was staged: a trigger that skips rows, a rule that rewrites them,
-/// or a policy would otherwise leave a checkpoint that claims rows the target lacks.
-fn affected(
-    table: &TablePlan,
-    batch: &Batch,
-    what: &str,
-    done: u64,
-    staged: usize,
-) -> Result<(), Error> {
-    if done == staged as u64 {
-        return Ok(());
-    }
-    Err(Error::Runtime(format!(
-        "syncing {} {}: {staged} row(s) staged to be {what}, but the target {what} {done}; \
-         nothing of the batch was kept: look for triggers or rules on the table that skip or \
-         rewrite rows (shadan must write it exactly)",
-        table.target,
-        batch.describe()
-    )))
-}
-
-/// `INSERT INTO target (cols) OVERRIDING SYSTEM VALUE SELECT cols FROM stage ON CONFLICT
-/// (key) DO UPDATE SET ...`; the override lets a key that is an identity column `GENERATED
-/// ALWAYS` take the source's values, as COPY does in cutover.
-fn upsert_sql(table: &TablePlan, stage: &str) -> String {
-    let cols = table.target_column_list();
-    let keys: Vec<String> = table.key().iter().map(|c| quote_ident(&c.target)).collect();
-    let sets: Vec<String> = table.columns[table.key_len..]
-        .iter()
-        .map(|c| {
-            let col = quote_ident(&c.target);
-            format!("{col} = EXCLUDED.{col}")
-        })
-        .collect();
-    let action = if sets.is_empty() {
-        "DO NOTHING".to_string()
-    } else {
-        format!("DO UPDATE SET {}", sets.join(", "))
-    };
-    format!(
-        "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {} ON CONFLICT ({}) {action}",
-        table.target.sql(),
-        quote_ident(stage),
-        keys.join(", ")
-    )
-}
-
-/// Sends tuples as one binary COPY stream: small ones gathered into messages of about
-/// [`STAGE_MESSAGE_BYTES`], a shared (large) one as a message of its own, uncopied.
-async fn send<'a>(
-    client: &Client,
-    copy: &str,
-    tuples: impl Iterator<Item = Piece<'a>>,
-    context: impl Fn() -> String,
-) -> Result<(), Error> {
-    let sink = client
-        .copy_in::<_, Bytes>(copy)
-        .await
-        .map_err(Error::db(&context))?;
-    let mut sink = pin!(sink);
-    let mut buf = EMPTY_STREAM_HEADER.to_vec();
-    for piece in tuples {
-        if let Piece::Shared(large) = piece {
-            if !buf.is_empty() {
-                sink.feed(Bytes::from(std::mem::take(&mut buf)))
-                    .await
-                    .map_err(Error::db(&context))?;
-            }
-            sink.feed(large.clone())
-                .await
-                .map_err(Error::db(&context))?;
-            continue;
-        }
-        buf.extend_from_slice(piece.bytes());
-        if buf.len() >= STAGE_MESSAGE_BYTES {
-            sink.feed(Bytes::from(std::mem::take(&mut buf)))
-                .await
-                .map_err(Error::db(&context))?;
-        }
-    }
-    buf.extend_from_slice(&(-1i16).to_be_bytes());
-    sink.feed(Bytes::from(buf))
-        .await
-        .map_err(Error::db(&context))?;
-    sink.as_mut().finish().await.map_err(Error::db(&context))?;
+    let gone = stage::stage_gone(client, table, gone, context).await?;
+    let staged = Staged { rows: 0, gone };
+    stage::apply(client, table, &batch.describe(), staged, false).await?;
     Ok(())
 }

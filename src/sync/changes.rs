@@ -154,7 +154,9 @@ impl Worker {
                     let one = self
                         .sync_batch(table, batch, Some(checkpoints[pos]), true, stamp)
                         .await?;
-                    checkpoints[pos] = one.checkpoint.digest;
+                    if one.set_aside.is_empty() {
+                        checkpoints[pos] = one.checkpoint.digest;
+                    }
                     add(&mut done, one);
                 }
             }
@@ -165,7 +167,9 @@ impl Worker {
             let one = self
                 .sync_batch(table, &batches[pos], Some(checkpoints[pos]), true, stamp)
                 .await?;
-            checkpoints[pos] = one.checkpoint.digest;
+            if one.set_aside.is_empty() {
+                checkpoints[pos] = one.checkpoint.digest;
+            }
             add(&mut done, one);
         }
         let untouched: Vec<i32> = batches
@@ -217,7 +221,7 @@ impl Worker {
         crate::metrics::count_bytes(&table.target, "read", bytes as usize);
         bind(&self.client, &batch.settings()).await?;
         self.client
-            .batch_execute("BEGIN")
+            .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
             .await
             .map_err(Error::db(&context))?;
         // The target's keys only, then the rows of those the source lacks.
@@ -274,10 +278,6 @@ impl Worker {
                 checkpoint: next.clone(),
             });
         } else {
-            self.client
-                .batch_execute("SET CONSTRAINTS ALL DEFERRED")
-                .await
-                .map_err(Error::db(&context))?;
             apply::delete_keys(&self.client, table, batch, &gone, &context).await?;
             apply::checkpoint(&self.client, table, batch, &next, stamp).await?;
             self.client
@@ -294,6 +294,7 @@ impl Worker {
 fn add(total: &mut Done, one: Done) {
     total.written.add(&one.written);
     total.later.extend(one.later);
+    total.set_aside.extend(one.set_aside);
     total.source_rows += one.source_rows;
     total.source_keys += one.source_keys;
     total.source_bytes += one.source_bytes;
@@ -461,7 +462,7 @@ async fn write_changed(
     let context = || format!("syncing {} {}", table.target, batch.describe());
     bind(target, &batch.settings()).await?;
     target
-        .batch_execute("BEGIN")
+        .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
         .await
         .map_err(Error::db(&context))?;
     let (held, old) = apply::read_keyed(target, table, batch, &rows).await?;

@@ -175,7 +175,7 @@ impl Worker {
             let batch = &batches[pos];
             bind(&self.client, &batch.settings()).await?;
             self.client
-                .batch_execute("BEGIN")
+                .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
                 .await
                 .map_err(Error::db(&context))?;
             self.remove_gone(table, batch, &mut checkpoints[pos], gone, stamp, done)

@@ -20,6 +20,8 @@ pub mod apply;
 mod changes;
 mod lost;
 pub mod preview;
+mod stage;
+mod together;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -159,13 +161,16 @@ enum Item {
     /// A table read by changes since `horizon` (the last: the column carrying `xmin`),
     /// with its stored batches in key order.
     Changes(usize, Vec<StoredBatch>, i64, &'static str),
+    /// A table's batches set aside by a constraint, written together ([`together`]),
+    /// with the deletes its batches left for after the children's.
+    Together(usize, Vec<together::SetAside>, Vec<Deferred>),
 }
 
 impl Item {
     fn table(&self) -> usize {
         match self {
             Item::Batch(b, ..) => b.table,
-            Item::Changes(t, ..) => *t,
+            Item::Changes(t, ..) | Item::Together(t, ..) => *t,
         }
     }
 }
@@ -263,6 +268,7 @@ async fn sync_all(
             how.batches += match item {
                 Item::Batch(..) => 1,
                 Item::Changes(_, stored, ..) => stored.len() as u64,
+                Item::Together(..) => 0,
             };
         }
     }
@@ -302,18 +308,24 @@ async fn sync_all(
         }
     };
     let deferred: Arc<Mutex<Vec<Deferred>>> = Arc::default();
+    let set_aside: Arc<Mutex<Vec<(usize, together::SetAside)>>> = Arc::default();
     let work = {
         let (tally, grown, batch_rows) = (tally.clone(), grown.clone(), opts.batch_rows);
-        let (plan_shared, deferred, stamps) =
-            (plan_shared.clone(), deferred.clone(), stamps.clone());
+        let (plan_shared, deferred, stamps, set_aside) = (
+            plan_shared.clone(),
+            deferred.clone(),
+            stamps.clone(),
+            set_aside.clone(),
+        );
         move |mut w: Worker, item: Item| {
-            let (plan, tally, grown, counter, deferred, stamps) = (
+            let (plan, tally, grown, counter, deferred, stamps, set_aside) = (
                 plan_shared.clone(),
                 tally.clone(),
                 grown.clone(),
                 counters[item.table()].clone(),
                 deferred.clone(),
                 stamps.clone(),
+                set_aside.clone(),
             );
             async move {
                 let table = &plan.tables[item.table()];
@@ -344,7 +356,13 @@ async fn sync_all(
                         }
                         all
                     }
+                    Item::Together(_, batches, pending) => {
+                        w.sync_together(table, &batches, pending, stamp).await?
+                    }
                 };
+                if let Ok(mut s) = set_aside.lock() {
+                    s.extend(done.set_aside.iter().map(|b| (table.index, b.clone())));
+                }
                 counter
                     .done
                     .fetch_add(done.rows, std::sync::atomic::Ordering::Relaxed);
@@ -375,6 +393,43 @@ async fn sync_all(
     let (open, work) = (Arc::new(open), Arc::new(work));
     let mut outcome = Ok(());
     for (_, items) in levels {
+        let (o, w) = (open.clone(), work.clone());
+        outcome =
+            workers::for_each(opts.jobs, items, shutdown, move || o(), move |s, t| w(s, t)).await;
+        if outcome.is_err() {
+            break;
+        }
+        // Batches a constraint refused one by one: each table's together, before the
+        // next level's.
+        let waiting = set_aside
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        if waiting.is_empty() {
+            continue;
+        }
+        let mut by_table: std::collections::BTreeMap<usize, Vec<together::SetAside>> =
+            Default::default();
+        for (table, batch) in waiting {
+            by_table.entry(table).or_default().push(batch);
+        }
+        // With the deletes the table's batches left for after the children's.
+        let items: Option<VecDeque<Item>> = deferred.lock().ok().map(|mut pending| {
+            by_table
+                .into_iter()
+                .map(|(table, batches)| {
+                    let (mine, others) = std::mem::take(&mut *pending)
+                        .into_iter()
+                        .partition(|p| p.batch.table == table);
+                    *pending = others;
+                    Item::Together(table, batches, mine)
+                })
+                .collect()
+        });
+        let Some(items) = items else {
+            outcome = Err(Error::Runtime("a sync worker panicked".into()));
+            break;
+        };
         let (o, w) = (open.clone(), work.clone());
         outcome =
             workers::for_each(opts.jobs, items, shutdown, move || o(), move |s, t| w(s, t)).await;
@@ -447,6 +502,9 @@ struct Done {
     skipped: u64,
     /// Batches grown past twice the batch size (changes path).
     grown: Vec<Batch>,
+    /// Batches whose write a target constraint refused, to be written together with the
+    /// table's others ([`together`]); nothing of them was written.
+    set_aside: Vec<together::SetAside>,
 }
 
 /// One sync worker: a source session on the run's snapshot and a target connection.
@@ -513,16 +571,7 @@ impl Worker {
             }
         }
         // The target is read only for a batch that may have changed.
-        bind(&self.client, &batch.settings()).await?;
-        // Room for the rows the checkpoint counted, and some growth.
-        let expected = stored.map_or(0, |s| s.rows as usize + s.rows as usize / 8);
-        let (rows, held) = tokio::try_join!(
-            read_source(&self.session, table, batch, expected),
-            apply::begin_and_read(&self.client, table, batch, expected)
-        )?;
-        let mut bytes = 0;
-        rows.for_each_tuple(|t| bytes += t.len());
-        crate::metrics::count_bytes(&table.target, "read", bytes);
+        let (rows, held, bytes) = self.read_both(table, batch, stored, true).await?;
         let mut done = Done {
             rows: rows.digest.rows,
             checkpoint: rows.checkpoint(),
@@ -530,14 +579,6 @@ impl Worker {
             source_bytes: bytes as u64,
             ..Done::default()
         };
-        if table.source_is_view() {
-            let mut keys = crate::key::KeyCheck::new(table.key_len);
-            rows.for_each_tuple(|t| keys.add(t));
-            if let Some(e) = keys.error(table) {
-                apply::abandon(&self.client).await?;
-                return Err(e);
-            }
-        }
         self.last_dirty = stored != Some(rows.digest);
         if !self.last_dirty {
             apply::abandon(&self.client).await?;
@@ -548,7 +589,7 @@ impl Worker {
             done.clean = true;
             return Ok(done);
         }
-        let (written, gone) = apply::write(
+        let (written, gone) = match apply::write(
             &self.client,
             table,
             batch,
@@ -558,7 +599,23 @@ impl Worker {
             stamp,
             table.has_children,
         )
-        .await?;
+        .await
+        {
+            Ok(written) => written,
+            Err(e) if e.is_constraint() => {
+                // A value moving to or from another batch's row: written together with
+                // the table's other batches set aside, once its level's are done.
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                tracing::info!(table = %table.target, batch = %batch.describe(), error = %e, "a target constraint refused the batch alone; setting it aside");
+                return Ok(Done {
+                    set_aside: vec![(batch.clone(), stored)],
+                    source_rows: done.source_rows,
+                    source_bytes: done.source_bytes,
+                    ..Done::default()
+                });
+            }
+            Err(e) => return Err(e),
+        };
         done.written = written;
         done.later.extend(gone.map(|gone| Deferred {
             batch: batch.clone(),
@@ -566,6 +623,46 @@ impl Worker {
             checkpoint: done.checkpoint.clone(),
         }));
         Ok(done)
+    }
+}
+
+impl Worker {
+    /// Reads a batch's source rows and, in the transaction open on the target (with
+    /// `begin`, one opened now), its target rows, about `stored`'s count of each; checks a
+    /// view's key. Returns the rows and the bytes received from the source.
+    pub(super) async fn read_both(
+        &self,
+        table: &TablePlan,
+        batch: &Batch,
+        stored: Option<Accumulator>,
+        begin: bool,
+    ) -> Result<(SourceRows, apply::TargetRows, usize), Error> {
+        bind(&self.client, &batch.settings()).await?;
+        // Room for the rows the checkpoint counted, and some growth.
+        let expected = stored.map_or(0, |s| s.rows as usize + s.rows as usize / 8);
+        let target = async {
+            if begin {
+                apply::begin_and_read(&self.client, table, batch, expected).await
+            } else {
+                apply::read_batch(&self.client, table, batch, expected).await
+            }
+        };
+        let (rows, held) =
+            tokio::try_join!(read_source(&self.session, table, batch, expected), target)?;
+        let mut bytes = 0;
+        rows.for_each_tuple(|t| bytes += t.len());
+        crate::metrics::count_bytes(&table.target, "read", bytes);
+        if table.source_is_view() {
+            let mut keys = crate::key::KeyCheck::new(table.key_len);
+            rows.for_each_tuple(|t| keys.add(t));
+            if let Some(e) = keys.error(table) {
+                if begin {
+                    apply::abandon(&self.client).await?;
+                }
+                return Err(e);
+            }
+        }
+        Ok((rows, held, bytes))
     }
 }
 
