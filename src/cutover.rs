@@ -390,7 +390,7 @@ pub async fn copy_batch(
     let mut split = TupleSplitter::new();
     let mut digest = Accumulator::default();
     let mut hashes = Vec::new();
-    let mut keys = table.source_is_view().then(|| KeyCheck::new(table.key_len));
+    let mut keys = table.source_is_view().then(|| KeyCheck::new(table));
     let mut bytes = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(Error::db(&reading))?;

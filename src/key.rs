@@ -89,6 +89,53 @@ pub fn key_fields(key: &[u8]) -> Vec<Option<&[u8]>> {
     fields
 }
 
+/// An encoded key as rows are matched by: every field at the positions `forms` (an
+/// unconstrained numeric, see [`crate::plan::keys::has_forms`]) with the smallest display
+/// scale that shows all its digits, so that 5.0 and 5.00, one key to both servers, are
+/// one key here too; the result is still a valid binary form of the same value (a server
+/// truncates digits a smaller scale would hide, so the scale is never set below them).
+/// Other keys are matched as they are.
+pub fn matching<'k>(key: &'k [u8], forms: &[usize]) -> std::borrow::Cow<'k, [u8]> {
+    if forms.is_empty() {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    let mut out = key.to_vec();
+    let (mut p, mut i) = (0, 0);
+    while p + 4 <= out.len() {
+        let len = i32::from_be_bytes([out[p], out[p + 1], out[p + 2], out[p + 3]]);
+        p += 4;
+        let end = p + len.max(0) as usize;
+        if len >= 8 && forms.contains(&i) && end <= out.len() {
+            let scale = numeric_scale(&out[p..end]);
+            out[p + 6..p + 8].copy_from_slice(&scale.to_be_bytes());
+        }
+        p = end;
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The smallest display scale that shows every digit of a numeric in binary form:
+/// ndigits, weight, sign, dscale (2 bytes each), then ndigits base-10000 digits, the
+/// first of weight `weight` (no leading or trailing zero digit as the server stores it).
+/// NaN and the infinities have no digits, and scale 0.
+fn numeric_scale(value: &[u8]) -> u16 {
+    let ndigits = i16::from_be_bytes([value[0], value[1]]);
+    let weight = i16::from_be_bytes([value[2], value[3]]);
+    let fraction_groups = i32::from(ndigits) - i32::from(weight) - 1;
+    let last_at = 8 + 2 * (ndigits.max(1) as usize - 1);
+    if ndigits <= 0 || fraction_groups <= 0 || value.len() < last_at + 2 {
+        return 0;
+    }
+    let mut last = u16::from_be_bytes([value[last_at], value[last_at + 1]]);
+    let mut scale = fraction_groups * 4;
+    while last != 0 && last % 10 == 0 {
+        last /= 10;
+        scale -= 1;
+    }
+    scale.clamp(0, i32::from(u16::MAX)) as u16
+}
+
 /// Whether any field of an encoded key is NULL: such a row cannot be the source's (source
 /// keys are NOT NULL) and is never looked up by key.
 pub fn has_null_field(key: &[u8]) -> bool {
@@ -101,16 +148,18 @@ pub fn has_null_field(key: &[u8]) -> bool {
 #[derive(Debug)]
 pub struct KeyCheck {
     key_len: usize,
+    forms: Vec<usize>,
     seen: KeyMap<()>,
     /// What was found first: `"NULL"` or `"not unique"`.
     pub problem: Option<&'static str>,
 }
 
 impl KeyCheck {
-    /// A check for keys of `key_len` fields.
-    pub fn new(key_len: usize) -> Self {
+    /// A check for the keys of `table`'s rows.
+    pub fn new(table: &TablePlan) -> Self {
         Self {
-            key_len,
+            key_len: table.key_len,
+            forms: table.key_forms.clone(),
             seen: KeyMap::default(),
             problem: None,
         }
@@ -124,7 +173,11 @@ impl KeyCheck {
         let key = crate::copy::tuple::key_bytes(tuple, self.key_len);
         if has_null_field(key) {
             self.problem = Some("NULL");
-        } else if self.seen.insert(key.to_vec(), ()).is_some() {
+        } else if self
+            .seen
+            .insert(matching(key, &self.forms).into_owned(), ())
+            .is_some()
+        {
             self.problem = Some("not unique");
         }
     }
@@ -159,7 +212,7 @@ pub async fn check_view_key(
             table.source
         )))?
         .get(0);
-    let mut check = KeyCheck::new(table.key_len);
+    let mut check = KeyCheck::new(table);
     if ambiguous {
         check.problem = Some("NULL or not unique (rows outside the scope counted)");
     }
@@ -200,4 +253,61 @@ pub async fn render(
         out.push(row.get(0));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A numeric in binary form, as one encoded key field.
+    fn field(ndigits: i16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for part in [ndigits.to_be_bytes(), weight.to_be_bytes()] {
+            v.extend_from_slice(&part);
+        }
+        v.extend_from_slice(&sign.to_be_bytes());
+        v.extend_from_slice(&dscale.to_be_bytes());
+        for d in digits {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        let mut key = (v.len() as i32).to_be_bytes().to_vec();
+        key.extend(v);
+        key
+    }
+
+    #[test]
+    fn numeric_forms_match_at_the_smallest_scale_that_keeps_every_digit() {
+        // 5, 5.0 and 5.00 are one key; -0.5 keeps its scale of 1 and 1e-20 its 20.
+        let five = field(1, 0, 0, 0, &[5]);
+        for form in [field(1, 0, 0, 1, &[5]), field(1, 0, 0, 2, &[5])] {
+            assert_eq!(matching(&form, &[0]), matching(&five, &[0]));
+        }
+        let half = field(1, -1, 0x4000, 3, &[5000]);
+        assert_eq!(
+            matching(&half, &[0]).as_ref(),
+            &field(1, -1, 0x4000, 1, &[5000])[..]
+        );
+        let tiny = field(1, -5, 0, 25, &[1]);
+        assert_eq!(
+            matching(&tiny, &[0]).as_ref(),
+            &field(1, -5, 0, 20, &[1])[..]
+        );
+        // 12.3400 is 12.34; 0 in any scale is 0; NaN stays NaN.
+        let dec = field(2, 0, 0, 4, &[12, 3400]);
+        assert_eq!(
+            matching(&dec, &[0]).as_ref(),
+            &field(2, 0, 0, 2, &[12, 3400])[..]
+        );
+        assert_eq!(
+            matching(&field(0, 0, 0, 3, &[]), &[0]).as_ref(),
+            &field(0, 0, 0, 0, &[])[..]
+        );
+        let nan = field(0, 0, 0xC000, 0, &[]);
+        assert_eq!(matching(&nan, &[0]).as_ref(), &nan[..]);
+        // Only the fields named change.
+        assert_eq!(
+            matching(&field(1, 0, 0, 2, &[5]), &[1]).as_ref(),
+            &field(1, 0, 0, 2, &[5])[..]
+        );
+    }
 }

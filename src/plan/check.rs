@@ -344,6 +344,16 @@ impl<'a> TableCheck<'a> {
         // Key: public, unique on both sides; ordered like the unique index.
         let (key_len, held_apart) =
             self.check_key(&label, &target_label, src, tgt, &classes, &mut columns);
+        let key_forms: Vec<usize> = columns[..key_len]
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                src.columns
+                    .iter()
+                    .any(|s| s.name == c.source && super::keys::has_forms(s))
+            })
+            .map(|(i, _)| i)
+            .collect();
 
         // Remaining columns in target column order.
         let key_cols: Vec<PlannedColumn> = columns.drain(..key_len).collect();
@@ -361,6 +371,7 @@ impl<'a> TableCheck<'a> {
                 only,
                 columns,
                 key_len,
+                key_forms,
                 non_public,
                 access: self.source_access,
                 target_search: tgt.columns.iter().filter_map(SearchColumn::of).collect(),

@@ -147,6 +147,10 @@ pub struct TablePlan {
     pub columns: Vec<PlannedColumn>,
     /// How many leading entries of `columns` form the key.
     pub key_len: usize,
+    /// Positions of the key columns whose equal values can differ in form (unconstrained
+    /// numeric): rows are matched by [`crate::key::matching`], and sync writes the form
+    /// the source holds into the key too.
+    pub key_forms: Vec<usize>,
     /// Source columns never copied (`non_public`), with their types.
     pub non_public: Vec<TypedColumn>,
     /// Whether rows are read from the table or from its export view.
@@ -178,6 +182,15 @@ pub struct TablePlan {
 }
 
 impl TablePlan {
+    /// The key of a tuple of this table's projection, as rows are matched by (see
+    /// [`crate::key::matching`]).
+    pub fn match_key<'t>(&self, tuple: &'t [u8]) -> std::borrow::Cow<'t, [u8]> {
+        crate::key::matching(
+            crate::copy::tuple::key_bytes(tuple, self.key_len),
+            &self.key_forms,
+        )
+    }
+
     /// blake3 of what this table's projection is (own_retailer, scope, owner, `only`, and
     /// every copied column with class and type): an export view records it, and `plan`
     /// refuses a view whose projection differs from the mapping's.

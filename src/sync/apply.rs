@@ -175,7 +175,7 @@ pub async fn read_batch(
         TargetRows::with_capacity_and_hasher(expected, Default::default()),
         |held, tuple| {
             held.insert(
-                key_bytes(tuple, table.key_len).to_vec(),
+                table.match_key(tuple).into_owned(),
                 (row_hash(tuple), has_own_value(tuple, &positions)),
             );
         },
@@ -222,7 +222,8 @@ pub fn diff<'a>(table: &TablePlan, rows: &'a SourceRows, mut held: TargetRows) -
     };
     for (piece, hash) in rows.iter() {
         let tuple = piece.bytes();
-        let key = key_bytes(tuple, table.key_len);
+        let key = table.match_key(tuple);
+        let key = key.as_ref();
         match held.remove(key) {
             None => {
                 changes.inserted += 1;
@@ -448,7 +449,7 @@ pub async fn read_keys(
         |(held, old), tuple| {
             let hash = old.add_row_hashed(tuple);
             held.insert(
-                key_bytes(tuple, table.key_len).to_vec(),
+                table.match_key(tuple).into_owned(),
                 (hash, has_own_value(tuple, &positions)),
             );
         },

@@ -212,7 +212,7 @@ impl Worker {
             (HashSet::new(), 0u64),
             |(keys, bytes), tuple| {
                 *bytes += tuple.len() as u64;
-                keys.insert(key_bytes(tuple, table.key_len).to_vec());
+                keys.insert(table.match_key(tuple).into_owned());
             },
         )
         .await?;
@@ -231,9 +231,8 @@ impl Worker {
             &context,
             Vec::new(),
             |gone, tuple| {
-                let key = key_bytes(tuple, table.key_len);
-                if !keys.contains(key) {
-                    gone.push(key.to_vec());
+                if !keys.contains(table.match_key(tuple).as_ref()) {
+                    gone.push(key_bytes(tuple, table.key_len).to_vec());
                 }
             },
         )

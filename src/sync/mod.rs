@@ -653,7 +653,7 @@ impl Worker {
         rows.for_each_tuple(|t| bytes += t.len());
         crate::metrics::count_bytes(&table.target, "read", bytes);
         if table.source_is_view() {
-            let mut keys = crate::key::KeyCheck::new(table.key_len);
+            let mut keys = crate::key::KeyCheck::new(table);
             rows.for_each_tuple(|t| keys.add(t));
             if let Some(e) = keys.error(table) {
                 if begin {

@@ -266,8 +266,10 @@ fn apply_sql(table: &TablePlan, staged: Staged, hold_referenced: bool) -> String
             first.push(count("replaced"));
         }
         let cols = table.target_column_list();
-        let sets: Vec<String> = table.columns[table.key_len..]
-            .iter()
+        // A key column whose values have forms takes the source's form too.
+        let forms = table.key_forms.iter().map(|&i| &table.columns[i]);
+        let sets: Vec<String> = forms
+            .chain(&table.columns[table.key_len..])
             .map(|c| {
                 let col = quote_ident(&c.target);
                 format!("{col} = EXCLUDED.{col}")
