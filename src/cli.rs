@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tokio_postgres::Client;
 
 use crate::catalog::{Catalog, State};
-use crate::connect::{Endpoint, Side};
+use crate::connect::{Conn, Endpoint, Side};
 use crate::error::Error;
 use crate::mapping::Mapping;
 use crate::plan::{self, Plan, Purpose};
@@ -290,7 +289,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
 async fn dispatch(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Plan(args) => {
-            let (plan, _, _) = open(&cli.global, &args.mapping, Use::Write).await?;
+            let (plan, _, _) = open(&cli.global, &args.mapping, Use::Write, 0).await?;
             plan.require_exact_targets()?;
             if args.json {
                 println!("{:#}", plan::show::to_json(&plan));
@@ -307,7 +306,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                     let shutdown = &shutdown;
                     async move {
                         let (plan, source, target) =
-                            open(global, &args.mapping, Use::Write).await?;
+                            open(global, &args.mapping, Use::Write, args.jobs.into()).await?;
                         let opts = crate::cutover::Options {
                             jobs: usize::from(args.jobs),
                             batch_rows: args.batch_rows,
@@ -391,7 +390,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             let mut mapping = Mapping::load(&args.mapping)?;
             // The script creates the export views, so they need not exist yet.
             mapping.source_access = None;
-            let (plan, _, _) = build(&cli.global, &mapping, Use::Grants).await?;
+            let (plan, _, _) = build(&cli.global, &mapping, Use::Grants, 0).await?;
             print!("{}", crate::grants::script(&plan, &args.role, args.views));
             Ok(crate::error::EXIT_OK)
         }
@@ -405,7 +404,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                     &shutdown,
                     |_| async {
                         let (plan, source, target) =
-                            open(global, &args.mapping, Use::Write).await?;
+                            open(global, &args.mapping, Use::Write, args.jobs.into()).await?;
                         crate::sync::preview::run(
                             &plan,
                             &source,
@@ -425,7 +424,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 return Ok(crate::error::EXIT_OK);
             }
             let manifest = crate::retry::run(args.retry.policy(), "sync", &shutdown, |_| async {
-                let (plan, source, target) = open(global, &args.mapping, Use::Write).await?;
+                let (plan, source, target) =
+                    open(global, &args.mapping, Use::Write, args.jobs.into()).await?;
                 let opts = crate::sync::Options {
                     jobs: usize::from(args.jobs),
                     batch_rows: args.batch_rows,
@@ -444,7 +444,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             let (global, args) = (&cli.global, &args);
             // A finding is a report, not an error: only failures to finish are retried.
             let report = crate::retry::run(args.retry.policy(), "verify", &shutdown, |_| async {
-                let (plan, source, target) = open(global, &args.mapping, Use::Verify).await?;
+                let (plan, source, target) =
+                    open(global, &args.mapping, Use::Verify, args.jobs.into()).await?;
                 let opts = crate::verify::Options {
                     jobs: usize::from(args.jobs),
                     deep: args.deep,
@@ -486,21 +487,25 @@ pub enum Use {
     Verify,
 }
 
-/// Loads the mapping, reads both catalogs and builds the plan for `use_`.
+/// Loads the mapping, reads both catalogs and builds the plan for `use_`, for a run of
+/// `jobs` workers (0: the plan alone).
 pub async fn open(
     global: &GlobalArgs,
     mapping: &std::path::Path,
     use_: Use,
+    jobs: usize,
 ) -> Result<(Plan, Endpoint, Endpoint), Error> {
-    build(global, &Mapping::load(mapping)?, use_).await
+    build(global, &Mapping::load(mapping)?, use_, jobs).await
 }
 
 /// Reads both catalogs and builds the plan of a loaded mapping; checks its bound values
-/// against the source's column types.
+/// against the source's column types. Meanwhile opens the connections a run of `jobs`
+/// workers holds at once, on both sides in parallel ([`Endpoint::warm`]).
 async fn build(
     global: &GlobalArgs,
     mapping: &Mapping,
     use_: Use,
+    jobs: usize,
 ) -> Result<(Plan, Endpoint, Endpoint), Error> {
     let source = Endpoint::new(Side::Source, global.source.as_deref())?;
     let target = Endpoint::new(Side::Target, global.target.as_deref())?;
@@ -509,9 +514,19 @@ async fn build(
         Use::Grants => (State::Ignored, Purpose::Write),
         Use::Verify => (State::Ignored, Purpose::Verify),
     };
-    let ((source_client, source_catalog), (_, target_catalog)) = tokio::try_join!(
+    // Besides the catalogs' two: a writing run's source holds the snapshot's two
+    // sessions (and the layout's) and two per worker, its target the lock and two per
+    // worker; a verify one per worker and side and a spare.
+    let (source_more, target_more) = match (use_, jobs) {
+        (_, 0) | (Use::Grants, _) => (0, 0),
+        (Use::Write, _) => (2 * jobs + 2, 2 * jobs),
+        (Use::Verify, _) => (jobs + 1, jobs + 1),
+    };
+    let ((source_client, source_catalog), (_, target_catalog), (), ()) = tokio::try_join!(
         read_catalog(&source, State::Ignored),
-        read_catalog(&target, state)
+        read_catalog(&target, state),
+        async { Ok(source.warm(source_more).await?) },
+        async { Ok(target.warm(target_more).await?) },
     )?;
     let plan = Plan::build(mapping, &source_catalog, &target_catalog, purpose)?;
     for drift in &plan.target_drift {
@@ -524,7 +539,7 @@ async fn build(
     Ok((plan, source, target))
 }
 
-async fn read_catalog(endpoint: &Endpoint, state: State) -> Result<(Client, Catalog), Error> {
+async fn read_catalog(endpoint: &Endpoint, state: State) -> Result<(Conn, Catalog), Error> {
     let client = endpoint.connect().await?;
     let catalog = Catalog::read(&client, state)
         .await

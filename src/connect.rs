@@ -5,14 +5,30 @@
 //! libpq does; TLS options follow libpq too ([`crate::tls`]). What is shown of an
 //! endpoint in messages is `user@host:port/dbname`: the password is never printed or
 //! logged.
+//!
+//! Each endpoint has one deadpool-postgres pool, made anew for each attempt of a command
+//! (a `--retry` starts from a new pool). A command opens the connections its run needs
+//! at once, in parallel ([`Endpoint::warm`]); every session then comes from the pool, so
+//! the catalog's connection becomes the lock's, and a worker of one level hands its
+//! connections to the next, without a new login.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config};
 
 use crate::error::DbError;
+
+/// A connection from an endpoint's pool; it derefs to a [`tokio_postgres::Client`] and
+/// goes back to the pool when dropped.
+pub type Conn = deadpool_postgres::Object;
+
+/// Connections a pool may hold beyond what [`Endpoint::warm`] opens for a run.
+const POOL_SIZE: usize = 16;
 
 /// Settings every session gets, on both servers, before any other statement:
 /// - `search_path` pinned to `pg_catalog, pg_temp`: a neighbour who can create objects in
@@ -80,7 +96,51 @@ pub struct Endpoint {
     /// Source or target.
     pub side: Side,
     config: Config,
+    pool: Pool,
+}
+
+/// How the pool opens a connection: the session settings every connection gets, a
+/// driver task that drops the server's notices, and its cancel token registered for a
+/// stop at once.
+struct Connector {
     tls: MakeTlsConnector,
+}
+
+impl deadpool_postgres::Connect for Connector {
+    fn connect(
+        &self,
+        config: &Config,
+    ) -> Pin<
+        Box<
+            dyn Future<
+                    Output = Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+                > + Send
+                + '_,
+        >,
+    > {
+        let (config, tls) = (config.clone(), self.tls.clone());
+        Box::pin(async move {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            // Server NOTICEs are dropped unread: any function on the server can raise
+            // one with any text, row values included.
+            let driver = tokio::spawn(async move {
+                let mut connection = connection;
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                    if let Err(e) = message {
+                        tracing::debug!(error = %DbError::from(e), "connection closed with an error");
+                        break;
+                    }
+                }
+            });
+            client.batch_execute(SESSION_SETUP).await?;
+            if let Ok(mut open) = OPEN.lock() {
+                open.push((client.cancel_token(), tls));
+            }
+            Ok((client, driver))
+        })
+    }
 }
 
 /// Connecting failed or the connection settings are unusable.
@@ -130,60 +190,77 @@ impl Endpoint {
         config.ssl_mode(tls.mode.negotiation());
         fill_from_environment(&mut config);
         let tls = crate::tls::connector(&tls).map_err(invalid)?;
-        Ok(Self { side, config, tls })
+        // A connection is handed out again as it was left: whoever takes one begins its
+        // own transaction, and no session setting outlives a use but those every
+        // connection gets (see `SESSION_SETUP`) and key bounds, bound before each read.
+        let manager = Manager::from_connect(
+            config.clone(),
+            Connector { tls },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        // A run never waits for a connection (its pool is sized to it): a wait that long
+        // is a miscount, reported rather than hung on.
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .map_err(|e| invalid(format!("cannot set up a connection pool: {e}")))?;
+        Ok(Self { side, config, pool })
     }
 
-    /// Opens a target connection for a worker that writes batches. Its commits do not wait
-    /// for the WAL flush (`synchronous_commit = off`): each batch still commits atomically
-    /// with its checkpoint and WAL stays ordered, so a server crash can only rewind to an
-    /// earlier consistent state that `--resume` or the next sync continues from. The
-    /// run's closing commit on the lock session is synchronous and flushes all of them.
-    pub async fn connect_writer(&self) -> Result<Client, ConnectError> {
+    /// The error for a connection that failed or broke while being set up.
+    fn unreachable(&self, cause: DbError) -> ConnectError {
+        ConnectError::Unreachable {
+            side: self.side,
+            endpoint: self.to_string(),
+            cause,
+        }
+    }
+
+    /// A connection for a worker that writes batches. Its commits do not wait for the WAL
+    /// flush (`synchronous_commit = off`): each batch still commits atomically with its
+    /// checkpoint and WAL stays ordered, so a server crash can only rewind to an earlier
+    /// consistent state that `--resume` or the next sync continues from. The run's
+    /// closing commit on the lock session, the first connection a run takes, is
+    /// synchronous and flushes all of them.
+    pub async fn connect_writer(&self) -> Result<Conn, ConnectError> {
         let client = self.connect().await?;
         client
             .batch_execute("SET synchronous_commit = off")
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.unreachable(DbError::from(e)))?;
         Ok(client)
     }
 
-    /// The error for a connection that failed or broke while being set up.
-    fn unreachable(&self, e: tokio_postgres::Error) -> ConnectError {
-        ConnectError::Unreachable {
-            side: self.side,
-            endpoint: self.to_string(),
-            cause: DbError::from(e),
-        }
+    /// A connection from the pool: an idle one, else a new one.
+    pub async fn connect(&self) -> Result<Conn, ConnectError> {
+        self.pool.get().await.map_err(|e| {
+            self.unreachable(match e {
+                deadpool_postgres::PoolError::Backend(e) => DbError::from(e),
+                deadpool_postgres::PoolError::Timeout(_) => DbError::other(
+                    "every connection of shadan's pool stayed in use for a minute (a miscount of \
+                     the run's connections; please report it)",
+                ),
+                other => DbError::other(&other.to_string()),
+            })
+        })
     }
 
-    /// Opens one connection; its driver task runs on the current runtime.
-    pub async fn connect(&self) -> Result<Client, ConnectError> {
-        let unreachable = |e| self.unreachable(e);
-        let (client, connection) = self
-            .config
-            .connect(self.tls.clone())
-            .await
-            .map_err(unreachable)?;
-        // The driver runs here. Server NOTICEs are dropped unread: any function on the
-        // server can raise one with any text, row values included.
-        tokio::spawn(async move {
-            let mut connection = connection;
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
-                if let Err(e) = message {
-                    tracing::debug!(error = %DbError::from(e), "connection closed with an error");
-                    break;
-                }
-            }
-        });
-        client
-            .batch_execute(SESSION_SETUP)
-            .await
-            .map_err(unreachable)?;
-        if let Ok(mut open) = OPEN.lock() {
-            open.push((client.cancel_token(), self.tls.clone()));
+    /// Sizes the pool to a run that holds up to `connections` at once, and opens them all
+    /// now, in parallel: a run then never waits for a login in the middle.
+    pub async fn warm(&self, connections: usize) -> Result<(), ConnectError> {
+        let status = self.pool.status();
+        if status.max_size < connections + POOL_SIZE {
+            self.pool.resize(connections + POOL_SIZE);
         }
-        Ok(client)
+        let missing = connections.saturating_sub(status.size);
+        let opened =
+            futures_util::future::try_join_all((0..missing).map(|_| self.connect())).await?;
+        drop(opened);
+        Ok(())
     }
 }
 

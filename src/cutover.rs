@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::connect::Endpoint;
+use crate::connect::{Conn, Endpoint};
 use crate::copy::tuple::TupleSplitter;
 use crate::digest::Accumulator;
 use crate::error::Error;
@@ -304,7 +304,7 @@ async fn copy_all(
         snapshot.clone(),
     );
     let stamps_shared = stamps.clone();
-    let work = move |(session, client): (Session, Client), batch: Batch| {
+    let work = move |(session, client): (Session, Conn), batch: Batch| {
         let (plan, counter, stamps) = (
             plan_shared.clone(),
             counters[batch.table].clone(),

@@ -151,6 +151,15 @@ impl DbError {
     pub fn transient(&self) -> bool {
         self.transient
     }
+
+    /// A failure that is not the server's (the connection pool's own), from its text.
+    pub fn other(text: &str) -> Self {
+        Self {
+            text: text.to_string(),
+            code: None,
+            transient: false,
+        }
+    }
 }
 
 #[cfg(test)]

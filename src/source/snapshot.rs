@@ -13,20 +13,22 @@ use futures_util::future::BoxFuture;
 use tokio_postgres::Client;
 
 use crate::catalog::Catalog;
-use crate::connect::Endpoint;
+use crate::connect::{Conn, Endpoint};
 use crate::error::Error;
 use crate::mapping::name::QualifiedName;
 use crate::plan::query::{SessionSetting, SettingValue, OWN_RETAILER_SETTING};
 use crate::plan::Plan;
 use crate::source::batch::Batch;
+use deadpool_postgres::ClientWrapper;
 
 /// An exported snapshot, valid while this value (its control session) lives.
 pub struct Snapshot {
-    /// Keeps the exporting transaction open.
-    control: Client,
+    /// Keeps the exporting transaction open. (Taken out of the pool: it closes with the
+    /// snapshot rather than going back in a transaction.)
+    control: ClientWrapper,
     /// Holds ACCESS SHARE locks on the run's relations from before the snapshot was taken
     /// until the run ends (as pg_dump does), so no DDL can change them under the run.
-    _guard: Client,
+    _guard: ClientWrapper,
     /// The identifier workers pass to `SET TRANSACTION SNAPSHOT`.
     pub id: String,
     /// `pg_current_snapshot()` of the exporting transaction (xmin:xmax:xip), for manifests.
@@ -92,8 +94,8 @@ impl Snapshot {
             }
         )?;
         Ok(Self {
-            control: client,
-            _guard: guard,
+            control: Conn::take(client),
+            _guard: Conn::take(guard),
             id: row.get(0),
             visible: row.get(1),
             taken_at: row.get(2),
@@ -117,7 +119,7 @@ impl Snapshot {
 
 /// One worker's read-only session on a shared snapshot.
 pub struct Session {
-    client: Client,
+    client: Conn,
 }
 
 impl Session {
@@ -141,15 +143,24 @@ impl Session {
                 snapshot.id
             )));
         }
-        client
-            .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-                snapshot.id
-            ))
-            .await
-            .map_err(Error::db("joining the source snapshot"))?;
+        // A pooled connection may come back from an earlier session's transaction: that
+        // one ends first (outside a transaction, ROLLBACK only warns). The plan's values
+        // are bound in the same flight: the driver sends both before reading either.
+        let join = format!(
+            "ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            snapshot.id
+        );
+        let settings = plan_settings(plan);
+        tokio::try_join!(
+            async {
+                client
+                    .batch_execute(&join)
+                    .await
+                    .map_err(Error::db("joining the source snapshot"))
+            },
+            bind(&client, &settings)
+        )?;
         let session = Self { client };
-        session.bind(&plan_settings(plan)).await?;
         Ok(session)
     }
 
@@ -225,7 +236,7 @@ pub fn reader_and_writer(
     source: Endpoint,
     target: Endpoint,
     snapshot: Arc<Snapshot>,
-) -> impl Fn() -> BoxFuture<'static, Result<(Session, Client), Error>> + Send + Sync + 'static {
+) -> impl Fn() -> BoxFuture<'static, Result<(Session, Conn), Error>> + Send + Sync + 'static {
     move || {
         let (plan, source, target, snapshot) = (
             plan.clone(),

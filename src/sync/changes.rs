@@ -262,7 +262,7 @@ impl Worker {
         let (lost_rows, lost) = apply::read_keys(&self.client, table, batch, &gone).await?;
         let mut next = Checkpoint {
             digest: *checkpoint,
-            prints: state::batch_prints(&self.client, &table.target, batch.no).await?,
+            prints: state::batch_prints(&**self.client, &table.target, batch.no).await?,
         };
         next.digest.remove(&lost);
         next.prints = next

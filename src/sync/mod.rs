@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::connect::Endpoint;
+use crate::connect::{Conn, Endpoint};
 use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::manifest::TableSync;
@@ -78,12 +78,23 @@ pub async fn run(
 ) -> Result<Value, Error> {
     plan.require_exact_targets()?;
     let lock = TargetLock::acquire(target, "sync").await?;
-    state::ensure_schema(lock.client()).await?;
-    require_finished_cutover(lock.client(), plan).await?;
-    let snapshot = Arc::new(Snapshot::export(source, &plan.source_relations()).await?);
-    plan.require_unchanged_source(&snapshot.catalog().await?)?;
-    let mut stamps = RunStamps::read(&snapshot, plan).await?;
-    let run_id = state::start_run(lock.client(), "sync", plan, &snapshot.id).await?;
+    // Once the lock is held, the target's checks and the source's snapshot go on at once:
+    // they are independent, on two servers.
+    let (snapshot, ()) = tokio::try_join!(
+        async {
+            let snapshot = Snapshot::export(source, &plan.source_relations()).await?;
+            plan.require_unchanged_source(&snapshot.catalog().await?)?;
+            Ok::<_, Error>(Arc::new(snapshot))
+        },
+        async {
+            state::ensure_schema(lock.client()).await?;
+            require_finished_cutover(lock.client(), plan).await
+        }
+    )?;
+    let (mut stamps, run_id) = tokio::try_join!(
+        RunStamps::read(&snapshot, plan),
+        state::start_run(lock.client(), "sync", plan, &snapshot.id)
+    )?;
     stamps.run_id = run_id;
     let n = plan.tables.len();
     let tally = Arc::new(Mutex::new(Tally {
@@ -189,7 +200,8 @@ async fn sync_all(
 ) -> Result<(), Error> {
     // The stored layout of each table and how it is read; a table never copied gets a
     // layout now.
-    let layout_session = Session::open(source, snapshot, plan).await?;
+    // Opened only for a table that has none yet.
+    let mut layout_session: Option<Session> = None;
     let mut queue = Vec::new();
     let mut shown = Vec::new();
     // Every table's layout at once: the driver pipelines the queries.
@@ -246,8 +258,17 @@ async fn sync_all(
         if matches!(path, Path::Changes { .. }) {
             shown.push((table.target.to_string(), rows, 0));
         } else if stored.is_empty() {
-            let (batches, total) =
-                batch::layout(layout_session.client(), table, opts.batch_rows, None).await?;
+            let (batches, total) = batch::layout(
+                match &mut layout_session {
+                    Some(session) => session,
+                    empty => empty.insert(Session::open(source, snapshot, plan).await?),
+                }
+                .client(),
+                table,
+                opts.batch_rows,
+                None,
+            )
+            .await?;
             let cut = state::LayoutCut::of(table, &plan.own_retailer);
             state::save_layout(lock.client(), &table.target, &batches, stamps.run_id, &cut).await?;
             queue.extend(batches.into_iter().map(|b| Item::Batch(b, None, false)));
@@ -513,10 +534,10 @@ struct Worker {
     /// A second session on the snapshot: a table's count runs there while its changed
     /// rows stream on the first, so that the source scans both at once.
     counter: Session,
-    client: Client,
+    client: Conn,
     /// A second target connection, on which a table's row prints stream while its
     /// changed rows are written on the first.
-    prints: Client,
+    prints: Conn,
     /// Whether this worker's previous batch had changes: then the next one likely has too
     /// (changes spread over the table), and both sides are read at once.
     last_dirty: bool,
@@ -557,7 +578,7 @@ impl Worker {
                 let checkpoint = Checkpoint::of(digest, &hashes);
                 if !has_prints {
                     // A checkpoint by an older shadan: add the prints the changes path needs.
-                    state::store_digest(&self.client, &table.target, batch, &checkpoint, stamp)
+                    state::store_digest(&**self.client, &table.target, batch, &checkpoint, stamp)
                         .await?;
                 }
                 return Ok(Done {
@@ -583,8 +604,14 @@ impl Worker {
         if !self.last_dirty {
             apply::abandon(&self.client).await?;
             if !has_prints {
-                state::store_digest(&self.client, &table.target, batch, &done.checkpoint, stamp)
-                    .await?;
+                state::store_digest(
+                    &**self.client,
+                    &table.target,
+                    batch,
+                    &done.checkpoint,
+                    stamp,
+                )
+                .await?;
             }
             done.clean = true;
             return Ok(done);

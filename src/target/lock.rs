@@ -4,15 +4,16 @@
 
 use tokio_postgres::Client;
 
-use crate::connect::Endpoint;
+use crate::connect::{Conn, Endpoint};
 use crate::error::Error;
+use deadpool_postgres::ClientWrapper;
 
 /// Advisory lock key (two int4 halves): "SH" and 1, the same for every shadan version.
 const LOCK_KEY: (i32, i32) = (0x5348, 1);
 
 /// Holds the target's writer lock while alive.
 pub struct TargetLock {
-    client: Client,
+    client: ClientWrapper,
 }
 
 impl TargetLock {
@@ -31,7 +32,10 @@ impl TargetLock {
             .map_err(Error::db("taking the target's writer lock"))?
             .get(0);
         if got {
-            return Ok(Self { client });
+            // Out of the pool: the lock ends with this value, its session closed.
+            return Ok(Self {
+                client: Conn::take(client),
+            });
         }
         let holder = client
             .query_opt(

@@ -127,14 +127,18 @@ pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
 /// Whether the state schema exists (checked to be the tool's own when it does): a dry
 /// run reads state without creating any.
 pub async fn existing(client: &Client) -> Result<bool, Error> {
-    check_owned(client).await?;
-    let exists: bool = client
-        .query_typed_one(
+    // Both at once (the driver pipelines them): what exists counts only once the schema
+    // is known to be the tool's own.
+    let (owned, exists) = tokio::join!(
+        check_owned(client),
+        client.query_typed_one(
             "SELECT pg_catalog.to_regclass('shadan.batches') IS NOT NULL \
                 AND pg_catalog.to_regclass('shadan.deferred_foreign_keys') IS NOT NULL",
             &[],
         )
-        .await
+    );
+    owned?;
+    let exists: bool = exists
         .map_err(Error::db(
             "looking for the shadan state schema in the target",
         ))?

@@ -59,94 +59,103 @@ pub async fn run(
     opts: &Options,
     shutdown: &Shutdown,
 ) -> Result<Report, Error> {
-    let (source_relations, target_relations) = (plan.source_relations(), plan.target_relations());
-    let (src_snap, tgt_snap) = tokio::try_join!(
-        Snapshot::export(source, &source_relations),
-        Snapshot::export(target, &target_relations)
-    )?;
-    plan.require_unchanged_source(&src_snap.catalog().await?)?;
-    let (src_snap, tgt_snap) = (Arc::new(src_snap), Arc::new(tgt_snap));
-    let sums =
-        digest_both_sides(plan, source, target, &src_snap, &tgt_snap, opts, shutdown).await?;
+    let views = plan.source_access == SourceAccess::Views;
+    // The rows of both sides, and meanwhile (independent of them) where the run stands:
+    // the mapping, both servers, the target's chain head, the source's privileges.
+    let rows = async {
+        let (source_relations, target_relations) =
+            (plan.source_relations(), plan.target_relations());
+        let (src_snap, tgt_snap) = tokio::try_join!(
+            Snapshot::export(source, &source_relations),
+            Snapshot::export(target, &target_relations)
+        )?;
+        plan.require_unchanged_source(&src_snap.catalog().await?)?;
+        let (src_snap, tgt_snap) = (Arc::new(src_snap), Arc::new(tgt_snap));
+        let sums =
+            digest_both_sides(plan, source, target, &src_snap, &tgt_snap, opts, shutdown).await?;
 
-    let src = Session::open(source, &src_snap, plan).await?;
-    let tgt = Session::open(target, &tgt_snap, plan).await?;
-    let mut tables = Vec::new();
-    let mut leaks: Vec<Leak> = plan
-        .unexpected_target_columns
-        .iter()
-        .map(|u| Leak {
-            kind: LeakKind::Column,
-            table: u.table.to_string(),
-            column: Some(u.column.clone()),
-            count: 1,
-            sample_keys: Vec::new(),
-        })
-        .collect();
-    let mut to_search = Vec::new();
-    for (table, (source_sums, target_sums)) in plan.tables.iter().zip(&sums) {
-        let differing = source_sums.differing(target_sums);
-        let diff = if differing.is_empty() {
-            compare::RowDiff::default()
-        } else {
-            compare::diff_table(src.client(), tgt.client(), table, &differing).await?
-        };
-        let (source_total, target_total) = (source_sums.total(), target_sums.total());
-        let mut sample = Vec::new();
-        for f in [&diff.missing, &diff.extra, &diff.changed] {
-            sample.extend(f.keys.iter().cloned());
-        }
-        sample.truncate(compare::SAMPLE_KEYS);
-        tables.push(TableReport {
-            target: table.target.to_string(),
-            source_rows: source_total.rows,
-            target_rows: target_total.rows,
-            missing: diff.missing.count,
-            extra: diff.extra.count,
-            changed: diff.changed.count,
-            sample_keys: key::render(tgt.client(), table, &sample).await?,
-            source_digest: source_total.hex(),
-            target_digest: target_total.hex(),
-        });
-        for (column, found) in &diff.own_values {
-            leaks.push(Leak {
-                kind: LeakKind::OwnValue,
-                table: table.target.to_string(),
-                column: Some(column.clone()),
-                count: found.count,
-                sample_keys: key::render(tgt.client(), table, &found.keys).await?,
-            });
-        }
-        if diff.out_of_scope.count > 0 {
-            leaks.push(Leak {
-                kind: LeakKind::OutOfScope,
-                table: table.target.to_string(),
-                column: None,
-                count: diff.out_of_scope.count,
-                sample_keys: key::render(tgt.client(), table, &diff.out_of_scope.keys).await?,
-            });
-        }
-        // A table whose mapped columns equal the projection holds only permitted values
-        // there; only a differing table or one with unmapped columns can hide secrets.
-        let unmapped = plan
+        let src = Session::open(source, &src_snap, plan).await?;
+        let tgt = Session::open(target, &tgt_snap, plan).await?;
+        let mut tables = Vec::new();
+        let mut leaks: Vec<Leak> = plan
             .unexpected_target_columns
             .iter()
-            .any(|u| u.table == table.target);
-        let drifted = table.columns.iter().any(|c| c.target_read.is_some());
-        if !differing.is_empty() || unmapped || drifted {
-            to_search.push(table.index);
+            .map(|u| Leak {
+                kind: LeakKind::Column,
+                table: u.table.to_string(),
+                column: Some(u.column.clone()),
+                count: 1,
+                sample_keys: Vec::new(),
+            })
+            .collect();
+        let mut to_search = Vec::new();
+        for (table, (source_sums, target_sums)) in plan.tables.iter().zip(&sums) {
+            let differing = source_sums.differing(target_sums);
+            let diff = if differing.is_empty() {
+                compare::RowDiff::default()
+            } else {
+                compare::diff_table(src.client(), tgt.client(), table, &differing).await?
+            };
+            let (source_total, target_total) = (source_sums.total(), target_sums.total());
+            let mut sample = Vec::new();
+            for f in [&diff.missing, &diff.extra, &diff.changed] {
+                sample.extend(f.keys.iter().cloned());
+            }
+            sample.truncate(compare::SAMPLE_KEYS);
+            tables.push(TableReport {
+                target: table.target.to_string(),
+                source_rows: source_total.rows,
+                target_rows: target_total.rows,
+                missing: diff.missing.count,
+                extra: diff.extra.count,
+                changed: diff.changed.count,
+                sample_keys: key::render(tgt.client(), table, &sample).await?,
+                source_digest: source_total.hex(),
+                target_digest: target_total.hex(),
+            });
+            for (column, found) in &diff.own_values {
+                leaks.push(Leak {
+                    kind: LeakKind::OwnValue,
+                    table: table.target.to_string(),
+                    column: Some(column.clone()),
+                    count: found.count,
+                    sample_keys: key::render(tgt.client(), table, &found.keys).await?,
+                });
+            }
+            if diff.out_of_scope.count > 0 {
+                leaks.push(Leak {
+                    kind: LeakKind::OutOfScope,
+                    table: table.target.to_string(),
+                    column: None,
+                    count: diff.out_of_scope.count,
+                    sample_keys: key::render(tgt.client(), table, &diff.out_of_scope.keys).await?,
+                });
+            }
+            // A table whose mapped columns equal the projection holds only permitted values
+            // there; only a differing table or one with unmapped columns can hide secrets.
+            let unmapped = plan
+                .unexpected_target_columns
+                .iter()
+                .any(|u| u.table == table.target);
+            let drifted = table.columns.iter().any(|c| c.target_read.is_some());
+            if !differing.is_empty() || unmapped || drifted {
+                to_search.push(table.index);
+            }
         }
-    }
-    drop((src, tgt));
-    let views = plan.source_access == SourceAccess::Views;
-    if opts.deep && !to_search.is_empty() && !views {
-        leaks.extend(deep::scan(plan, &to_search, &src_snap, &tgt_snap, source, target).await?);
-    }
+        drop((src, tgt));
+        if opts.deep && !to_search.is_empty() && !views {
+            leaks.extend(deep::scan(plan, &to_search, &src_snap, &tgt_snap, source, target).await?);
+        }
+        Ok::<_, Error>((tables, leaks))
+    };
+    let standing = async {
+        tokio::try_join!(provenance(plan, source, target), async {
+            privileges::audit(&*source.connect().await?, plan).await
+        })
+    };
+    let ((tables, leaks), (provenance, excess)) = tokio::try_join!(rows, standing)?;
     let mut report = Report::new(tables, leaks);
     report.deep = opts.deep && !views;
-    let (provenance, excess) = tokio::try_join!(provenance(plan, source, target), async {
-        privileges::audit(&source.connect().await?, plan).await
-    })?;
     report.provenance = provenance;
     report.excess_privileges = excess;
     if !plan.target_drift.is_empty() {
