@@ -45,10 +45,6 @@ impl Worker {
             .iter()
             .map(|s| s.written.unwrap_or_default())
             .collect();
-        // Every table read by changes reads all its prints, whatever changed: which
-        // batches had changes is not the target's to see.
-        let nos: Vec<i32> = batches.iter().map(|b| b.no).collect();
-        let prints = state::PrintsReader::open(&self.prints, &table.target, &nos).await?;
         let cuts = batches.len() - 1;
         let uppers: Vec<&[String]> = batches[..cuts]
             .iter()
@@ -60,17 +56,42 @@ impl Worker {
             name: HORIZON_SETTING.into(),
             value: SettingValue::Text(horizon_xid(horizon)),
         });
-        self.session.bind(&settings).await?;
+        // Every table read by changes reads all its prints, whatever changed: which
+        // batches had changes is not the target's to see. The prints' query, the bounds
+        // and the two source statements go out together: none waits for another.
+        let nos: Vec<i32> = batches.iter().map(|b| b.no).collect();
+        let source = self.session.client();
+        let (count_sql, changes_sql) = (
+            table.source_count(RangeShape::ALL),
+            table.source_changes_copy(cuts, column),
+        );
+        let preparing = || format!("preparing the reads of {}", table.source);
+        let (prints, (), count_statement, changes_statement) = tokio::try_join!(
+            state::PrintsReader::open(&self.prints, &table.target, &nos),
+            self.session.bind(&settings),
+            async {
+                self.counter
+                    .client()
+                    .prepare(&count_sql)
+                    .await
+                    .map_err(Error::db(&preparing))
+            },
+            async {
+                source
+                    .prepare(&changes_sql)
+                    .await
+                    .map_err(Error::db(&preparing))
+            }
+        )?;
 
         let mut done = Done::default();
         let mut touched = vec![false; batches.len()];
         let mut redo = Vec::new();
         // The count runs on the second session while the changed rows stream on the first.
-        let source = self.session.client();
-        let count_sql = table.source_count(RangeShape::ALL);
-        let count = self.counter.client().query_one(&count_sql, &[]);
+        let count = self.counter.client().query_one(&count_statement, &[]);
         let changed = read_changes(
             source,
+            &changes_statement,
             &self.client,
             table,
             &batches,
@@ -79,7 +100,6 @@ impl Worker {
             &mut touched,
             &mut done,
             &mut redo,
-            column,
             stamp,
         );
         let (count, ()) = tokio::try_join!(
@@ -305,6 +325,7 @@ fn add(total: &mut Done, one: Done) {
 #[allow(clippy::too_many_arguments)]
 async fn read_changes(
     source: &Client,
+    statement: &tokio_postgres::Statement,
     target: &Client,
     table: &TablePlan,
     batches: &[Batch],
@@ -313,12 +334,11 @@ async fn read_changes(
     touched: &mut [bool],
     done: &mut Done,
     redo: &mut Vec<usize>,
-    column: &str,
     stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let reading = || format!("reading the changed rows of {}", table.source);
     let copy = source
-        .copy_out(&table.source_changes_copy(batches.len() - 1, column))
+        .copy_out(statement)
         .await
         .map_err(Error::db(&reading))?;
     let mut copy = pin!(copy);

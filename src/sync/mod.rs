@@ -80,20 +80,21 @@ pub async fn run(
     let lock = TargetLock::acquire(target, "sync").await?;
     // Once the lock is held, the target's checks and the source's snapshot go on at once:
     // they are independent, on two servers.
-    let (snapshot, ()) = tokio::try_join!(
+    let ((snapshot, mut stamps), ()) = tokio::try_join!(
         async {
             let snapshot = Snapshot::export(source, &plan.source_relations()).await?;
-            plan.require_unchanged_source(&snapshot.catalog().await?)?;
-            Ok::<_, Error>(Arc::new(snapshot))
+            // The stamps are read with the catalog's check, and dropped if it fails.
+            let (catalog, stamps) =
+                tokio::try_join!(snapshot.catalog(), RunStamps::read(&snapshot, plan))?;
+            plan.require_unchanged_source(&catalog)?;
+            Ok::<_, Error>((Arc::new(snapshot), stamps))
         },
-        async {
-            state::ensure_schema(lock.client()).await?;
-            require_finished_cutover(lock.client(), plan).await
-        }
+        state::ensure_schema_then(lock.client(), require_finished_cutover(lock.client(), plan))
     )?;
-    let (mut stamps, run_id) = tokio::try_join!(
-        RunStamps::read(&snapshot, plan),
-        state::start_run(lock.client(), "sync", plan, &snapshot.id)
+    // The run's record and every table's stored layout, in one flight.
+    let (run_id, layouts) = tokio::try_join!(
+        state::start_run(lock.client(), "sync", plan, &snapshot.id),
+        stored_layouts(plan, &lock)
     )?;
     stamps.run_id = run_id;
     let n = plan.tables.len();
@@ -111,6 +112,7 @@ pub async fn run(
         &snapshot,
         &Arc::new(stamps),
         &lock,
+        layouts,
         &tally,
     )
     .await;
@@ -196,6 +198,7 @@ async fn sync_all(
     snapshot: &Arc<Snapshot>,
     stamps: &Arc<RunStamps>,
     lock: &TargetLock,
+    layouts: Vec<(Vec<StoredBatch>, bool)>,
     tally: &Arc<Mutex<Tally>>,
 ) -> Result<(), Error> {
     // The stored layout of each table and how it is read; a table never copied gets a
@@ -204,14 +207,6 @@ async fn sync_all(
     let mut layout_session: Option<Session> = None;
     let mut queue = Vec::new();
     let mut shown = Vec::new();
-    // Every table's layout at once: the driver pipelines the queries.
-    let layouts = futures_util::future::try_join_all(plan.tables.iter().map(|table| {
-        futures_util::future::try_join(
-            state::batches(lock.client(), table.index, &table.target),
-            state::layout_order_holds(lock.client(), table),
-        )
-    }))
-    .await?;
     for (table, (mut stored, order_holds)) in plan.tables.iter().zip(layouts) {
         if !stored.is_empty() && !order_holds {
             // Bounds cut in another key order select other keys under this one: lay the
@@ -490,6 +485,21 @@ async fn sync_all(
     }
     let grown = grown.lock().map(|g| g.clone()).unwrap_or_default();
     split_grown(plan, source, snapshot, lock, stamps, opts.batch_rows, grown).await
+}
+
+/// Every table's stored layout, and whether its key order still holds, all at once (the
+/// driver pipelines the queries).
+async fn stored_layouts(
+    plan: &Plan,
+    lock: &TargetLock,
+) -> Result<Vec<(Vec<StoredBatch>, bool)>, Error> {
+    futures_util::future::try_join_all(plan.tables.iter().map(|table| {
+        futures_util::future::try_join(
+            state::batches(lock.client(), table.index, &table.target),
+            state::layout_order_holds(lock.client(), table),
+        )
+    }))
+    .await
 }
 
 /// A batch of a referenced table whose deletes wait for the children's.

@@ -117,11 +117,27 @@ impl RunStamps {
 /// everything in it: the state says which batches are done, and cutover runs the index
 /// definitions stored there, so state another role could write is refused.
 pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
+    ensure_schema_then(client, async { Ok(()) }).await
+}
+
+/// [`ensure_schema`], then `then` (statements on the same `client` that need the schema),
+/// sent right behind the schema's own statements without waiting for them: the server
+/// runs them in order, and an error in the first fails the rest.
+pub async fn ensure_schema_then<T>(
+    client: &Client,
+    then: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
     check_owned(client).await?;
-    client
-        .batch_execute(include_str!("state.sql"))
-        .await
-        .map_err(Error::db("creating the shadan state schema in the target"))
+    let ((), out) = tokio::try_join!(
+        async {
+            client
+                .batch_execute(include_str!("state.sql"))
+                .await
+                .map_err(Error::db("creating the shadan state schema in the target"))
+        },
+        then
+    )?;
+    Ok(out)
 }
 
 /// Whether the state schema exists (checked to be the tool's own when it does): a dry
