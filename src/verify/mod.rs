@@ -74,8 +74,10 @@ pub async fn run(
         let sums =
             digest_both_sides(plan, source, target, &src_snap, &tgt_snap, opts, shutdown).await?;
 
-        let src = Session::open(source, &src_snap, plan).await?;
-        let tgt = Session::open(target, &tgt_snap, plan).await?;
+        let (src, tgt) = tokio::try_join!(
+            Session::open(source, &src_snap, plan),
+            Session::open(target, &tgt_snap, plan)
+        )?;
         let mut tables = Vec::new();
         let mut leaks: Vec<Leak> = plan
             .unexpected_target_columns
@@ -243,6 +245,20 @@ async fn provenance(
     Ok(out)
 }
 
+/// Every table's chunks on one side ([`buckets::chunks`]), the queries sent together.
+async fn all_chunks(
+    plan: &Plan,
+    side: Side,
+    client: &tokio_postgres::Client,
+    jobs: usize,
+) -> Result<Vec<Vec<Option<crate::plan::query::Chunk>>>, Error> {
+    futures_util::future::try_join_all(plan.tables.iter().map(|table| async move {
+        let relation = buckets::relation_sql(table, side);
+        buckets::chunks(client, &relation, jobs).await
+    }))
+    .await
+}
+
 /// Pass 1: every row of both sides into per-table bucket digests, `jobs` readers per side.
 #[allow(clippy::too_many_arguments)]
 async fn digest_both_sides(
@@ -255,28 +271,34 @@ async fn digest_both_sides(
     shutdown: &Shutdown,
 ) -> Result<Sums, Error> {
     let jobs = opts.jobs.max(1);
-    let sizing = (
-        Session::open(source, src_snap, plan).await?,
-        Session::open(target, tgt_snap, plan).await?,
-    );
-    let (mut source_tasks, mut target_tasks) = (VecDeque::new(), VecDeque::new());
-    let mut shown = Vec::new();
-    for table in &plan.tables {
-        for (side, session, tasks) in [
-            (Side::Source, &sizing.0, &mut source_tasks),
-            (Side::Target, &sizing.1, &mut target_tasks),
-        ] {
-            let relation = buckets::relation_sql(table, side);
-            for chunk in buckets::chunks(session.client(), &relation, jobs).await? {
-                tasks.push_back(Task {
+    let sizing = tokio::try_join!(
+        Session::open(source, src_snap, plan),
+        Session::open(target, tgt_snap, plan)
+    )?;
+    // Every table's chunks on both sides, all asked at once (the driver pipelines them).
+    let (source_chunks, target_chunks) = tokio::try_join!(
+        all_chunks(plan, Side::Source, sizing.0.client(), jobs),
+        all_chunks(plan, Side::Target, sizing.1.client(), jobs)
+    )?;
+    drop(sizing);
+    let tasks = |chunks: Vec<Vec<_>>| -> VecDeque<Task> {
+        plan.tables
+            .iter()
+            .zip(chunks)
+            .flat_map(|(table, chunks)| {
+                chunks.into_iter().map(|chunk| Task {
                     table: table.index,
                     chunk,
-                });
-            }
-        }
-        shown.push((table.target.to_string(), 0, 0));
-    }
-    drop(sizing);
+                })
+            })
+            .collect()
+    };
+    let (source_tasks, target_tasks) = (tasks(source_chunks), tasks(target_chunks));
+    let shown = plan
+        .tables
+        .iter()
+        .map(|table| (table.target.to_string(), 0, 0))
+        .collect();
 
     let progress = Progress::start("verify", opts.progress, shown);
     let run_key = Arc::new(
