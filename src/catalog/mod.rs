@@ -277,16 +277,29 @@ impl Catalog {
         }
         for row in unique_keys {
             let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            let columns: Vec<Option<String>> = row.get(3);
+            let key = UniqueKey {
+                primary: row.get(2),
+                columns: columns.into_iter().map(Option::unwrap_or_default).collect(),
+                immediate: row.get(4),
+                plain: row.get(5),
+                exact: row.get(6),
+                exclusion: row.get(7),
+            };
+            // An index of one partition alone holds on the partitioned table like a
+            // partial index: never its key, but one sync must keep.
+            let root: (Option<String>, Option<String>) = (row.get(8), row.get(9));
+            if let (Some(schema), Some(root)) = root {
+                if let Some(table) = tables.get_mut(&QualifiedName::new(schema, root)) {
+                    table.unique_keys.push(UniqueKey {
+                        primary: false,
+                        plain: false,
+                        ..key.clone()
+                    });
+                }
+            }
             if let Some(table) = tables.get_mut(&name) {
-                let columns: Vec<Option<String>> = row.get(3);
-                table.unique_keys.push(UniqueKey {
-                    primary: row.get(2),
-                    columns: columns.into_iter().map(Option::unwrap_or_default).collect(),
-                    immediate: row.get(4),
-                    plain: row.get(5),
-                    exact: row.get(6),
-                    exclusion: row.get(7),
-                });
+                table.unique_keys.push(key);
             }
         }
         for row in inheritance {
@@ -324,9 +337,18 @@ impl Catalog {
             };
             // NO ACTION is checked once a statement is done: a parent row deleted and
             // inserted again within one keeps it. (The referencing table need not be
-            // one the role can see.)
-            if let Some(parent) = tables.get_mut(&fk.parent) {
-                parent.replaceable &= actions.iter().all(|a| a == "a");
+            // one the role can see, and it may reference one partition of a mapped table:
+            // the partition's ancestors are written through too.)
+            let no_action = actions.iter().all(|a| a == "a");
+            let (schemas, names): (Vec<String>, Vec<String>) = (row.get(10), row.get(11));
+            let ancestors = schemas
+                .into_iter()
+                .zip(names)
+                .map(|(schema, name)| QualifiedName::new(schema, name));
+            for referenced in std::iter::once(fk.parent.clone()).chain(ancestors) {
+                if let Some(referenced) = tables.get_mut(&referenced) {
+                    referenced.replaceable &= no_action;
+                }
             }
             if let Some(table) = tables.get_mut(&child) {
                 table.foreign_keys.push(fk);

@@ -5,7 +5,8 @@
 -- exact (every column compared under a deterministic collation: a case-insensitive
 -- index would make ON CONFLICT merge two source rows) and an exclusion constraint. A
 -- mapping key must be a plain, immediate, exact unique one; the others matter to sync,
--- which must be able to keep them. Only indexes that are valid and ready count (a failed
+-- which must be able to keep them; an index of one partition alone counts, for sync, on
+-- the partitioned table as a partial one. Only indexes that are valid and ready count (a failed
 -- CREATE UNIQUE INDEX CONCURRENTLY leaves one that is neither). Every operator and
 -- function is qualified.
 SELECT n.nspname::text AS schema_name,
@@ -22,7 +23,18 @@ SELECT n.nspname::text AS schema_name,
        NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(i.indcollation::pg_catalog.oid[]) ic(coll)
                    JOIN pg_catalog.pg_collation co ON co.oid OPERATOR(pg_catalog.=) ic.coll
                    WHERE NOT co.collisdeterministic) AS exact,
-       i.indisexclusion AS exclusion
+       i.indisexclusion AS exclusion,
+       -- For an index of one partition alone (not attached to an index of its parent):
+       -- the partitioned table at the root, which writes reach it through.
+       (SELECT rn.nspname::text FROM pg_catalog.pg_class rc
+        JOIN pg_catalog.pg_namespace rn ON rn.oid OPERATOR(pg_catalog.=) rc.relnamespace
+        WHERE rc.oid OPERATOR(pg_catalog.=) pg_catalog.pg_partition_root(c.oid)
+          AND rc.oid OPERATOR(pg_catalog.<>) c.oid
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits ih
+                          WHERE ih.inhrelid OPERATOR(pg_catalog.=) i.indexrelid)) AS root_schema,
+       (SELECT rc.relname::text FROM pg_catalog.pg_class rc
+        WHERE rc.oid OPERATOR(pg_catalog.=) pg_catalog.pg_partition_root(c.oid)
+          AND rc.oid OPERATOR(pg_catalog.<>) c.oid) AS root_name
 FROM pg_catalog.pg_index i
 JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indrelid
 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace

@@ -376,7 +376,7 @@ impl<'a> TableCheck<'a> {
                 access: self.source_access,
                 target_search: tgt.columns.iter().filter_map(SearchColumn::of).collect(),
                 target_write_hooks: tgt.write_hooks.clone(),
-                replace_rows: held_apart && tgt.replaceable,
+                replace_rows: held_apart && tgt.replaceable && tgt.write_hooks.is_empty(),
                 target_parents: Vec::new(),
                 has_children: false,
                 target_children: Vec::new(),

@@ -173,8 +173,9 @@ pub struct TablePlan {
     /// Whether sync replaces the target rows it changes (deletes them and inserts them
     /// again, within the statement that writes the batch) rather than updating them: the
     /// target has a unique index or exclusion constraint besides the key, checked row by
-    /// row, through which values may move between rows, and every foreign key that
-    /// references the table is NO ACTION, so no other row notices.
+    /// row, through which values may move between rows; every foreign key that
+    /// references the table (or one of its partitions) is NO ACTION, and no trigger or rule
+    /// acts on its writes, so nothing else notices.
     pub replace_rows: bool,
     /// Every column of the source table (name, type) as the plan was checked against: a
     /// run compares it with the catalog once it holds the table against DDL.

@@ -496,9 +496,7 @@ async fn write_changed(
             *digest = next.digest;
             Ok(Written::Rows(written))
         }
-        Err(Error::Database { cause, .. })
-            if cause.code.as_deref().is_some_and(|c| c.starts_with("23")) =>
-        {
+        Err(e) if super::together::refusal(&e) => {
             // A deferrable unique or exclusion constraint (checked at commit) may need
             // a row this run has yet to find deleted out of the way: the caller syncs
             // the batch in full, deletes first, once the changed rows are read.

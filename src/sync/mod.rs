@@ -325,16 +325,18 @@ async fn sync_all(
     };
     let deferred: Arc<Mutex<Vec<Deferred>>> = Arc::default();
     let set_aside: Arc<Mutex<Vec<(usize, together::SetAside)>>> = Arc::default();
+    let stuck: Arc<Mutex<Vec<together::Stuck>>> = Arc::default();
     let work = {
         let (tally, grown, batch_rows) = (tally.clone(), grown.clone(), opts.batch_rows);
-        let (plan_shared, deferred, stamps, set_aside) = (
+        let (plan_shared, deferred, stamps, set_aside, stuck) = (
             plan_shared.clone(),
             deferred.clone(),
             stamps.clone(),
             set_aside.clone(),
+            stuck.clone(),
         );
         move |mut w: Worker, item: Item| {
-            let (plan, tally, grown, counter, deferred, stamps, set_aside) = (
+            let (plan, tally, grown, counter, deferred, stamps, set_aside, stuck) = (
                 plan_shared.clone(),
                 tally.clone(),
                 grown.clone(),
@@ -342,6 +344,7 @@ async fn sync_all(
                 deferred.clone(),
                 stamps.clone(),
                 set_aside.clone(),
+                stuck.clone(),
             );
             async move {
                 let table = &plan.tables[item.table()];
@@ -373,7 +376,21 @@ async fn sync_all(
                         all
                     }
                     Item::Together(_, batches, pending) => {
-                        w.sync_together(table, &batches, pending, stamp).await?
+                        match w.sync_together(table, &batches, &pending, stamp).await {
+                            Ok(done) => done,
+                            Err(e) if together::refusal(&e) => {
+                                // Nothing of them was written: they wait for another
+                                // round, after the other tables' writes.
+                                if let Ok(mut d) = deferred.lock() {
+                                    d.extend(pending);
+                                }
+                                if let Ok(mut s) = stuck.lock() {
+                                    s.push((table.index, batches, e));
+                                }
+                                Done::default()
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 };
                 if let Ok(mut s) = set_aside.lock() {
@@ -429,27 +446,43 @@ async fn sync_all(
         for (table, batch) in waiting {
             by_table.entry(table).or_default().push(batch);
         }
-        // With the deletes the table's batches left for after the children's.
-        let items: Option<VecDeque<Item>> = deferred.lock().ok().map(|mut pending| {
-            by_table
-                .into_iter()
-                .map(|(table, batches)| {
-                    let (mine, others) = std::mem::take(&mut *pending)
-                        .into_iter()
-                        .partition(|p| p.batch.table == table);
-                    *pending = others;
-                    Item::Together(table, batches, mine)
-                })
-                .collect()
-        });
-        let Some(items) = items else {
-            outcome = Err(Error::Runtime("a sync worker panicked".into()));
-            break;
-        };
         let (o, w) = (open.clone(), work.clone());
+        let items = together_items(by_table.into_iter().collect(), &deferred)?;
         outcome =
             workers::for_each(opts.jobs, items, shutdown, move || o(), move |s, t| w(s, t)).await;
         if outcome.is_err() {
+            break;
+        }
+    }
+    // Tables whose batches a constraint still refused written together: again, now that
+    // every other batch is in (a child moved away from a row, whose delete then goes
+    // through), in level order, round after round while a round writes some.
+    while outcome.is_ok() {
+        let mut groups = stuck
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        if groups.is_empty() {
+            break;
+        }
+        groups.sort_by_key(|(table, ..)| plan.tables[*table].level);
+        let before = groups.len();
+        let groups: Vec<_> = groups
+            .into_iter()
+            .map(|(t, batches, _)| (t, batches))
+            .collect();
+        let (o, w) = (open.clone(), work.clone());
+        let items = together_items(groups, &deferred)?;
+        outcome = workers::for_each(1, items, shutdown, move || o(), move |s, t| w(s, t)).await;
+        let mut left = stuck.lock().map(|s| s.len()).unwrap_or(before);
+        if outcome.is_ok() && left >= before {
+            // A round wrote none: no order of writes can give what they need.
+            if let Some((table, _, e)) = stuck.lock().ok().and_then(|mut s| s.pop()) {
+                outcome = Err(together::refused(&plan.tables[table], e));
+            }
+            left = 0;
+        }
+        if left == 0 {
             break;
         }
     }
@@ -487,6 +520,27 @@ async fn sync_all(
     split_grown(plan, source, snapshot, lock, stamps, opts.batch_rows, grown).await
 }
 
+/// Items that write each table's set-aside batches together, each with the deletes its
+/// batches left for after the children's (taken out of `deferred`).
+fn together_items(
+    groups: Vec<(usize, Vec<together::SetAside>)>,
+    deferred: &Mutex<Vec<Deferred>>,
+) -> Result<VecDeque<Item>, Error> {
+    let mut pending = deferred
+        .lock()
+        .map_err(|_| Error::Runtime("a sync worker panicked".into()))?;
+    Ok(groups
+        .into_iter()
+        .map(|(table, batches)| {
+            let (mine, others) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|p| p.batch.table == table);
+            *pending = others;
+            Item::Together(table, batches, mine)
+        })
+        .collect())
+}
+
 /// Every table's stored layout, and whether its key order still holds, all at once (the
 /// driver pipelines the queries).
 async fn stored_layouts(
@@ -503,6 +557,7 @@ async fn stored_layouts(
 }
 
 /// A batch of a referenced table whose deletes wait for the children's.
+#[derive(Clone)]
 struct Deferred {
     /// The batch.
     batch: Batch,
@@ -639,7 +694,7 @@ impl Worker {
         .await
         {
             Ok(written) => written,
-            Err(e) if e.is_constraint() => {
+            Err(e) if together::refusal(&e) => {
                 // A value moving to or from another batch's row: written together with
                 // the table's other batches set aside, once its level's are done.
                 let _ = self.client.batch_execute("ROLLBACK").await;

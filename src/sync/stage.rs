@@ -151,22 +151,41 @@ pub async fn apply(
         return Ok(0);
     }
     let context = || format!("syncing {} {batch}", table.target);
-    let messages = client
-        .simple_query(&apply_sql(table, staged, hold_referenced))
-        .await
-        .map_err(Error::db(&context))?;
-    let counts = messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => Some((
-            row.get(0).and_then(|n| n.parse::<usize>().ok()),
-            row.get(1).and_then(|n| n.parse::<usize>().ok()),
-        )),
-        _ => None,
-    });
-    let Some((Some(deleted), Some(written))) = counts else {
-        return Err(Error::Runtime(format!(
-            "syncing {} {batch}: the server did not report what the write did",
-            table.target
-        )));
+    let (deleted, written) = if table.target_write_hooks.is_empty() {
+        let messages = client
+            .simple_query(&apply_sql(table, staged, hold_referenced))
+            .await
+            .map_err(Error::db(&context))?;
+        let counts = messages.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some((
+                row.get(0).and_then(|n| n.parse::<usize>().ok()),
+                row.get(1).and_then(|n| n.parse::<usize>().ok()),
+            )),
+            _ => None,
+        });
+        let Some((Some(deleted), Some(written))) = counts else {
+            return Err(Error::Runtime(format!(
+                "syncing {} {batch}: the server did not report what the write did",
+                table.target
+            )));
+        };
+        (deleted, written)
+    } else {
+        // A rule refuses to act on a statement inside WITH, and a trigger's own writes
+        // are checked by reading the batch back: the deletes, then the inserts and
+        // updates, each a statement of its own (rows are never replaced here).
+        let (deletes, upserts) = statements(table, staged, hold_referenced);
+        let upserts = upserts.map(|[select, conflict]| format!("{select} {conflict}"));
+        let mut counts = [0; 2];
+        for (sql, count) in [deletes, upserts].into_iter().zip(&mut counts) {
+            if let Some(sql) = sql {
+                *count = client
+                    .execute(&sql, &[])
+                    .await
+                    .map_err(Error::db(&context))? as usize;
+            }
+        }
+        (counts[0], counts[1])
     };
     if !(hold_referenced && deleted < staged.gone) {
         affected(table, batch, "deleted", deleted, staged.gone)?;
@@ -218,18 +237,66 @@ fn key_columns(table: &TablePlan) -> Vec<String> {
 /// value of a unique index any more. The override lets a key that is an identity column
 /// `GENERATED ALWAYS` take the source's values, as COPY does in cutover.
 fn apply_sql(table: &TablePlan, staged: Staged, hold_referenced: bool) -> String {
-    let target = table.target.sql();
-    let keys = key_columns(table);
-    let matching = |alias: &str| {
-        keys.iter()
-            .map(|k| format!("t.{k} OPERATOR(pg_catalog.=) {alias}.{k}"))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
+    let (deletes, upserts) = statements(table, staged, hold_referenced);
     let count = |cte: &str| format!("(SELECT pg_catalog.count(*) FROM {cte})");
     let mut ctes = Vec::new();
     let mut first = Vec::new();
-    if staged.gone > 0 {
+    if let Some(deletes) = deletes {
+        ctes.push(format!("gone AS ({deletes} RETURNING 1)"));
+        first.push(count("gone"));
+    }
+    if let Some(upserts) = upserts {
+        if table.replace_rows {
+            ctes.push(format!(
+                "replaced AS (DELETE FROM {} AS t USING {} AS s WHERE {} RETURNING 1)",
+                table.target.sql(),
+                rows_stage(table),
+                matching(table, "s")
+            ));
+            first.push(count("replaced"));
+        }
+        let after = if first.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " WHERE {} OPERATOR(pg_catalog.>=) 0",
+                first.join(" OPERATOR(pg_catalog.+) ")
+            )
+        };
+        // The condition goes between the SELECT and its ON CONFLICT clause.
+        let [select, conflict] = upserts;
+        ctes.push(format!(
+            "written AS ({select}{after} {conflict} RETURNING 1)"
+        ));
+    }
+    let reported = |cte: &str, present: bool| if present { count(cte) } else { "0".into() };
+    format!(
+        "WITH {} SELECT {}, {}",
+        ctes.join(", "),
+        reported("gone", staged.gone > 0),
+        reported("written", staged.rows > 0)
+    )
+}
+
+/// `t.k = alias.k AND ...` over the key columns.
+fn matching(table: &TablePlan, alias: &str) -> String {
+    key_columns(table)
+        .iter()
+        .map(|k| format!("t.{k} OPERATOR(pg_catalog.=) {alias}.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The plain statements that apply `staged`: the deletes (of the rows no mapped child
+/// references, with `hold_referenced`), and the inserts and updates as their `INSERT ...
+/// SELECT ...` and their `ON CONFLICT ...` clause.
+fn statements(
+    table: &TablePlan,
+    staged: Staged,
+    hold_referenced: bool,
+) -> (Option<String>, Option<[String; 2]>) {
+    let target = table.target.sql();
+    let deletes = (staged.gone > 0).then(|| {
         let mut held = String::new();
         for child in table.target_children.iter().filter(|_| hold_referenced) {
             let refs: Vec<String> = child
@@ -249,22 +316,13 @@ fn apply_sql(table: &TablePlan, staged: Staged, hold_referenced: bool) -> String
                 refs.join(" AND ")
             ));
         }
-        ctes.push(format!(
-            "gone AS (DELETE FROM {target} AS t USING {} AS g WHERE {}{held} RETURNING 1)",
+        format!(
+            "DELETE FROM {target} AS t USING {} AS g WHERE {}{held}",
             gone_stage(table),
-            matching("g")
-        ));
-        first.push(count("gone"));
-    }
-    if staged.rows > 0 {
-        let stage = rows_stage(table);
-        if table.replace_rows {
-            ctes.push(format!(
-                "replaced AS (DELETE FROM {target} AS t USING {stage} AS s WHERE {} RETURNING 1)",
-                matching("s")
-            ));
-            first.push(count("replaced"));
-        }
+            matching(table, "g")
+        )
+    });
+    let upserts = (staged.rows > 0).then(|| {
         let cols = table.target_column_list();
         // A key column whose values have forms takes the source's form too.
         let forms = table.key_forms.iter().map(|&i| &table.columns[i]);
@@ -280,27 +338,15 @@ fn apply_sql(table: &TablePlan, staged: Staged, hold_referenced: bool) -> String
         } else {
             format!("DO UPDATE SET {}", sets.join(", "))
         };
-        let after = if first.is_empty() {
-            String::new()
-        } else {
+        [
             format!(
-                " WHERE {} OPERATOR(pg_catalog.>=) 0",
-                first.join(" OPERATOR(pg_catalog.+) ")
-            )
-        };
-        ctes.push(format!(
-            "written AS (INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {stage}{after} \
-             ON CONFLICT ({}) {action} RETURNING 1)",
-            keys.join(", ")
-        ));
-    }
-    let reported = |cte: &str, present: bool| if present { count(cte) } else { "0".into() };
-    format!(
-        "WITH {} SELECT {}, {}",
-        ctes.join(", "),
-        reported("gone", staged.gone > 0),
-        reported("written", staged.rows > 0)
-    )
+                "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {}",
+                rows_stage(table)
+            ),
+            format!("ON CONFLICT ({}) {action}", key_columns(table).join(", ")),
+        ]
+    });
+    (deletes, upserts)
 }
 
 /// Sends tuples as one binary COPY stream: small ones gathered into messages of about

@@ -23,13 +23,23 @@ use crate::target::state::Stamp;
 /// A batch set aside, with its stored checkpoint's digest (if it has one).
 pub(super) type SetAside = (Batch, Option<Accumulator>);
 
+/// A table whose set-aside batches a constraint refused even together, with why: they
+/// wait for a later round.
+pub(super) type Stuck = (usize, Vec<SetAside>, Error);
+
+/// Whether `e` is a refusal another round may lift: a constraint of the target's, or a
+/// deadlock with another batch's writes.
+pub(super) fn refusal(e: &Error) -> bool {
+    e.is_constraint() || e.sqlstate() == Some("40P01")
+}
+
 impl Worker {
     /// Syncs `batches` of `table` together (see the module's documentation).
     pub(super) async fn sync_together(
         &mut self,
         table: &TablePlan,
         batches: &[SetAside],
-        pending: Vec<Deferred>,
+        pending: &[Deferred],
         stamp: Stamp<'_>,
     ) -> Result<Done, Error> {
         let what = format!("({} batches written together)", batches.len());
@@ -38,16 +48,11 @@ impl Worker {
             .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
             .await
             .map_err(Error::db(format!("syncing {} {what}", table.target)))?;
-        match self.together(table, batches, pending, &what, stamp).await {
-            Ok(done) => Ok(done),
-            Err(e) => {
-                let _ = self.client.batch_execute("ROLLBACK").await;
-                Err(match e.is_constraint() {
-                    true => refused(table, e),
-                    false => e,
-                })
-            }
+        let done = self.together(table, batches, pending, &what, stamp).await;
+        if done.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
         }
+        done
     }
 
     /// Writes `batches` and the `pending` deletes in the transaction just opened.
@@ -55,7 +60,7 @@ impl Worker {
         &mut self,
         table: &TablePlan,
         batches: &[SetAside],
-        pending: Vec<Deferred>,
+        pending: &[Deferred],
         what: &str,
         stamp: Stamp<'_>,
     ) -> Result<Done, Error> {
@@ -63,9 +68,8 @@ impl Worker {
         let mut done = Done::default();
         let mut staged = Staged::default();
         let mut parts = Vec::with_capacity(batches.len());
-        // A referenced table's deletes wait for its children's unless it replaces rows
-        // (see `apply::write`).
-        let now = !table.has_children || table.replace_rows;
+        // Every row to delete is tried here (a value it frees may be what a set-aside row
+        // takes); in a referenced table, one a child still references waits.
         for (batch, stored) in batches {
             self.session.bind_batch(batch).await?;
             let (rows, held, bytes) = self.read_both(table, batch, *stored, false).await?;
@@ -77,22 +81,18 @@ impl Worker {
             let upserts: Vec<Piece<'_>> = diff.upserts;
             staged.rows +=
                 stage::stage_rows(&self.client, table, upserts.into_iter(), &context).await?;
-            if now {
-                staged.gone += stage::stage_gone(&self.client, table, &diff.gone, &context).await?;
-            }
+            staged.gone += stage::stage_gone(&self.client, table, &diff.gone, &context).await?;
             parts.push((batch.clone(), rows.checkpoint(), diff.gone));
         }
         // The deletes the table's other batches left, tried again here.
         for d in pending {
-            if now {
-                staged.gone += stage::stage_gone(&self.client, table, &d.gone, &context).await?;
-            }
-            parts.push((d.batch, d.checkpoint, d.gone));
+            staged.gone += stage::stage_gone(&self.client, table, &d.gone, &context).await?;
+            parts.push((d.batch.clone(), d.checkpoint.clone(), d.gone.clone()));
         }
         let deleted = stage::apply(&self.client, table, what, staged, table.has_children).await?;
         for (batch, next, gone) in parts {
             bind(&self.client, &batch.settings()).await?;
-            let left = if !gone.is_empty() && (deleted < staged.gone || !now) {
+            let left = if !gone.is_empty() && deleted < staged.gone {
                 apply::checkpoint_leaving(&self.client, table, &batch, &next, &gone, stamp).await?
             } else {
                 apply::checkpoint(&self.client, table, &batch, &next, stamp).await?;
@@ -114,16 +114,23 @@ impl Worker {
     }
 }
 
-/// The error for batches a constraint refuses even written together, saying why.
-fn refused(table: &TablePlan, e: Error) -> Error {
-    let why = if table.replace_rows {
-        "the source's rows break a constraint of the target's"
-    } else {
-        "either the source's rows break a constraint of the target's, or a value of a unique \
-         column or exclusion constraint moves between rows: sync can move one only by replacing \
-         the rows within one statement, and it updates this table in place because a foreign key \
-         that references it has ON DELETE or ON UPDATE other than NO ACTION (replacing a row \
-         would fire it)"
-    };
+/// The error for batches a constraint refuses even written together, after every other
+/// batch of the run, saying why.
+pub(super) fn refused(table: &TablePlan, e: Error) -> Error {
+    let mut why = String::from(
+        "a constraint of the target's refuses the source's rows of this table even written together, \
+         after every other batch of the run: either the source's rows break it, or the night's changes \
+         need an order of writes no order gives (a unique value freed by a row a mapped child still \
+         references, taken by another row)",
+    );
+    if !table.replace_rows {
+        why.push_str(
+            "; or a value of a unique index or exclusion constraint moves between two rows: sync moves \
+             one by replacing the rows within one statement, and it updates this table in place instead \
+             because a foreign key that references it (or a partition of it) has ON DELETE or ON UPDATE \
+             other than NO ACTION, or a trigger or rule acts on its writes, which replacing a row would \
+             fire",
+        );
+    }
     Error::Runtime(format!("{e}; nothing of these batches was written: {why}"))
 }
