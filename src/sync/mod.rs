@@ -64,7 +64,8 @@ pub struct Options {
 struct Tally {
     changes: Vec<Changes>,
     how: Vec<TableSync>,
-    /// Batches of the full path found equal to their checkpoints: their horizon moves on.
+    /// Batches found equal to their checkpoints (full path) or untouched (changes path):
+    /// their horizon moves on.
     confirmed: Vec<Vec<i32>>,
 }
 
@@ -403,6 +404,7 @@ async fn sync_all(
                     d.extend(done.later);
                 }
                 if let Ok(mut t) = tally.lock() {
+                    t.confirmed[table.index].extend(&done.confirmed);
                     t.changes[table.index].add(&done.written);
                     let how = &mut t.how[table.index];
                     how.source_rows += done.source_rows;
@@ -508,14 +510,16 @@ async fn sync_all(
         )
         .await?;
     }
-    // Batches read in full and found equal: exact at this run's snapshot too.
+    // Batches found equal (read in full) or untouched (by changes): exact at this run's
+    // snapshot too. Every table's at once: the driver pipelines the statements.
     let confirmed = tally
         .lock()
         .map(|t| t.confirmed.clone())
         .unwrap_or_default();
-    for (table, nos) in plan.tables.iter().zip(confirmed) {
-        state::confirm_batches(lock.client(), &table.target, &nos, stamps.of(table.index)).await?;
-    }
+    futures_util::future::try_join_all(plan.tables.iter().zip(&confirmed).map(|(table, nos)| {
+        state::confirm_batches(lock.client(), &table.target, nos, stamps.of(table.index))
+    }))
+    .await?;
     let grown = grown.lock().map(|g| g.clone()).unwrap_or_default();
     split_grown(plan, source, snapshot, lock, stamps, opts.batch_rows, grown).await
 }
@@ -588,6 +592,8 @@ struct Done {
     skipped: u64,
     /// Batches grown past twice the batch size (changes path).
     grown: Vec<Batch>,
+    /// Batches neither read nor written, exact at this run's snapshot (changes path).
+    confirmed: Vec<i32>,
     /// Batches whose write a target constraint refused, to be written together with the
     /// table's others ([`together`]); nothing of them was written.
     set_aside: Vec<together::SetAside>,
