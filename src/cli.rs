@@ -517,6 +517,9 @@ async fn build(
     // Besides the catalogs' two: a writing run's source holds the snapshot's two
     // sessions (and the layout's) and two per worker, its target the lock and two per
     // worker; a verify one per worker and side and a spare.
+    // No more workers than tables are sure to be busy (a sync by changes takes a table a
+    // worker); a run that finds more work opens more connections as it needs them.
+    let jobs = jobs.min(mapping.tables.len());
     let (source_more, target_more) = match (use_, jobs) {
         (_, 0) | (Use::Grants, _) => (0, 0),
         (Use::Write, _) => (2 * jobs + 2, 2 * jobs),

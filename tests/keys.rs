@@ -205,4 +205,24 @@ fn unconstrained_numeric_keys_match_by_value_and_carry_the_sources_form() {
     let run = db.shadan(&["sync", "--mapping", s(&path), "--json"]);
     run.expect_code(0);
     assert!(!run.stdout.contains("\"updated\": 1"), "{}", run.stdout);
+
+    // A form left in the target is a changed row to verify, not a missing one and a leak.
+    db.target_sql("UPDATE r.p SET id = 2001.00 WHERE id = 2001");
+    let run = db.shadan(&["verify", "--mapping", s(&path)]);
+    run.expect_code(3);
+    assert!(
+        run.stdout.contains("changed 1") && !run.stdout.contains("out_of_scope"),
+        "{}",
+        run.stdout
+    );
+    db.target_sql("UPDATE r.p SET id = 2001 WHERE id = 2001");
+    db.shadan(&["verify", "--mapping", s(&path)]).expect_code(0);
+
+    // A change of form alone is a key update to a foreign key: one of the retail side's
+    // with an action (SET NULL here) would fire, so plan refuses the pair.
+    db.target_sql(
+        "CREATE TABLE r.own (n int PRIMARY KEY, p numeric REFERENCES r.p (id) ON UPDATE SET NULL)",
+    );
+    let run = db.shadan(&["plan", "--mapping", s(&path)]);
+    run.expect_stderr(2, "unconstrained numeric");
 }

@@ -4,7 +4,8 @@
 //! taken by a new row, and a value moving from one batch's row to another's. The
 //! retail schema is never changed by the test.
 
-use crate::support::{s, write_mapping, TestDb};
+use crate::support::held::{wait_until, Held};
+use crate::support::{s, write_mapping, Run, TestDb};
 
 const MAPPING: &str = r#"
 [mapping]
@@ -289,4 +290,47 @@ fn a_cascade_to_one_partition_keeps_rows_in_place_and_a_partitions_own_index_is_
     db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
     exact_q(&db);
     db.shadan(&["verify", "--mapping", s(&path)]).expect_code(0);
+}
+
+#[test]
+fn a_cascade_added_while_a_sync_runs_stops_it_before_a_row_is_replaced() {
+    // The plan saw no foreign key; the retail side adds one with ON DELETE CASCADE while
+    // the sync waits for the table. Replacing rows now would fire it.
+    let (db, path) =
+        copied("CREATE TABLE r.p (id int PRIMARY KEY, code text NOT NULL UNIQUE, v text)");
+    db.source_sql("UPDATE s.p SET v = 'changed' WHERE id IN (3, 4)");
+    let held = Held::open(
+        &db.target_url(),
+        "BEGIN; CREATE TABLE r.own (n int PRIMARY KEY, p_id int NOT NULL REFERENCES r.p (id) ON DELETE CASCADE); \
+         INSERT INTO r.own SELECT g, g FROM generate_series(1, 400) g;",
+    );
+    wait_until(30, "the retail session never took its lock", || {
+        db.target_sql("SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'r'") == "2"
+            && db.target_sql(&format!(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                 WHERE d.datname = '{}' AND l.mode = 'ShareRowExclusiveLock' AND l.granted",
+                db.name
+            )) != "0"
+    });
+    let child = db
+        .command(&["sync", "--mapping", s(&path)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting shadan");
+    wait_until(30, "the sync never waited for the table", || {
+        db.target_sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock' \
+             AND query LIKE 'LOCK TABLE%'",
+            db.name
+        )) == "1"
+    });
+    assert!(held.end("COMMIT;"));
+    let run = Run::from(child.wait_with_output().expect("waiting for shadan"));
+    run.expect_stderr(1, "since the run began");
+    assert_eq!(db.target_sql("SELECT count(*) FROM r.own"), "400");
+    // The next sync sees the foreign key and updates in place.
+    db.shadan(&["sync", "--mapping", s(&path)]).expect_code(0);
+    exact(&db);
+    assert_eq!(db.target_sql("SELECT count(*) FROM r.own"), "400");
 }

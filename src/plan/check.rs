@@ -354,6 +354,18 @@ impl<'a> TableCheck<'a> {
             })
             .map(|(i, _)| i)
             .collect();
+        if !key_forms.is_empty() && !tgt.replaceable {
+            // A key that changes only its form (5 to 5.0) is a key update to a foreign key
+            // (PostgreSQL compares a referenced key byte for byte): its action would fire.
+            self.target_problem(Problem::table(
+                m.line,
+                Some(&target_label),
+                "its key is an unconstrained numeric, whose form (5, 5.0, 5.00) sync writes as the \
+                 source holds it, and a foreign key references the table (or a partition of it) with \
+                 ON UPDATE or ON DELETE other than NO ACTION, which a change of form alone would fire: \
+                 declare the key's scale on both sides (numeric(p, s)) or make the foreign key NO ACTION",
+            ));
+        }
 
         // Remaining columns in target column order.
         let key_cols: Vec<PlannedColumn> = columns.drain(..key_len).collect();

@@ -151,6 +151,9 @@ pub async fn apply(
         return Ok(0);
     }
     let context = || format!("syncing {} {batch}", table.target);
+    if table.replace_rows && staged.rows > 0 {
+        still_replaceable(client, table, batch).await?;
+    }
     let (deleted, written) = if table.target_write_hooks.is_empty() {
         let messages = client
             .simple_query(&apply_sql(table, staged, hold_referenced))
@@ -192,6 +195,43 @@ pub async fn apply(
     }
     affected(table, batch, "inserted or updated", written, staged.rows)?;
     Ok(deleted)
+}
+
+/// Checks, in the open transaction and once it holds the table against DDL (ROW EXCLUSIVE
+/// conflicts with adding a foreign key, a trigger or a rule), that the target still lets
+/// its rows be replaced ([`TablePlan::replace_rows`]): the plan read the catalog when the
+/// run began, and the retail side may have added one since.
+async fn still_replaceable(client: &Client, table: &TablePlan, batch: &str) -> Result<(), Error> {
+    use tokio_postgres::types::Type;
+    let context = || format!("syncing {} {batch}", table.target);
+    let lock = format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", table.target.sql());
+    let (schema, name) = (&table.target.schema, &table.target.name);
+    let ((), row) = tokio::try_join!(
+        async {
+            client
+                .batch_execute(&lock)
+                .await
+                .map_err(Error::db(&context))
+        },
+        async {
+            client
+                .query_typed_one(
+                    include_str!("still_replaceable.sql"),
+                    &[(schema, Type::TEXT), (name, Type::TEXT)],
+                )
+                .await
+                .map_err(Error::db(&context))
+        }
+    )?;
+    if row.get::<_, bool>(0) {
+        return Ok(());
+    }
+    Err(Error::Runtime(format!(
+        "syncing {} {batch}: since the run began, the target table got a foreign key with an action \
+         other than NO ACTION, a trigger or a rule, which replacing its rows would fire; nothing of the \
+         batch was written: run sync again (it then updates the rows in place)",
+        table.target
+    )))
 }
 
 /// Fails the batch (its transaction is never committed) when a statement touched another

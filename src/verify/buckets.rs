@@ -109,15 +109,15 @@ pub async fn chunks(
 pub async fn digest_chunk(
     client: &Client,
     sql: &str,
-    key_len: usize,
+    table: &crate::plan::TablePlan,
     run_key: &RunKey,
     context: impl Fn() -> String,
     rows_read: &std::sync::atomic::AtomicU64,
 ) -> Result<Buckets, Error> {
     let mut seen = 0u64;
     let buckets = crate::copy::fold(client, sql, context, Buckets::default(), |b, tuple| {
-        let key = crate::copy::tuple::key_bytes(tuple, key_len);
-        b.sums[bucket_of(key)].add(&run_key.hash(tuple));
+        // Keys as rows are matched (one bucket for 5 and 5.00), rows as they are.
+        b.sums[bucket_of(&table.match_key(tuple))].add(&run_key.hash(tuple));
         seen += 1;
         if seen % 8192 == 0 {
             rows_read.fetch_add(8192, std::sync::atomic::Ordering::Relaxed);

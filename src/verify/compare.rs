@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::buckets::bucket_of;
-use crate::copy::tuple::{fields, key_bytes, non_null_among};
+use crate::copy::tuple::{fields, non_null_among};
 use crate::digest::{row_hash, row_hash_of_prefix};
 use crate::error::Error;
 use crate::key::{has_null_field, key_fields, KeyMap, RawValue};
@@ -69,7 +69,6 @@ pub async fn diff_table(
     table: &TablePlan,
     buckets: &HashSet<usize>,
 ) -> Result<RowDiff, Error> {
-    let key_len = table.key_len;
     let own_positions = table.own_positions();
     // A target key can occur more than once (a nullable unique index, or none while a
     // cutover has set its indexes aside): the first row is held for comparison, every
@@ -80,7 +79,8 @@ pub async fn diff_table(
         || format!("reading {} for a row comparison", table.target),
         (KeyMap::default(), Vec::new()),
         |(rows, duplicates): &mut (KeyMap<TargetRow>, Vec<(Vec<u8>, TargetRow)>), tuple| {
-            let key = key_bytes(tuple, key_len);
+            let key = table.match_key(tuple);
+            let key = key.as_ref();
             if !buckets.contains(&bucket_of(key)) {
                 return;
             }
@@ -109,7 +109,8 @@ pub async fn diff_table(
         || format!("reading {} for a row comparison", table.source),
         (RowDiff::default(), held),
         |(diff, held), tuple| {
-            let key = key_bytes(tuple, key_len);
+            let key = table.match_key(tuple);
+            let key = key.as_ref();
             if !buckets.contains(&bucket_of(key)) {
                 return;
             }

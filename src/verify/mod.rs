@@ -345,7 +345,7 @@ async fn digest_both_sides(
                 let found = buckets::digest_chunk(
                     session.client(),
                     &sql,
-                    table.key_len,
+                    table,
                     &run_key,
                     || format!("reading {name}"),
                     rows_read,
