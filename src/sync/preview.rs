@@ -6,7 +6,8 @@
 
 use serde_json::{json, Value};
 
-use super::{apply, read_source};
+use super::apply;
+use super::full::read_source;
 use crate::connect::Endpoint;
 use crate::digest::Accumulator;
 use crate::error::Error;

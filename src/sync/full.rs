@@ -1,0 +1,252 @@
+//! The full path: a batch read in full from the source, compared with the target's rows
+//! of its range and written with its new checkpoint; and the split, at the end of a run,
+//! of batches grown past twice the batch size.
+
+use super::apply::{self, SourceRows};
+use super::{together, Deferred, Done, Worker};
+use crate::connect::Endpoint;
+use crate::digest::Accumulator;
+use crate::error::Error;
+use crate::plan::{Plan, TablePlan};
+use crate::source::batch::{self, Batch};
+use crate::source::snapshot::{bind, Session, Snapshot};
+use crate::target::lock::TargetLock;
+use crate::target::state::{self, Checkpoint, RunStamps, Stamp};
+
+impl Worker {
+    /// Syncs one batch by reading it in full; `stored` is its checkpoint's digest, and
+    /// `has_prints` whether that checkpoint has its row prints (stored now if not).
+    pub(super) async fn sync_batch(
+        &mut self,
+        table: &TablePlan,
+        batch: &Batch,
+        stored: Option<Accumulator>,
+        has_prints: bool,
+        stamp: Stamp<'_>,
+    ) -> Result<Done, Error> {
+        self.session.bind_batch(batch).await?;
+        if table.source_is_view() {
+            // Every night, clean batch or not: a new overlap can leave the projection as
+            // it was and still make ownership ambiguous.
+            crate::key::check_view_key(self.session.client(), table, batch.shape()).await?;
+        }
+        if !self.last_dirty && stored.is_some() {
+            // Likely clean: digest the source without holding it or reading the target.
+            let (digest, hashes, bytes) = crate::copy::fold(
+                self.session.client(),
+                &table.source_copy(batch.shape()),
+                || format!("reading {} {}", table.source, batch.describe()),
+                (Accumulator::default(), Vec::new(), 0usize),
+                |(acc, hashes, bytes), tuple| {
+                    hashes.push(acc.add_row_hashed(tuple));
+                    *bytes += tuple.len();
+                },
+            )
+            .await?;
+            crate::metrics::count_bytes(&table.target, "read", bytes);
+            if stored == Some(digest) {
+                let checkpoint = Checkpoint::of(digest, &hashes);
+                if !has_prints {
+                    // A checkpoint by an older shadan: add the prints the changes path needs.
+                    state::store_digest(&**self.client, &table.target, batch, &checkpoint, stamp)
+                        .await?;
+                }
+                return Ok(Done {
+                    rows: digest.rows,
+                    checkpoint,
+                    clean: true,
+                    source_rows: digest.rows,
+                    source_bytes: bytes as u64,
+                    ..Done::default()
+                });
+            }
+        }
+        // The target is read only for a batch that may have changed.
+        let (rows, held, bytes) = self.read_both(table, batch, stored, true).await?;
+        let mut done = Done {
+            rows: rows.digest.rows,
+            checkpoint: rows.checkpoint(),
+            source_rows: rows.digest.rows,
+            source_bytes: bytes as u64,
+            ..Done::default()
+        };
+        self.last_dirty = stored != Some(rows.digest);
+        if !self.last_dirty {
+            apply::abandon(&self.client).await?;
+            if !has_prints {
+                state::store_digest(
+                    &**self.client,
+                    &table.target,
+                    batch,
+                    &done.checkpoint,
+                    stamp,
+                )
+                .await?;
+            }
+            done.clean = true;
+            return Ok(done);
+        }
+        let (written, gone) = match apply::write(
+            &self.client,
+            table,
+            batch,
+            &rows,
+            held,
+            &done.checkpoint,
+            stamp,
+            table.has_children,
+        )
+        .await
+        {
+            Ok(written) => written,
+            Err(e) if together::refusal(&e) => {
+                // A value moving to or from another batch's row: written together with
+                // the table's other batches set aside, once its level's are done.
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                tracing::info!(table = %table.target, batch = %batch.describe(), error = %e, "a target constraint refused the batch alone; setting it aside");
+                return Ok(Done {
+                    set_aside: vec![(batch.clone(), stored)],
+                    source_rows: done.source_rows,
+                    source_bytes: done.source_bytes,
+                    ..Done::default()
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        done.written = written;
+        done.later.extend(gone.map(|gone| Deferred {
+            batch: batch.clone(),
+            gone,
+            checkpoint: done.checkpoint.clone(),
+        }));
+        Ok(done)
+    }
+}
+
+impl Worker {
+    /// Reads a batch's source rows and, in the transaction open on the target (with
+    /// `begin`, one opened now), its target rows, about `stored`'s count of each; checks a
+    /// view's key. Returns the rows and the bytes received from the source.
+    pub(super) async fn read_both(
+        &self,
+        table: &TablePlan,
+        batch: &Batch,
+        stored: Option<Accumulator>,
+        begin: bool,
+    ) -> Result<(SourceRows, apply::TargetRows, usize), Error> {
+        bind(&self.client, &batch.settings()).await?;
+        // Room for the rows the checkpoint counted, and some growth.
+        let expected = stored.map_or(0, |s| s.rows as usize + s.rows as usize / 8);
+        let target = async {
+            if begin {
+                apply::begin_and_read(&self.client, table, batch, expected).await
+            } else {
+                apply::read_batch(&self.client, table, batch, expected).await
+            }
+        };
+        let (rows, held) =
+            tokio::try_join!(read_source(&self.session, table, batch, expected), target)?;
+        let mut bytes = 0;
+        rows.for_each_tuple(|t| bytes += t.len());
+        crate::metrics::count_bytes(&table.target, "read", bytes);
+        if table.source_is_view() {
+            let mut keys = crate::key::KeyCheck::new(table);
+            rows.for_each_tuple(|t| keys.add(t));
+            if let Some(e) = keys.error(table) {
+                if begin {
+                    apply::abandon(&self.client).await?;
+                }
+                return Err(e);
+            }
+        }
+        Ok((rows, held, bytes))
+    }
+}
+
+/// Reads the source rows of one batch into memory (bounded by the batch size); the
+/// batch's bounds must be bound on the session.
+pub(super) async fn read_source(
+    session: &Session,
+    table: &TablePlan,
+    batch: &Batch,
+    expected: usize,
+) -> Result<SourceRows, Error> {
+    crate::copy::fold_chunks(
+        session.client(),
+        &table.source_copy(batch.shape()),
+        || format!("reading {} {}", table.source, batch.describe()),
+        SourceRows::with_capacity(expected),
+        |rows, tuple, message| rows.push(tuple, message),
+    )
+    .await
+}
+
+/// Splits batches that grew past twice `batch_rows` into parts of about `batch_rows`,
+/// each checkpointed with the digest of its source rows (which the target now equals).
+pub(super) async fn split_grown(
+    plan: &Plan,
+    source: &Endpoint,
+    snapshot: &Snapshot,
+    lock: &TargetLock,
+    stamps: &RunStamps,
+    batch_rows: u64,
+    grown: Vec<Batch>,
+) -> Result<(), Error> {
+    if grown.is_empty() {
+        return Ok(());
+    }
+    let session = Session::open(source, snapshot, plan).await?;
+    for batch in grown {
+        let table = &plan.tables[batch.table];
+        let (mut parts, _) =
+            batch::layout(session.client(), table, batch_rows, Some(&batch)).await?;
+        let next: i32 = lock
+            .client()
+            .query_one(
+                "SELECT coalesce(max(batch_no), 0) + 1 FROM shadan.batches WHERE target_table = $1",
+                &[&table.target.to_string()],
+            )
+            .await
+            .map_err(Error::db(format!("splitting a batch of {}", table.target)))?
+            .get(0);
+        parts[0].no = batch.no;
+        for (i, part) in parts.iter_mut().enumerate().skip(1) {
+            part.no = next + i as i32 - 1;
+        }
+        let mut checkpoints = Vec::new();
+        for part in &parts {
+            session.bind_batch(part).await?;
+            checkpoints.push(read_source(&session, table, part, 0).await?.checkpoint());
+        }
+        lock.client()
+            .batch_execute("BEGIN")
+            .await
+            .map_err(Error::db("splitting a batch"))?;
+        state::narrow_batch(lock.client(), &table.target, &parts[0]).await?;
+        let cut = state::LayoutCut::of(table, &plan.own_retailer);
+        state::add_batches(
+            lock.client(),
+            &table.target,
+            &parts[1..],
+            stamps.run_id,
+            &cut,
+        )
+        .await?;
+        for (part, checkpoint) in parts.iter().zip(&checkpoints) {
+            state::store_digest(
+                lock.client(),
+                &table.target,
+                part,
+                checkpoint,
+                stamps.of(table.index),
+            )
+            .await?;
+        }
+        lock.client()
+            .batch_execute("COMMIT")
+            .await
+            .map_err(Error::db("splitting a batch"))?;
+        tracing::info!(table = %table.target, batch = batch.no, parts = parts.len(), "split a grown batch");
+    }
+    Ok(())
+}
