@@ -319,11 +319,7 @@ fn a_cascade_added_while_a_sync_runs_stops_it_before_a_row_is_replaced() {
         .spawn()
         .expect("starting shadan");
     wait_until(30, "the sync never waited for the table", || {
-        db.target_sql(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock' \
-             AND query LIKE 'LOCK TABLE%'",
-            db.name
-        )) == "1"
+        db.target_waits_in("LOCK TABLE")
     });
     assert!(held.end("COMMIT;"));
     let run = Run::from(child.wait_with_output().expect("waiting for shadan"));

@@ -390,7 +390,6 @@ impl<'a> TableCheck<'a> {
                 target_write_hooks: tgt.write_hooks.clone(),
                 replace_rows: held_apart && tgt.replaceable && tgt.write_hooks.is_empty(),
                 target_parents: Vec::new(),
-                has_children: false,
                 target_children: Vec::new(),
                 level: 0,
                 source_columns: src

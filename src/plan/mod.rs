@@ -160,8 +160,6 @@ pub struct TablePlan {
     pub target_search: Vec<SearchColumn>,
     /// Mapped tables this table's target references by foreign key (plan indexes).
     pub target_parents: Vec<usize>,
-    /// Whether another mapped table's target references this one.
-    pub has_children: bool,
     /// The foreign keys of other mapped tables' targets that reference this one.
     pub target_children: Vec<ChildReference>,
     /// Write order: every parent's level is lower than its children's.
@@ -183,6 +181,11 @@ pub struct TablePlan {
 }
 
 impl TablePlan {
+    /// Whether another mapped table's target references this one.
+    pub fn has_children(&self) -> bool {
+        !self.target_children.is_empty()
+    }
+
     /// The key of a tuple of this table's projection, as rows are matched by (see
     /// [`crate::key::matching`]).
     pub fn match_key<'t>(&self, tuple: &'t [u8]) -> std::borrow::Cow<'t, [u8]> {

@@ -9,7 +9,7 @@ use super::{ChildReference, Problem, Scope, TablePlan};
 use crate::catalog::Catalog;
 use crate::mapping::name::QualifiedName;
 
-/// Fills `target_parents`, `target_children`, `has_children` and `level` of every table; records a problem
+/// Fills `target_parents`, `target_children` and `level` of every table; records a problem
 /// for a cycle (a table referencing itself included) and for a parent that keeps fewer
 /// rows than its child.
 pub(super) fn order(tables: &mut [TablePlan], target: &Catalog, problems: &mut Vec<Problem>) {
@@ -116,9 +116,7 @@ pub(super) fn order(tables: &mut [TablePlan], target: &Catalog, problems: &mut V
         t.level = level[i];
         t.target_parents = parents[i].clone();
     }
-    let with_children: Vec<usize> = parents.iter().flatten().copied().collect();
-    for ((i, t), children) in tables.iter_mut().enumerate().zip(children) {
-        t.has_children = with_children.contains(&i);
+    for (t, children) in tables.iter_mut().zip(children) {
         t.target_children = children;
     }
 }

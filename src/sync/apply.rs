@@ -288,7 +288,7 @@ pub async fn write(
     // no child references are deleted within the statement that writes the batch.
     let now = !defer_deletes || table.replace_rows;
     let staged = Staged {
-        rows: stage::stage_rows(client, table, upserts.into_iter(), &context).await?,
+        rows: stage::stage_rows(client, table, &upserts, &context).await?,
         gone: match now {
             true => stage::stage_gone(client, table, &gone, &context).await?,
             false => 0,
@@ -427,7 +427,7 @@ pub async fn read_keys(
     keys: &[Vec<u8>],
 ) -> Result<(TargetRows, Accumulator), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
-    let stage = format!("shadan_keys_{}", table.index + 1);
+    let stage = stage::stage_name(table, "keys");
     stage::stage_keys(
         client,
         table,

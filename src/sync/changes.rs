@@ -290,7 +290,7 @@ impl Worker {
             .prints
             .replaced(lost_rows.values().map(|(hash, _)| hash), std::iter::empty());
         done.written.deleted += gone.len() as u64;
-        if table.has_children {
+        if table.has_children() {
             apply::abandon(&self.client).await?;
             done.later.push(Deferred {
                 batch: batch.clone(),

@@ -94,7 +94,7 @@ impl Worker {
             held,
             &done.checkpoint,
             stamp,
-            table.has_children,
+            table.has_children(),
         )
         .await
         {

@@ -32,25 +32,30 @@ pub struct Staged {
     pub gone: usize,
 }
 
-/// Where a table's staged rows are.
-fn rows_stage(table: &TablePlan) -> String {
-    quote_ident(&format!("shadan_stage_{}", table.index + 1))
+/// The name of one of a table's session-local staging tables: `stage` (rows to insert or
+/// update), `gone` (keys to delete) or `keys` (keys to read).
+pub fn stage_name(table: &TablePlan, kind: &str) -> String {
+    format!("shadan_{kind}_{}", table.index + 1)
 }
 
-/// Where a table's staged keys to delete are.
+/// Where a table's staged rows are, quoted.
+fn rows_stage(table: &TablePlan) -> String {
+    quote_ident(&stage_name(table, "stage"))
+}
+
+/// Where a table's staged keys to delete are, quoted.
 fn gone_stage(table: &TablePlan) -> String {
-    quote_ident(&format!("shadan_gone_{}", table.index + 1))
+    quote_ident(&stage_name(table, "gone"))
 }
 
 /// Stages rows to insert or update; returns how many.
-pub async fn stage_rows<'a>(
+pub async fn stage_rows(
     client: &Client,
     table: &TablePlan,
-    rows: impl ExactSizeIterator<Item = Piece<'a>>,
+    rows: &[Piece<'_>],
     context: impl Fn() -> String,
 ) -> Result<usize, Error> {
-    let count = rows.len();
-    if count == 0 {
+    if rows.is_empty() {
         return Ok(0);
     }
     let stage = rows_stage(table);
@@ -65,11 +70,10 @@ pub async fn stage_rows<'a>(
         "COPY {stage} ({}) FROM STDIN (FORMAT binary)",
         table.target_column_list()
     );
-    let mut bytes = 0;
-    let pieces: Vec<Piece<'a>> = rows.inspect(|p| bytes += p.bytes().len()).collect();
+    let bytes = rows.iter().map(|p| p.bytes().len()).sum();
     crate::metrics::count_bytes(&table.target, "written", bytes);
-    send(client, &copy, pieces.into_iter(), &context).await?;
-    Ok(count)
+    send(client, &copy, rows.iter().copied(), &context).await?;
+    Ok(rows.len())
 }
 
 /// Stages encoded keys to delete; returns how many.
@@ -85,7 +89,7 @@ pub async fn stage_gone(
     stage_keys(
         client,
         table,
-        &format!("shadan_gone_{}", table.index + 1),
+        &stage_name(table, "gone"),
         gone.iter().map(Vec::as_slice),
         false,
         &context,

@@ -10,7 +10,7 @@
 //! transaction. The deletes the table's other batches left for after the children's are
 //! tried in that statement too: a value they free may be what a set-aside row takes.
 
-use super::apply::{self, Piece};
+use super::apply;
 use super::stage::{self, Staged};
 use super::{Deferred, Done, Worker};
 use crate::digest::Accumulator;
@@ -78,9 +78,7 @@ impl Worker {
             done.source_bytes += bytes as u64;
             let diff = apply::diff(table, &rows, held);
             done.written.add(&diff.changes);
-            let upserts: Vec<Piece<'_>> = diff.upserts;
-            staged.rows +=
-                stage::stage_rows(&self.client, table, upserts.into_iter(), &context).await?;
+            staged.rows += stage::stage_rows(&self.client, table, &diff.upserts, &context).await?;
             staged.gone += stage::stage_gone(&self.client, table, &diff.gone, &context).await?;
             parts.push((batch.clone(), rows.checkpoint(), diff.gone));
         }
@@ -89,7 +87,7 @@ impl Worker {
             staged.gone += stage::stage_gone(&self.client, table, &d.gone, &context).await?;
             parts.push((d.batch.clone(), d.checkpoint.clone(), d.gone.clone()));
         }
-        let deleted = stage::apply(&self.client, table, what, staged, table.has_children).await?;
+        let deleted = stage::apply(&self.client, table, what, staged, table.has_children()).await?;
         for (batch, next, gone) in parts {
             bind(&self.client, &batch.settings()).await?;
             let left = if !gone.is_empty() && deleted < staged.gone {

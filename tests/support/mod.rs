@@ -115,6 +115,16 @@ impl TestDb {
         self.target_cluster.psql(&self.name, sql)
     }
 
+    /// Whether exactly one session on this test's target database waits on a lock in a
+    /// statement that begins with `prefix`.
+    pub fn target_waits_in(&self, prefix: &str) -> bool {
+        self.target_sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock' \
+             AND query LIKE '{prefix}%'",
+            self.name
+        )) == "1"
+    }
+
     /// The `shadan` command with this test's databases in its environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_shadan"));
