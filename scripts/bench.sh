@@ -22,9 +22,8 @@
 #   batch ranges use each side's own key index.
 #   BENCH_SOURCE_ICU=1 scripts/bench.sh [N]   # the joint database on ICU en-US instead:
 #            the two sides' collations differ, text key ranges compare bytes
-#            (COLLATE "C"), which the key's index cannot serve; this measures what that costs
-#   BENCH_SOURCE_ICU=index ...   # the same, with the byte-order key indexes that
-#            `shadan grants` prints built first
+#            (COLLATE "C"), which the key's index cannot serve: the source reads runs of
+#            batches by one scan and a sort per worker; this measures what that costs
 set -euo pipefail
 n=${1:-1000000}
 runs=${RUNS:-3}
@@ -63,11 +62,6 @@ fi
 
 echo "generating $n supply points and contracts ..."
 PSQL="$bin/psql" scripts/gen-data.sh "$n" >/dev/null
-if [ "${BENCH_SOURCE_ICU:-}" = index ]; then
-    "$shadan" grants --mapping "$mapping" | grep '^CREATE INDEX CONCURRENTLY' |
-        $psql -d "$SHADAN_SOURCE" >/dev/null
-    echo "with the byte-order key indexes shadan grants prints"
-fi
 $psql -d "$SHADAN_SOURCE" -c "VACUUM ANALYZE" >/dev/null
 plan_json=$("$shadan" plan --mapping "$mapping" --json)
 rows=$($psql -At -d "$SHADAN_SOURCE" -c "SELECT (SELECT count(*) FROM joint.supply_points) \

@@ -213,6 +213,28 @@ pub fn key_bytes(tuple: &[u8], key_len: usize) -> &[u8] {
     &tuple[2..p]
 }
 
+/// Splits a non-NULL `int4` last column off a tuple: the tuple one field shorter, and
+/// the value.
+pub fn split_int4(tuple: &[u8]) -> Option<(Vec<u8>, i32)> {
+    let mut row = Vec::with_capacity(tuple.len());
+    let value = push_without_int4(&mut row, tuple)?;
+    Some((row, value))
+}
+
+/// Appends `tuple` without its last column, a non-NULL `int4`, to `out`; returns the
+/// value, or `None` (and appends nothing) when the tuple does not end in one.
+pub fn push_without_int4(out: &mut Vec<u8>, tuple: &[u8]) -> Option<i32> {
+    let fields = i16::from_be_bytes(tuple.get(..2)?.try_into().ok()?);
+    let end = tuple.len().checked_sub(8)?;
+    if fields < 1 || end < 2 || tuple[end..end + 4] != 4i32.to_be_bytes() {
+        return None;
+    }
+    let value = i32::from_be_bytes(tuple[end + 4..].try_into().ok()?);
+    out.extend_from_slice(&(fields - 1).to_be_bytes());
+    out.extend_from_slice(&tuple[2..end]);
+    Some(value)
+}
+
 /// Builds one tuple from fields (used for key-only staging rows).
 pub fn encode_tuple<'a>(
     out: &mut Vec<u8>,

@@ -64,32 +64,7 @@ pub fn script(plan: &Plan, role: &str, views: bool) -> String {
     }
     leftover::check(&mut out, plan, role, views);
     let _ = writeln!(out, "COMMIT;");
-    key_indexes(&mut out, plan);
     out
-}
-
-/// Indexes that let a key whose collation does not order by bytes serve shadan's batch
-/// ranges, which compare bytes (`COLLATE "C"`) so that both servers select the same keys.
-/// Without one, each batch of such a table scans it. Built after the transaction (CREATE
-/// INDEX CONCURRENTLY cannot run inside one) and without blocking writers.
-fn key_indexes(out: &mut String, plan: &Plan) {
-    for t in plan.tables.iter().filter(|t| {
-        t.key()
-            .iter()
-            .any(|c| !c.source_order.bytewise_own && c.source_order.shared.is_none())
-    }) {
-        let columns: Vec<String> = t.source_key_ordered();
-        let name = quote_ident(&format!("{}_shadan_key_bytes", t.source.name));
-        let _ = writeln!(
-            out,
-            "\n-- {}: its key collates by a locale; shadan's batch ranges compare bytes, which\n\
-             -- this index serves (without it every batch scans the table).\n\
-             CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {} ({});",
-            commented(&t.source),
-            t.source.sql(),
-            columns.join(", ")
-        );
-    }
 }
 
 /// Source columns a table's queries read, in table-plan order, without duplicates: what

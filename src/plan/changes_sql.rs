@@ -87,16 +87,37 @@ impl TablePlan {
     /// (`cuts` + 1 batches) as an extra last column, ordered by it, so that the rows of
     /// one batch arrive together and a batch can be written as soon as it is complete.
     pub fn source_changes_copy(&self, cuts: usize, xmin_column: &str) -> String {
+        let mut preds = self.scope_predicates();
+        preds.push(changed_predicate(&quote_ident(xmin_column)));
+        self.positioned_copy(cuts, &preds)
+    }
+
+    /// `COPY (...) TO STDOUT (FORMAT binary)` of the projection of a stretch of
+    /// consecutive batches: the rows within `range` (the first batch's lower bound, the
+    /// last one's upper), each with the position of its batch among the stretch's
+    /// `cuts` + 1 as an extra last column, ordered by it. One scan and one sort read a
+    /// stretch whose ranges no index serves, instead of one scan per batch.
+    pub fn source_stretch_copy(&self, cuts: usize, range: RangeShape) -> String {
+        let mut preds = self.scope_predicates();
+        preds.extend(range_predicates_for(
+            self,
+            &self.source_key_ordered(),
+            range,
+        ));
+        self.positioned_copy(cuts, &preds)
+    }
+
+    /// The projection of the source rows matching `preds`, each with its batch position
+    /// among `cuts` + 1 as a last column, ordered by it.
+    fn positioned_copy(&self, cuts: usize, preds: &[String]) -> String {
         let mut cols = self.projection();
         cols.push(format!(
             "{}::pg_catalog.int4 AS shadan_batch",
             self.batch_position(0, cuts)
         ));
-        let mut preds = self.scope_predicates();
-        preds.push(changed_predicate(&quote_ident(xmin_column)));
         format!(
             "COPY ({} ORDER BY {}) TO STDOUT (FORMAT binary)",
-            select(&cols, &self.source_from(), &preds),
+            select(&cols, &self.source_from(), preds),
             cols.len()
         )
     }

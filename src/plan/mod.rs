@@ -335,6 +335,12 @@ impl KeyOrder {
         (Self::of(src, shared.clone()), Self::of(tgt, shared))
     }
 
+    /// Whether a key index in the column's own collation serves its range predicates: its
+    /// ranges compare in that collation (shared by both sides), or it orders by bytes.
+    pub fn served_by_index(&self) -> bool {
+        self.bytewise_own || self.shared.is_some()
+    }
+
     /// The order of one column; `shared` when both sides range in the same collation.
     fn of(col: &crate::catalog::ColumnInfo, shared: Option<String>) -> Self {
         let bytewise_own = col.collation_sql.is_none() || col.collation_bytewise;
@@ -391,6 +397,14 @@ impl TablePlan {
         self.key()
             .iter()
             .all(|c| c.source_order.bytewise_own && c.target_order.bytewise_own)
+    }
+
+    /// Whether the source's key ranges compare in an order no index of the key serves
+    /// (the two sides' collations differ, see [`KeyOrder`]): a range query then scans
+    /// the table, so batches are read a stretch at a time, by one scan and a sort, not
+    /// one scan each.
+    pub fn source_ranges_scan(&self) -> bool {
+        self.key().iter().any(|c| !c.source_order.served_by_index())
     }
 
     /// Whether the source is a view (or materialized view), whose key shadan checks as it

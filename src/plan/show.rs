@@ -113,21 +113,22 @@ pub fn to_text(plan: &Plan) -> String {
                     e(src),
                     e(tgt)
                 );
-                for (side, order, name) in [
-                    ("source", &c.source_order, &c.source),
-                    ("target", &c.target_order, &c.target),
+                for (side, order, what) in [
+                    (
+                        "source",
+                        &c.source_order,
+                        "runs of batches are read by one scan and a sort per worker, not one scan per batch",
+                    ),
+                    (
+                        "target",
+                        &c.target_order,
+                        "a batch whose target rows must be read scans the table",
+                    ),
                 ] {
-                    if !order.bytewise_own && order.shared.is_none() {
-                        let printed = if side == "source" {
-                            " (`shadan grants` prints it)"
-                        } else {
-                            ""
-                        };
+                    if !order.served_by_index() {
                         let _ = writeln!(
                             out,
-                            "              the {side}'s key index cannot serve byte ranges: each batch scans the \
-                             table unless an index on ({} COLLATE \"C\") exists{printed}",
-                            e(&crate::ident::quote_ident(name))
+                            "              the {side}'s key index cannot serve byte ranges: {what}"
                         );
                     }
                 }

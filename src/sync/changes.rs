@@ -430,23 +430,8 @@ async fn read_changes(
 /// Splits the batch position (a non-NULL int4, the last column) off a changed row: the
 /// row as the projection's tuple, and the position.
 fn without_position(tuple: &[u8]) -> Option<(Bytes, usize)> {
-    let (row, pos) = split_int4(tuple)?;
+    let (row, pos) = crate::copy::tuple::split_int4(tuple)?;
     Some((Bytes::from(row), usize::try_from(pos).ok()?))
-}
-
-/// Splits a non-NULL `int4` last column off a tuple: the tuple one field shorter, and
-/// the value.
-pub(super) fn split_int4(tuple: &[u8]) -> Option<(Vec<u8>, i32)> {
-    let fields = i16::from_be_bytes(tuple.get(..2)?.try_into().ok()?);
-    let end = tuple.len().checked_sub(8)?;
-    if fields < 1 || end < 2 || tuple[end..end + 4] != 4i32.to_be_bytes() {
-        return None;
-    }
-    let value = i32::from_be_bytes(tuple[end + 4..].try_into().ok()?);
-    let mut row = Vec::with_capacity(end);
-    row.extend_from_slice(&(fields - 1).to_be_bytes());
-    row.extend_from_slice(&tuple[2..end]);
-    Some((row, value))
 }
 
 /// What [`write_changed`] did with a batch's changed rows.

@@ -2,6 +2,8 @@
 //! of its range and written with its new checkpoint; and the split, at the end of a run,
 //! of batches grown past twice the batch size.
 
+use bytes::Bytes;
+
 use super::apply::{self, SourceRows};
 use super::{together, Deferred, Done, Worker};
 use crate::connect::Endpoint;
@@ -10,6 +12,7 @@ use crate::error::Error;
 use crate::plan::{Plan, TablePlan};
 use crate::source::batch::{self, Batch};
 use crate::source::snapshot::{bind, Session, Snapshot};
+use crate::source::stretch::StretchRows;
 use crate::target::lock::TargetLock;
 use crate::target::state::{self, Checkpoint, RunStamps, Stamp};
 
@@ -46,23 +49,89 @@ impl Worker {
             crate::metrics::count_bytes(&table.target, "read", bytes);
             if stored == Some(digest) {
                 let checkpoint = Checkpoint::of(digest, &hashes);
-                if !has_prints {
-                    // A checkpoint by an older shadan: add the prints the changes path needs.
-                    state::store_digest(&**self.client, &table.target, batch, &checkpoint, stamp)
-                        .await?;
-                }
-                return Ok(Done {
-                    rows: digest.rows,
-                    checkpoint,
-                    clean: true,
-                    source_rows: digest.rows,
-                    source_bytes: bytes as u64,
-                    ..Done::default()
-                });
+                return self
+                    .clean(table, batch, checkpoint, has_prints, stamp, bytes)
+                    .await;
             }
         }
         // The target is read only for a batch that may have changed.
         let (rows, held, bytes) = self.read_both(table, batch, stored, true).await?;
+        self.settle(table, batch, stored, has_prints, stamp, rows, held, bytes)
+            .await
+    }
+
+    /// Syncs one batch whose source rows were read in a stretch ([`StretchRows`]): done
+    /// if they equal the checkpoint, otherwise compared with the target's and written.
+    async fn sync_read(
+        &mut self,
+        table: &TablePlan,
+        batch: &Batch,
+        stored: Option<Accumulator>,
+        has_prints: bool,
+        stamp: Stamp<'_>,
+        rows: SourceRows,
+    ) -> Result<Done, Error> {
+        let mut bytes = 0;
+        rows.for_each_tuple(|t| bytes += t.len());
+        crate::metrics::count_bytes(&table.target, "read", bytes);
+        if table.source_is_view() {
+            let mut keys = crate::key::KeyCheck::new(table);
+            rows.for_each_tuple(|t| keys.add(t));
+            if let Some(e) = keys.error(table) {
+                return Err(e);
+            }
+        }
+        if stored == Some(rows.digest) {
+            return self
+                .clean(table, batch, rows.checkpoint(), has_prints, stamp, bytes)
+                .await;
+        }
+        bind(&self.client, &batch.settings()).await?;
+        let expected = rows.digest.rows as usize;
+        let held = apply::begin_and_read(&self.client, table, batch, expected).await?;
+        self.settle(table, batch, stored, has_prints, stamp, rows, held, bytes)
+            .await
+    }
+
+    /// A batch whose source rows equal its checkpoint: done without reading the target.
+    async fn clean(
+        &self,
+        table: &TablePlan,
+        batch: &Batch,
+        checkpoint: Checkpoint,
+        has_prints: bool,
+        stamp: Stamp<'_>,
+        bytes: usize,
+    ) -> Result<Done, Error> {
+        if !has_prints {
+            // A checkpoint by an older shadan: add the prints the changes path needs.
+            state::store_digest(&**self.client, &table.target, batch, &checkpoint, stamp).await?;
+        }
+        let rows = checkpoint.digest.rows;
+        Ok(Done {
+            rows,
+            checkpoint,
+            clean: true,
+            source_rows: rows,
+            source_bytes: bytes as u64,
+            ..Done::default()
+        })
+    }
+
+    /// Compares a batch's source rows with its target rows, read in the open target
+    /// transaction, and writes the difference with the batch's new checkpoint.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &mut self,
+        table: &TablePlan,
+        batch: &Batch,
+        stored: Option<Accumulator>,
+        has_prints: bool,
+        stamp: Stamp<'_>,
+        rows: SourceRows,
+        held: apply::TargetRows,
+        bytes: usize,
+    ) -> Result<Done, Error> {
         let mut done = Done {
             rows: rows.digest.rows,
             checkpoint: rows.checkpoint(),
@@ -119,6 +188,36 @@ impl Worker {
             gone,
             checkpoint: done.checkpoint.clone(),
         }));
+        Ok(done)
+    }
+}
+
+impl Worker {
+    /// Syncs a stretch of consecutive batches of `table` (each with its checkpoint's
+    /// digest and whether it has prints) read by one source query on the worker's second
+    /// session ([`StretchRows`]): each batch is settled as soon as its rows are in, one
+    /// batch's rows in memory at a time. Returns each batch with what was done.
+    pub(super) async fn sync_stretch(
+        &mut self,
+        table: &TablePlan,
+        batches: Vec<(Batch, Option<Accumulator>, bool)>,
+        stamp: Stamp<'_>,
+    ) -> Result<Vec<(Batch, Done)>, Error> {
+        let ranges: Vec<Batch> = batches.iter().map(|(b, ..)| b.clone()).collect();
+        let mut stream = StretchRows::open(&self.counter, table, &ranges).await?;
+        let mut done = Vec::with_capacity(batches.len());
+        for (batch, stored, has_prints) in batches {
+            let Some((_, rows)) = stream
+                .next_batch(|rows: &mut SourceRows, tuple| rows.push(tuple, &Bytes::new()))
+                .await?
+            else {
+                break;
+            };
+            let one = self
+                .sync_read(table, &batch, stored, has_prints, stamp, rows)
+                .await?;
+            done.push((batch, one));
+        }
         Ok(done)
     }
 }

@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::types::ToSql;
 
-use super::changes::split_int4;
 use super::{Done, Worker};
+use crate::copy::tuple::split_int4;
 
 use crate::digest::Accumulator;
 use crate::error::Error;

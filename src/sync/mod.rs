@@ -174,6 +174,9 @@ enum Item {
     /// One batch read in full, with its checkpoint's digest if written, and whether that
     /// checkpoint has its row prints.
     Batch(Batch, Option<Accumulator>, bool),
+    /// Adjacent batches, each as in [`Item::Batch`], read in full by one source query
+    /// because no index serves their ranges ([`crate::source::stretch`]).
+    Stretch(Vec<(Batch, Option<Accumulator>, bool)>),
     /// A table read by changes since `horizon` (the last: the column carrying `xmin`),
     /// with its stored batches in key order.
     Changes(usize, Vec<StoredBatch>, i64, &'static str),
@@ -186,6 +189,7 @@ impl Item {
     fn table(&self) -> usize {
         match self {
             Item::Batch(b, ..) => b.table,
+            Item::Stretch(batches) => batches.first().map_or(0, |(b, ..)| b.table),
             Item::Changes(t, ..) | Item::Together(t, ..) => *t,
         }
     }
@@ -269,14 +273,21 @@ async fn sync_all(
             .await?;
             let cut = state::LayoutCut::of(table, &plan.own_retailer);
             state::save_layout(lock.client(), &table.target, &batches, stamps.run_id, &cut).await?;
-            queue.extend(batches.into_iter().map(|b| Item::Batch(b, None, false)));
+            queue.extend(full_items(
+                table,
+                batches.into_iter().map(|b| (b, None, false)),
+                opts.jobs,
+            ));
             shown.push((table.target.to_string(), total, 0));
         } else {
-            queue.extend(
+            let stored = change_detection::in_key_order(stored.clone()).unwrap_or(stored);
+            queue.extend(full_items(
+                table,
                 stored
                     .into_iter()
-                    .map(|s| Item::Batch(s.batch, s.written, s.has_prints)),
-            );
+                    .map(|s| (s.batch, s.written, s.has_prints)),
+                opts.jobs,
+            ));
             shown.push((table.target.to_string(), rows, 0));
         }
     }
@@ -286,6 +297,7 @@ async fn sync_all(
             let how = &mut t.how[item.table()];
             how.batches += match item {
                 Item::Batch(..) => 1,
+                Item::Stretch(batches) => batches.len() as u64,
                 Item::Changes(_, stored, ..) => stored.len() as u64,
                 Item::Together(..) => 0,
             };
@@ -368,6 +380,22 @@ async fn sync_all(
                             }
                         }
                         one
+                    }
+                    Item::Stretch(batches) => {
+                        let mut all = Done::default();
+                        for (batch, one) in w.sync_stretch(table, batches, stamp).await? {
+                            if one.clean {
+                                all.confirmed.push(batch.no);
+                            }
+                            if one.rows > 2 * batch_rows {
+                                all.grown.push(batch);
+                            }
+                            all.absorb(one);
+                        }
+                        if let Ok(mut g) = grown.lock() {
+                            g.extend(all.grown.iter().cloned());
+                        }
+                        all
                     }
                     Item::Changes(_, stored, horizon, column) => {
                         let all = w
@@ -599,6 +627,40 @@ struct Done {
     /// Batches whose write a target constraint refused, to be written together with the
     /// table's others ([`together`]); nothing of them was written.
     set_aside: Vec<together::SetAside>,
+}
+
+impl Done {
+    /// Adds what was done with another batch of the same table.
+    fn absorb(&mut self, other: Done) {
+        self.rows += other.rows;
+        self.written.add(&other.written);
+        self.later.extend(other.later);
+        self.source_rows += other.source_rows;
+        self.source_keys += other.source_keys;
+        self.source_bytes += other.source_bytes;
+        self.skipped += other.skipped;
+        self.grown.extend(other.grown);
+        self.confirmed.extend(other.confirmed);
+        self.set_aside.extend(other.set_aside);
+    }
+}
+
+/// The work items of a table read in full: its batches (best in key order), one by one
+/// or in stretches ([`crate::source::stretch::group`]).
+fn full_items(
+    table: &crate::plan::TablePlan,
+    batches: impl IntoIterator<Item = (Batch, Option<Accumulator>, bool)>,
+    jobs: usize,
+) -> impl Iterator<Item = Item> {
+    crate::source::stretch::group(table, batches, jobs, |(b, ..)| b)
+        .into_iter()
+        .map(|mut run| match run.len() {
+            1 => {
+                let (batch, stored, has_prints) = run.remove(0);
+                Item::Batch(batch, stored, has_prints)
+            }
+            _ => Item::Stretch(run),
+        })
 }
 
 /// One sync worker: a source session on the run's snapshot and a target connection.

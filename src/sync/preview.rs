@@ -2,20 +2,24 @@
 //! snapshot, the stored batches and their checkpoints, the same comparison), with nothing
 //! written at all: no data, no checkpoint, no run record, not even the state schema. The
 //! writer lock is still taken, so a dry run never races a real sync. Batches are read one
-//! after another; speed is not the point of a preview.
+//! after another (adjacent ones whose ranges no index serves by one query, as sync
+//! does); speed is not the point of a preview.
 
+use bytes::Bytes;
 use serde_json::{json, Value};
+use tokio_postgres::Client;
 
-use super::apply;
+use super::apply::{self, SourceRows};
 use super::full::read_source;
 use crate::connect::Endpoint;
 use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::manifest::Changes;
-use crate::plan::Plan;
+use crate::plan::{Plan, TablePlan};
 use crate::shutdown::Shutdown;
 use crate::source::batch::{self, Batch};
 use crate::source::snapshot::{bind, Session, Snapshot};
+use crate::source::stretch::StretchRows;
 use crate::target::lock::TargetLock;
 use crate::target::state;
 
@@ -52,33 +56,46 @@ pub async fn run(
             let (batches, _) = batch::layout(session.client(), table, batch_rows, None).await?;
             stored = batches.into_iter().map(|b| (b, None)).collect();
         }
-        let mut changes = Changes::default();
-        let mut samples: [Vec<Vec<u8>>; 4] = Default::default();
-        for (batch, written) in stored {
+        let mut found = Found::default();
+        for mut run in crate::source::stretch::group(table, stored, 1, |(b, _)| b) {
             if shutdown.requested() {
                 return Err(Error::Interrupted);
             }
-            session.bind_batch(&batch).await?;
-            if table.source_is_view() {
-                crate::key::check_view_key(session.client(), table, batch.shape()).await?;
-            }
-            bind(&client, &batch.settings()).await?;
-            let expected = written.map_or(0, |w| w.rows as usize);
-            let (rows, held) = tokio::try_join!(
-                read_source(&session, table, &batch, expected),
-                apply::begin_and_read(&client, table, &batch, expected)
-            )?;
-            apply::abandon(&client).await?;
-            if written == Some(rows.digest) {
+            if let [(batch, written)] = run.as_slice() {
+                session.bind_batch(batch).await?;
+                if table.source_is_view() {
+                    crate::key::check_view_key(session.client(), table, batch.shape()).await?;
+                }
+                let expected = written.map_or(0, |w| w.rows as usize);
+                let rows = read_source(&session, table, batch, expected).await?;
+                found
+                    .compare(&client, table, batch, *written, &rows)
+                    .await?;
                 continue;
             }
-            let diff = apply::diff(table, &rows, held);
-            changes.add(&diff.changes);
-            for (all, found) in samples.iter_mut().zip(diff.samples) {
-                all.extend(found);
-                all.truncate(apply::SAMPLE_KEYS);
+            // Adjacent batches no index serves: one source query for all of them.
+            let ranges: Vec<Batch> = run.iter().map(|(b, _)| b.clone()).collect();
+            let mut stream = StretchRows::open(&session, table, &ranges).await?;
+            for (batch, written) in run.drain(..) {
+                let Some((_, rows)) = stream
+                    .next_batch(|rows: &mut SourceRows, tuple| rows.push(tuple, &Bytes::new()))
+                    .await?
+                else {
+                    break;
+                };
+                if table.source_is_view() {
+                    let mut keys = crate::key::KeyCheck::new(table);
+                    rows.for_each_tuple(|t| keys.add(t));
+                    if let Some(e) = keys.error(table) {
+                        return Err(e);
+                    }
+                }
+                found
+                    .compare(&client, table, &batch, written, &rows)
+                    .await?;
             }
         }
+        let Found { changes, samples } = found;
         let [inserted, updated, deleted, purged] = samples;
         let render = |keys| crate::key::render(lock.client(), table, keys);
         tables.push(json!({
@@ -99,6 +116,40 @@ pub async fn run(
         "source_snapshot": {"id": snapshot.id, "taken_at": snapshot.taken_at},
         "tables": tables,
     }))
+}
+
+/// What a dry run found a table's batches would change, with sample keys of each kind.
+#[derive(Default)]
+struct Found {
+    changes: Changes,
+    samples: [Vec<Vec<u8>>; 4],
+}
+
+impl Found {
+    /// Compares one batch's source rows with its target rows (read in a transaction
+    /// that is then abandoned) unless they equal its checkpoint.
+    async fn compare(
+        &mut self,
+        client: &Client,
+        table: &TablePlan,
+        batch: &Batch,
+        written: Option<Accumulator>,
+        rows: &SourceRows,
+    ) -> Result<(), Error> {
+        if written == Some(rows.digest) {
+            return Ok(());
+        }
+        bind(client, &batch.settings()).await?;
+        let held = apply::begin_and_read(client, table, batch, rows.digest.rows as usize).await?;
+        apply::abandon(client).await?;
+        let diff = apply::diff(table, rows, held);
+        self.changes.add(&diff.changes);
+        for (all, found) in self.samples.iter_mut().zip(diff.samples) {
+            all.extend(found);
+            all.truncate(apply::SAMPLE_KEYS);
+        }
+        Ok(())
+    }
 }
 
 /// The dry run's report for a person: one line per table, then what was not done.

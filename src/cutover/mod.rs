@@ -5,8 +5,11 @@
 //! and a target connection, take batches from one queue. A batch streams
 //! `COPY (projection) TO STDOUT (FORMAT binary)` into `COPY target FROM STDIN (FORMAT
 //! binary)`, hashing each tuple on the way, and commits together with its checkpoint, so
-//! `--resume` copies exactly the batches that never committed. Target indexes are built
-//! after the load unless `--keep-indexes` ([`crate::target::indexes`]).
+//! `--resume` copies exactly the batches that never committed. A table whose key ranges
+//! no source index serves is read a stretch of batches at a time ([`stretch`]). Target
+//! indexes are built after the load unless `--keep-indexes` ([`crate::target::indexes`]).
+
+mod stretch;
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -284,7 +287,12 @@ async fn copy_all(
             w.table.index,
             (w.table.target.to_string(), total, w.done_rows),
         ));
-        per_table.push(VecDeque::from(pending));
+        per_table.push(crate::source::stretch::group(
+            w.table,
+            pending,
+            opts.jobs,
+            |b| b,
+        ));
     }
     let queue = interleave(per_table);
 
@@ -304,16 +312,24 @@ async fn copy_all(
         snapshot.clone(),
     );
     let stamps_shared = stamps.clone();
-    let work = move |(session, client): (Session, Conn), batch: Batch| {
+    let work = move |(session, client): (Session, Conn), batches: Vec<Batch>| {
+        let index = batches.first().map_or(0, |b| b.table);
         let (plan, counter, stamps) = (
             plan_shared.clone(),
-            counters[batch.table].clone(),
+            counters[index].clone(),
             stamps_shared.clone(),
         );
         async move {
-            let table = &plan.tables[batch.table];
-            let stamp = stamps.of(batch.table);
-            copy_batch(&session, &client, table, &batch, stamp, counter.as_deref()).await?;
+            let table = &plan.tables[index];
+            let stamp = stamps.of(index);
+            match batches.as_slice() {
+                [batch] => {
+                    copy_batch(&session, &client, table, batch, stamp, counter.as_deref()).await?;
+                }
+                run => {
+                    stretch::copy(&session, &client, table, run, stamp, counter.as_deref()).await?
+                }
+            }
             Ok((session, client))
         }
     };
@@ -345,9 +361,10 @@ async fn copy_all(
 /// Session settings for building indexes after a load: sorts in memory where possible.
 const INDEX_BUILD_SETTINGS: &str = "SET maintenance_work_mem = '256MB'";
 
-/// Orders batches round-robin across tables, so that concurrent workers mostly write to
-/// different tables: bulk loads into one table serialize on its relation-extension lock.
-fn interleave(mut per_table: Vec<VecDeque<Batch>>) -> VecDeque<Batch> {
+/// Orders work items (batches, or stretches of them) round-robin across tables, so that
+/// concurrent workers mostly write to different tables: bulk loads into one table
+/// serialize on its relation-extension lock.
+fn interleave(mut per_table: Vec<VecDeque<Vec<Batch>>>) -> VecDeque<Vec<Batch>> {
     let mut queue = VecDeque::new();
     while per_table.iter().any(|q| !q.is_empty()) {
         for q in per_table.iter_mut() {
@@ -355,6 +372,23 @@ fn interleave(mut per_table: Vec<VecDeque<Batch>>) -> VecDeque<Batch> {
         }
     }
     queue
+}
+
+/// Opens the target transaction of one batch and its COPY into the table.
+async fn begin_copy(
+    target: &Client,
+    table: &TablePlan,
+    batch: &Batch,
+) -> Result<tokio_postgres::CopyInSink<Bytes>, Error> {
+    let writing = || format!("writing {} {}", table.target, batch.describe());
+    target
+        .batch_execute("BEGIN")
+        .await
+        .map_err(Error::db(&writing))?;
+    target
+        .copy_in::<_, Bytes>(&table.target_copy_in())
+        .await
+        .map_err(Error::db(&writing))
 }
 
 /// Copies one batch and commits it with its checkpoint; returns its digest.
@@ -372,14 +406,7 @@ pub async fn copy_batch(
     if table.source_is_view() {
         crate::key::check_view_key(source.client(), table, batch.shape()).await?;
     }
-    target
-        .batch_execute("BEGIN")
-        .await
-        .map_err(Error::db(&writing))?;
-    let sink = target
-        .copy_in::<_, Bytes>(&table.target_copy_in())
-        .await
-        .map_err(Error::db(&writing))?;
+    let sink = begin_copy(target, table, batch).await?;
     let stream = source
         .client()
         .copy_out(&table.source_copy(batch.shape()))
