@@ -72,6 +72,8 @@ pub struct StretchRows {
     last: usize,
     /// The position of the next batch [`Self::next_batch`] gathers.
     batch: usize,
+    /// Whether the stream has ended.
+    ended: bool,
     /// Bytes received.
     pub bytes: usize,
     context: String,
@@ -128,6 +130,7 @@ impl StretchRows {
             batches: batches.len(),
             last: 0,
             batch: 0,
+            ended: false,
             bytes: 0,
             context,
         })
@@ -138,10 +141,15 @@ impl StretchRows {
     /// correct source never sends.
     async fn peek(&mut self) -> Result<Option<usize>, Error> {
         while self.next == self.ends.len() {
+            if self.ended {
+                return Ok(None);
+            }
             self.rows.clear();
             self.ends.clear();
             self.next = 0;
             let Some(chunk) = self.stream.next().await else {
+                // The stream is never polled again: batches after the last row's are empty.
+                self.ended = true;
                 self.split
                     .finish()
                     .map_err(|e| Error::Runtime(format!("{}: {e}", self.context)))?;

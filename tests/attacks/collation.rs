@@ -151,6 +151,26 @@ fn create_and_cutover(
             seq <= 8,
             "{seq} sequential scans for two reads of {batches} batches"
         );
+        // A stretch whose last batch lost every row: it is read empty (the dry run and
+        // the full path alike), and its target rows deleted.
+        let last = db.target_sql(
+            "SELECT lower_key[1] || E'\\t' || lower_key[2] FROM shadan.batches WHERE upper_key IS NULL",
+        );
+        let (k, sub) = last.split_once('\t').expect("the last batch's lower bound");
+        db.source_sql(&format!(
+            "DELETE FROM s.acct WHERE (k COLLATE \"C\", sub COLLATE \"C\") > ('{}', '{}')",
+            k.replace('\'', "''"),
+            sub.replace('\'', "''")
+        ));
+        let dry = db.shadan(&["sync", "--dry-run", "--mapping", s(&path)]);
+        assert!(
+            dry.expect_code(0).stdout.contains(" delete "),
+            "{}",
+            dry.stdout
+        );
+        db.shadan(&["sync", "--full", "--mapping", s(&path)])
+            .expect_code(0);
+        db.assert_same_rows(EXPECTED, ACTUAL, "after the last batch emptied");
     }
     path
 }
