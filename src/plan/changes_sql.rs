@@ -42,13 +42,24 @@ pub fn cut_settings(uppers: &[&[String]]) -> Vec<SessionSetting> {
 /// by freezing) has wrapped and shows a negative age or one above the horizon's, and is
 /// correctly left out.
 pub fn changed_predicate(xmin: &str) -> String {
+    changed_since(xmin, HORIZON_SETTING)
+}
+
+/// [`changed_predicate`] with the horizon in the setting `horizon`.
+fn changed_since(xmin: &str, horizon: &str) -> String {
     let age = format!("pg_catalog.age({xmin})");
     format!(
         "{age} {} 0 AND {age} {} pg_catalog.age({})",
         op(">="),
         op("<="),
-        setting_as(HORIZON_SETTING, "pg_catalog.xid")
+        setting_as(horizon, "pg_catalog.xid")
     )
+}
+
+/// The setting holding the horizon of the table at `index` in the plan, for
+/// [`TablePlan::source_probe`], which reads many tables in one statement.
+pub fn table_horizon_setting(index: usize) -> String {
+    format!("shadan.horizon_{}", index + 1)
 }
 
 impl TablePlan {
@@ -119,6 +130,27 @@ impl TablePlan {
             "COPY ({} ORDER BY {}) TO STDOUT (FORMAT binary)",
             select(&cols, &self.source_from(), preds),
             cols.len()
+        )
+    }
+
+    /// One row: this table's index in the plan, its source rows in scope, and how many
+    /// of them were written at or after its horizon (in [`table_horizon_setting`]) per
+    /// `xmin_column`: whether a sync by changes has anything to do, by one scan.
+    pub fn source_probe(&self, xmin_column: &str) -> String {
+        select(
+            &[
+                format!("{}::pg_catalog.int4", self.index),
+                "pg_catalog.count(*)".to_string(),
+                format!(
+                    "pg_catalog.count(*) FILTER (WHERE {})",
+                    changed_since(
+                        &quote_ident(xmin_column),
+                        &table_horizon_setting(self.index)
+                    )
+                ),
+            ],
+            &self.source_from(),
+            &self.scope_predicates(),
         )
     }
 

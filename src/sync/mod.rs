@@ -23,6 +23,7 @@ mod changes;
 mod full;
 mod lost;
 pub mod preview;
+mod quiet;
 mod stage;
 mod together;
 
@@ -174,6 +175,9 @@ enum Item {
     /// One batch read in full, with its checkpoint's digest if written, and whether that
     /// checkpoint has its row prints.
     Batch(Batch, Option<Accumulator>, bool),
+    /// A table read by changes that has none ([`quiet`]), with its stored batches: each
+    /// is confirmed, and nothing else is done.
+    Quiet(usize, Vec<StoredBatch>),
     /// Adjacent batches, each as in [`Item::Batch`], read in full by one source query
     /// because no index serves their ranges ([`crate::source::stretch`]).
     Stretch(Vec<(Batch, Option<Accumulator>, bool)>),
@@ -190,7 +194,7 @@ impl Item {
         match self {
             Item::Batch(b, ..) => b.table,
             Item::Stretch(batches) => batches.first().map_or(0, |(b, ..)| b.table),
-            Item::Changes(t, ..) | Item::Together(t, ..) => *t,
+            Item::Changes(t, ..) | Item::Together(t, ..) | Item::Quiet(t, _) => *t,
         }
     }
 }
@@ -292,13 +296,39 @@ async fn sync_all(
         }
     }
     drop(layout_session);
+    // Tables by changes with nothing to do are found by one statement per session, and
+    // never reach a worker.
+    let (by_changes, mut queue): (Vec<Item>, Vec<Item>) = queue
+        .into_iter()
+        .partition(|item| matches!(item, Item::Changes(..)));
+    let by_changes = by_changes
+        .into_iter()
+        .filter_map(|item| match item {
+            Item::Changes(table, stored, horizon, column) => Some((table, horizon, column, stored)),
+            _ => None,
+        })
+        .collect();
+    let (busy, quiet_tables) =
+        quiet::set_apart(plan, source, snapshot, by_changes, opts.jobs).await?;
+    quiet::read_prints(plan, target, &quiet_tables).await?;
+    // A quiet table stays an item of its own, done without a word to either server: the
+    // workers the retail side sees connect do not depend on which tables had changes.
+    queue.extend(
+        busy.into_iter()
+            .map(|(table, horizon, column, stored)| Item::Changes(table, stored, horizon, column))
+            .chain(
+                quiet_tables
+                    .into_iter()
+                    .map(|(table, _, _, stored)| Item::Quiet(table, stored)),
+            ),
+    );
     if let Ok(mut t) = tally.lock() {
         for item in &queue {
             let how = &mut t.how[item.table()];
             how.batches += match item {
                 Item::Batch(..) => 1,
                 Item::Stretch(batches) => batches.len() as u64,
-                Item::Changes(_, stored, ..) => stored.len() as u64,
+                Item::Changes(_, stored, ..) | Item::Quiet(_, stored) => stored.len() as u64,
                 Item::Together(..) => 0,
             };
         }
@@ -396,6 +426,25 @@ async fn sync_all(
                             g.extend(all.grown.iter().cloned());
                         }
                         all
+                    }
+                    Item::Quiet(_, stored) => {
+                        if let Ok(mut g) = grown.lock() {
+                            g.extend(
+                                stored
+                                    .iter()
+                                    .filter(|b| b.written.is_some_and(|w| w.rows > 2 * batch_rows))
+                                    .map(|b| b.batch.clone()),
+                            );
+                        }
+                        Done {
+                            rows: stored
+                                .iter()
+                                .filter_map(|b| b.written.map(|w| w.rows))
+                                .sum(),
+                            skipped: stored.len() as u64,
+                            confirmed: stored.iter().map(|b| b.batch.no).collect(),
+                            ..Done::default()
+                        }
                     }
                     Item::Changes(_, stored, horizon, column) => {
                         let all = w

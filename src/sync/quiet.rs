@@ -1,0 +1,140 @@
+//! Quiet tables: those a sync by changes has nothing to do for, found before any worker
+//! starts, at a cost that does not grow with the number of tables.
+//!
+//! One statement per source session counts, for each of its tables, the rows in scope and
+//! those written since the table's horizon (`jobs` sessions at once, each scanning its
+//! share). A table with no row written since its horizon and as many rows in scope as
+//! its checkpoints hold is exact at this run's snapshot: nothing of it crosses, and its
+//! batches are confirmed with every table's at the end of the run.
+//!
+//! The retail side must not see which tables had changes that the projection does not
+//! show ([`crate::target::prints`]): a quiet table's row prints are read in full all the
+//! same, by the very statement a table with changes reads them with, all quiet tables'
+//! statements sent at once on one connection.
+
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::connect::Endpoint;
+use crate::error::Error;
+use crate::plan::changes_sql::table_horizon_setting;
+use crate::plan::query::{SessionSetting, SettingValue};
+use crate::plan::Plan;
+use crate::source::changes::horizon_xid;
+use crate::source::snapshot::{Session, Snapshot};
+use crate::target::state::{PrintsReader, StoredBatch};
+
+/// A table read by changes: its index in the plan, its horizon and the column carrying
+/// `xmin`, and its stored batches in key order.
+pub(super) type ByChanges = (usize, i64, &'static str, Vec<StoredBatch>);
+
+/// Splits `tables` into those with something to do and the quiet ones (see the module
+/// documentation), by one statement on each of up to `jobs` sessions on the snapshot.
+pub(super) async fn set_apart(
+    plan: &Plan,
+    source: &Endpoint,
+    snapshot: &Snapshot,
+    tables: Vec<ByChanges>,
+    jobs: usize,
+) -> Result<(Vec<ByChanges>, Vec<ByChanges>), Error> {
+    if tables.is_empty() {
+        return Ok((tables, Vec::new()));
+    }
+    let sessions = jobs.clamp(1, tables.len());
+    let shares: Vec<Vec<&ByChanges>> = (0..sessions)
+        .map(|i| tables.iter().skip(i).step_by(sessions).collect())
+        .collect();
+    let counted = futures_util::future::try_join_all(
+        shares
+            .iter()
+            .map(|share| probe(plan, source, snapshot, share)),
+    )
+    .await?;
+    let mut counts = vec![None; plan.tables.len()];
+    for (index, in_scope, changed) in counted.into_iter().flatten() {
+        if let Some(slot) = counts.get_mut(index) {
+            *slot = Some((in_scope, changed));
+        }
+    }
+    let (mut busy, mut quiet) = (Vec::new(), Vec::new());
+    for table in tables {
+        let held: u64 = table
+            .3
+            .iter()
+            .filter_map(|b| b.written.map(|w| w.rows))
+            .sum();
+        match counts[table.0] {
+            Some((in_scope, 0)) if in_scope == held => quiet.push(table),
+            _ => busy.push(table),
+        }
+    }
+    Ok((busy, quiet))
+}
+
+/// Counts one share of the tables on a session of its own: `(index, in scope, written
+/// since the horizon)` per table.
+async fn probe(
+    plan: &Plan,
+    source: &Endpoint,
+    snapshot: &Snapshot,
+    share: &[&ByChanges],
+) -> Result<Vec<(usize, u64, u64)>, Error> {
+    let session = Session::open(source, snapshot, plan).await?;
+    let settings: Vec<SessionSetting> = share
+        .iter()
+        .map(|(index, horizon, ..)| SessionSetting {
+            name: table_horizon_setting(*index),
+            value: SettingValue::Text(horizon_xid(*horizon)),
+        })
+        .collect();
+    let sql: Vec<String> = share
+        .iter()
+        .map(|(index, _, column, _)| plan.tables[*index].source_probe(column))
+        .collect();
+    let sql = sql.join(" UNION ALL ");
+    let names: Vec<String> = share
+        .iter()
+        .map(|(index, ..)| plan.tables[*index].source.to_string())
+        .collect();
+    // The settings first, then the counts that read them: one flight.
+    let ((), rows) = tokio::try_join!(session.bind(&settings), async {
+        session
+            .client()
+            .query_typed(&sql, &[])
+            .await
+            .map_err(Error::db(format!(
+                "counting the rows of {} written since the last run",
+                names.join(", ")
+            )))
+    })?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (index, in_scope, changed): (i32, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            (index as usize, in_scope as u64, changed as u64)
+        })
+        .collect())
+}
+
+/// Reads every quiet table's row prints in full, as a table with changes reads them,
+/// all statements sent at once on one target connection.
+pub(super) async fn read_prints(
+    plan: &Plan,
+    target: &Endpoint,
+    quiet: &[ByChanges],
+) -> Result<(), Error> {
+    // Taken whether or not any table is quiet, like every other connection of a run.
+    let client = target.connect().await?;
+    let client = &client;
+    futures_util::stream::iter(quiet)
+        .map(|(index, _, _, stored)| async move {
+            let nos: Vec<i32> = stored.iter().map(|b| b.batch.no).collect();
+            PrintsReader::open(client, &plan.tables[*index].target, &nos)
+                .await?
+                .finish()
+                .await
+        })
+        .buffered(quiet.len().max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
