@@ -48,6 +48,29 @@ struct Task {
     chunk: Option<Chunk>,
 }
 
+/// Whole small tables read together by one reader (see [`group_small`]).
+const SMALL_TABLES_TOGETHER: usize = 32;
+
+/// Work items of one side: a chunk of a large table alone (the readers share the table),
+/// whole tables (one chunk, `None`) in groups of up to [`SMALL_TABLES_TOGETHER`], whose
+/// reads a reader sends at once: round trips then do not grow with the number of tables.
+fn group_small(tasks: impl Iterator<Item = Task>) -> VecDeque<Vec<Task>> {
+    let mut items: VecDeque<Vec<Task>> = VecDeque::new();
+    for task in tasks {
+        match items.back_mut() {
+            Some(group)
+                if task.chunk.is_none()
+                    && group.len() < SMALL_TABLES_TOGETHER
+                    && group.iter().all(|t| t.chunk.is_none()) =>
+            {
+                group.push(task)
+            }
+            _ => items.push_back(vec![task]),
+        }
+    }
+    items
+}
+
 /// Per table: bucket digests of the source and of the target.
 type Sums = Vec<(Buckets, Buckets)>;
 
@@ -281,17 +304,13 @@ async fn digest_both_sides(
         all_chunks(plan, Side::Target, sizing.1.client(), jobs)
     )?;
     drop(sizing);
-    let tasks = |chunks: Vec<Vec<_>>| -> VecDeque<Task> {
-        plan.tables
-            .iter()
-            .zip(chunks)
-            .flat_map(|(table, chunks)| {
-                chunks.into_iter().map(|chunk| Task {
-                    table: table.index,
-                    chunk,
-                })
+    let tasks = |chunks: Vec<Vec<_>>| -> VecDeque<Vec<Task>> {
+        group_small(plan.tables.iter().zip(chunks).flat_map(|(table, chunks)| {
+            chunks.into_iter().map(|chunk| Task {
+                table: table.index,
+                chunk,
             })
-            .collect()
+        }))
     };
     let (source_tasks, target_tasks) = (tasks(source_chunks), tasks(target_chunks));
     let shown = plan
@@ -308,7 +327,7 @@ async fn digest_both_sides(
     let sums: Arc<Mutex<Sums>> = Arc::new(Mutex::new(vec![Default::default(); plan.tables.len()]));
     let plan_shared = Arc::new(plan.clone());
     // One pool of readers per side, both at once.
-    let pool = |side: Side, tasks: VecDeque<Task>| {
+    let pool = |side: Side, tasks: VecDeque<Vec<Task>>| {
         let (endpoint, snapshot) = match side {
             Side::Source => (source.clone(), src_snap.clone()),
             Side::Target => (target.clone(), tgt_snap.clone()),
@@ -324,39 +343,50 @@ async fn digest_both_sides(
             .map(|i| progress.counter(i))
             .collect();
         let (plan, sums, run_key) = (plan_shared.clone(), sums.clone(), run_key.clone());
-        let work = move |session: Session, task: Task| {
+        let work = move |session: Session, group: Vec<Task>| {
             let (plan, sums, run_key) = (plan.clone(), sums.clone(), run_key.clone());
-            // Progress counts source rows only, so a table reaches its total once.
-            let counter = (side == Side::Source).then(|| counters[task.table].clone());
+            let counters = counters.clone();
             async move {
-                let table = &plan.tables[task.table];
-                let (sql, name) = match side {
-                    Side::Source => (
-                        table.source_copy_chunk(task.chunk, false),
-                        table.source.to_string(),
-                    ),
-                    Side::Target => (
-                        table.target_copy_chunk(task.chunk),
-                        table.target.to_string(),
-                    ),
-                };
-                let unused = AtomicU64::new(0);
-                let rows_read = counter.as_ref().map_or(&unused, |c| &c.done);
-                let found = buckets::digest_chunk(
-                    session.client(),
-                    &sql,
-                    table,
-                    &run_key,
-                    || format!("reading {name}"),
-                    rows_read,
-                )
-                .await?;
+                // The group's reads all sent at once on the session: the driver pipelines
+                // them, and each drains its own stream.
+                let reads = group.iter().map(|task| {
+                    let table = &plan.tables[task.table];
+                    // Progress counts source rows only, so a table reaches its total once.
+                    let counter = (side == Side::Source).then(|| counters[task.table].clone());
+                    let (session, run_key) = (&session, &run_key);
+                    async move {
+                        let (sql, name) = match side {
+                            Side::Source => (
+                                table.source_copy_chunk(task.chunk, false),
+                                table.source.to_string(),
+                            ),
+                            Side::Target => (
+                                table.target_copy_chunk(task.chunk),
+                                table.target.to_string(),
+                            ),
+                        };
+                        let unused = AtomicU64::new(0);
+                        let rows_read = counter.as_ref().map_or(&unused, |c| &c.done);
+                        buckets::digest_chunk(
+                            session.client(),
+                            &sql,
+                            table,
+                            run_key,
+                            || format!("reading {name}"),
+                            rows_read,
+                        )
+                        .await
+                    }
+                });
+                let found = futures_util::future::try_join_all(reads).await?;
                 let mut all = sums
                     .lock()
                     .map_err(|_| Error::Runtime("a verify reader panicked".into()))?;
-                match side {
-                    Side::Source => all[task.table].0.merge(&found),
-                    Side::Target => all[task.table].1.merge(&found),
+                for (task, found) in group.iter().zip(found) {
+                    match side {
+                        Side::Source => all[task.table].0.merge(&found),
+                        Side::Target => all[task.table].1.merge(&found),
+                    }
                 }
                 drop(all);
                 Ok(session)
