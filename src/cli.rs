@@ -515,8 +515,9 @@ async fn build(
         Use::Verify => (State::Ignored, Purpose::Verify),
     };
     // Besides the catalogs' two: a writing run's source holds the snapshot's two
-    // sessions (and the layout's) and two per worker, its target the lock and two per
-    // worker; a verify one per worker and side and a spare.
+    // sessions (and the layout's) and two per worker, its target the lock, one per worker
+    // and a spare (a sync's row prints reader, the end of a cutover); a verify one per
+    // worker and side and a spare.
     // No more workers than tables are sure to be busy (a sync by changes takes a table a
     // worker); a run that finds more work opens more connections as it needs them.
     let jobs = jobs.min(mapping.tables.len());

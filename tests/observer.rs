@@ -1,7 +1,7 @@
 //! What the retail server can observe of a sync must not depend on changes to
 //! non-public columns alone: its table statistics and its statement log (with
-//! parameters) after a night of meter changes and change times are those of a night
-//! when nothing changed.
+//! parameters, session by session and in order) after a night of meter changes and
+//! change times are those of a night when nothing changed.
 
 use std::collections::BTreeMap;
 
@@ -59,22 +59,34 @@ fn delta(before: &BTreeMap<String, Vec<i64>>, after: &BTreeMap<String, Vec<i64>>
     out
 }
 
-/// The statements the target's log gained since `from` bytes, sorted, with numbers and
-/// hex strings (run ids, times, snapshot names, digests) masked.
+/// The statements the target's log gained since `from` bytes, with numbers and hex
+/// strings (run ids, times, snapshot names, digests) masked: per session (the log line's
+/// `[pid]`), its statements in the order it ran them, and the sessions sorted. Which
+/// session reads which table, and in what order, is as observable as the statements.
 fn statements(cluster: &Cluster, from: u64) -> Vec<String> {
     let log = std::fs::read(cluster.log()).unwrap();
     let text = String::from_utf8_lossy(&log[from as usize..]).into_owned();
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| {
-            !l.contains("pg_stat_user_tables")
-                && (l.starts_with(char::is_whitespace)
-                    || l.contains("statement: ")
-                    || l.contains("execute ")
-                    || l.contains("parameters: "))
-        })
-        .map(mask)
-        .collect();
+    let mut sessions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = String::new();
+    for l in text.lines() {
+        if !l.starts_with(char::is_whitespace) {
+            if let Some(pid) = l
+                .split_once(" [")
+                .and_then(|(_, rest)| rest.split_once(']'))
+            {
+                current = pid.0.to_string();
+            }
+        }
+        let kept = !l.contains("pg_stat_user_tables")
+            && (l.starts_with(char::is_whitespace)
+                || l.contains("statement: ")
+                || l.contains("execute ")
+                || l.contains("parameters: "));
+        if kept {
+            sessions.entry(current.clone()).or_default().push(mask(l));
+        }
+    }
+    let mut lines: Vec<String> = sessions.into_values().map(|s| s.join("\n")).collect();
     lines.sort();
     lines
 }

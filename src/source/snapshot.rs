@@ -129,6 +129,19 @@ impl Session {
         snapshot: &Snapshot,
         plan: &Plan,
     ) -> Result<Self, Error> {
+        let (session, _) = Self::open_and_query(endpoint, snapshot, plan, &[], None).await?;
+        Ok(session)
+    }
+
+    /// [`Session::open`], binding `extra` settings too, and running `first` (a query
+    /// without parameters) on the snapshot in the same flight: one round trip for all.
+    pub async fn open_and_query(
+        endpoint: &Endpoint,
+        snapshot: &Snapshot,
+        plan: &Plan,
+        extra: &[SessionSetting],
+        first: Option<(&str, String)>,
+    ) -> Result<(Self, Vec<tokio_postgres::Row>), Error> {
         let client = endpoint.connect().await?;
         // A snapshot id is server-generated hex and dashes; anything else is refused
         // rather than spliced (SET TRANSACTION SNAPSHOT takes no parameter).
@@ -145,23 +158,34 @@ impl Session {
         }
         // A pooled connection may come back from an earlier session's transaction: that
         // one ends first (outside a transaction, ROLLBACK only warns). The plan's values
-        // are bound in the same flight: the driver sends both before reading either.
+        // are bound, and the first query sent, in the same flight: the driver sends them
+        // in this order before reading any answer, and the server runs them in it (a
+        // failed join aborts the transaction, and what follows fails with it).
         let join = format!(
             "ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
             snapshot.id
         );
-        let settings = plan_settings(plan);
-        tokio::try_join!(
+        let mut settings = plan_settings(plan);
+        settings.extend_from_slice(extra);
+        let (_, _, rows) = tokio::try_join!(
             async {
                 client
                     .batch_execute(&join)
                     .await
                     .map_err(Error::db("joining the source snapshot"))
             },
-            bind(&client, &settings)
+            bind(&client, &settings),
+            async {
+                match &first {
+                    Some((sql, context)) => client
+                        .query_typed(sql, &[])
+                        .await
+                        .map_err(Error::db(context.clone())),
+                    None => Ok(Vec::new()),
+                }
+            }
         )?;
-        let session = Self { client };
-        Ok(session)
+        Ok((Self { client }, rows))
     }
 
     /// The connection, for running the plan's queries.

@@ -36,6 +36,7 @@ impl Worker {
         &mut self,
         table: &TablePlan,
         stored: Vec<StoredBatch>,
+        prints: state::PrintsReader,
         (horizon, column): (i64, &'static str),
         stamp: Stamp<'_>,
         batch_rows: u64,
@@ -56,18 +57,16 @@ impl Worker {
             name: HORIZON_SETTING.into(),
             value: SettingValue::Text(horizon_xid(horizon)),
         });
-        // Every table read by changes reads all its prints, whatever changed: which
-        // batches had changes is not the target's to see. The prints' query, the bounds
-        // and the two source statements go out together: none waits for another.
-        let nos: Vec<i32> = batches.iter().map(|b| b.no).collect();
+        // The prints were read with every table's, whatever changed ([`super::quiet`]):
+        // which batches or tables had changes is not the target's to see. The bounds and
+        // the two source statements go out together: neither waits for the other.
         let source = self.session.client();
         let (count_sql, changes_sql) = (
             table.source_count(RangeShape::ALL),
             table.source_changes_copy(cuts, column),
         );
         let preparing = || format!("preparing the reads of {}", table.source);
-        let (prints, (), count_statement, changes_statement) = tokio::try_join!(
-            state::PrintsReader::open(&self.prints, &table.target, &nos),
+        let ((), count_statement, changes_statement) = tokio::try_join!(
             self.session.bind(&settings),
             async {
                 self.counter

@@ -183,7 +183,13 @@ enum Item {
     Stretch(Vec<(Batch, Option<Accumulator>, bool)>),
     /// A table read by changes since `horizon` (the last: the column carrying `xmin`),
     /// with its stored batches in key order.
-    Changes(usize, Vec<StoredBatch>, i64, &'static str),
+    Changes(
+        usize,
+        Vec<StoredBatch>,
+        i64,
+        &'static str,
+        state::PrintsReader,
+    ),
     /// A table's batches set aside by a constraint, written together ([`together`]),
     /// with the deletes its batches left for after the children's.
     Together(usize, Vec<together::SetAside>, Vec<Deferred>),
@@ -217,6 +223,7 @@ async fn sync_all(
     // Opened only for a table that has none yet.
     let mut layout_session: Option<Session> = None;
     let mut queue = Vec::new();
+    let mut by_changes = Vec::new();
     let mut shown = Vec::new();
     for (table, (mut stored, order_holds)) in plan.tables.iter().zip(layouts) {
         if !stored.is_empty() && !order_holds {
@@ -240,7 +247,7 @@ async fn sync_all(
                 opts.full,
             ) {
                 Path::Changes { horizon, column } => {
-                    queue.push(Item::Changes(table.index, ordered, horizon, column));
+                    by_changes.push((table.index, horizon, column, ordered));
                     Path::Changes { horizon, column }
                 }
                 full => full,
@@ -297,25 +304,19 @@ async fn sync_all(
     }
     drop(layout_session);
     // Tables by changes with nothing to do are found by one statement per session, and
-    // never reach a worker.
-    let (by_changes, mut queue): (Vec<Item>, Vec<Item>) = queue
-        .into_iter()
-        .partition(|item| matches!(item, Item::Changes(..)));
-    let by_changes = by_changes
-        .into_iter()
-        .filter_map(|item| match item {
-            Item::Changes(table, stored, horizon, column) => Some((table, horizon, column, stored)),
-            _ => None,
-        })
-        .collect();
+    // their workers have nothing to do.
     let (busy, quiet_tables) =
         quiet::set_apart(plan, source, snapshot, by_changes, opts.jobs).await?;
-    quiet::read_prints(plan, target, &quiet_tables).await?;
+    let mut prints = quiet::read_prints(plan, target, &busy, &quiet_tables).await?;
     // A quiet table stays an item of its own, done without a word to either server: the
     // workers the retail side sees connect do not depend on which tables had changes.
     queue.extend(
         busy.into_iter()
-            .map(|(table, horizon, column, stored)| Item::Changes(table, stored, horizon, column))
+            .filter_map(|(table, horizon, column, stored)| {
+                let at = prints.iter().position(|(t, _)| *t == table)?;
+                let (_, reader) = prints.swap_remove(at);
+                Some(Item::Changes(table, stored, horizon, column, reader))
+            })
             .chain(
                 quiet_tables
                     .into_iter()
@@ -348,21 +349,16 @@ async fn sync_all(
             snapshot.clone(),
         );
         let (source, snapshot, plan) = (source.clone(), snapshot.clone(), plan_shared.clone());
-        let target = target.clone();
         move || {
             let pair = open_pair();
             let (source, snapshot, plan) = (source.clone(), snapshot.clone(), plan.clone());
-            let target = target.clone();
             async move {
-                let ((session, client), counter, prints) =
-                    tokio::try_join!(pair, Session::open(&source, &snapshot, &plan), async {
-                        Ok::<_, Error>(target.connect().await?)
-                    })?;
+                let ((session, client), counter) =
+                    tokio::try_join!(pair, Session::open(&source, &snapshot, &plan))?;
                 Ok(Worker {
                     session,
                     counter,
                     client,
-                    prints,
                     last_dirty: false,
                 })
             }
@@ -443,12 +439,20 @@ async fn sync_all(
                                 .sum(),
                             skipped: stored.len() as u64,
                             confirmed: stored.iter().map(|b| b.batch.no).collect(),
+                            source_bytes: quiet::PROBE_BYTES,
                             ..Done::default()
                         }
                     }
-                    Item::Changes(_, stored, horizon, column) => {
+                    Item::Changes(_, stored, horizon, column, prints) => {
                         let all = w
-                            .sync_changes(table, stored, (horizon, column), stamp, batch_rows)
+                            .sync_changes(
+                                table,
+                                stored,
+                                prints,
+                                (horizon, column),
+                                stamp,
+                                batch_rows,
+                            )
                             .await?;
                         if let Ok(mut g) = grown.lock() {
                             g.extend(all.grown.iter().cloned());
@@ -719,9 +723,6 @@ struct Worker {
     /// rows stream on the first, so that the source scans both at once.
     counter: Session,
     client: Conn,
-    /// A second target connection, on which a table's row prints stream while its
-    /// changed rows are written on the first.
-    prints: Conn,
     /// Whether this worker's previous batch had changes: then the next one likely has too
     /// (changes spread over the table), and both sides are read at once.
     last_dirty: bool,

@@ -8,9 +8,9 @@
 //! batches are confirmed with every table's at the end of the run.
 //!
 //! The retail side must not see which tables had changes that the projection does not
-//! show ([`crate::target::prints`]): a quiet table's row prints are read in full all the
-//! same, by the very statement a table with changes reads them with, all quiet tables'
-//! statements sent at once on one connection.
+//! show ([`crate::target::prints`]): every table's row prints are read in full, quiet or
+//! not, by the same statement, on one connection, in plan order, before any worker
+//! starts; a busy table's are held for its worker.
 
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -22,6 +22,9 @@ use crate::plan::Plan;
 use crate::source::changes::horizon_xid;
 use crate::source::snapshot::{Session, Snapshot};
 use crate::target::state::{PrintsReader, StoredBatch};
+
+/// Bytes a table's counts take from the source: an `int4` and two `int8`.
+pub(super) const PROBE_BYTES: u64 = 20;
 
 /// A table read by changes: its index in the plan, its horizon and the column carrying
 /// `xmin`, and its stored batches in key order.
@@ -78,7 +81,6 @@ async fn probe(
     snapshot: &Snapshot,
     share: &[&ByChanges],
 ) -> Result<Vec<(usize, u64, u64)>, Error> {
-    let session = Session::open(source, snapshot, plan).await?;
     let settings: Vec<SessionSetting> = share
         .iter()
         .map(|(index, horizon, ..)| SessionSetting {
@@ -90,51 +92,66 @@ async fn probe(
         .iter()
         .map(|(index, _, column, _)| plan.tables[*index].source_probe(column))
         .collect();
-    let sql = sql.join(" UNION ALL ");
     let names: Vec<String> = share
         .iter()
         .map(|(index, ..)| plan.tables[*index].source.to_string())
         .collect();
-    // The settings first, then the counts that read them: one flight.
-    let ((), rows) = tokio::try_join!(session.bind(&settings), async {
-        session
-            .client()
-            .query_typed(&sql, &[])
-            .await
-            .map_err(Error::db(format!(
-                "counting the rows of {} written since the last run",
-                names.join(", ")
-            )))
-    })?;
+    let context = format!(
+        "counting the rows of {} written since the last run",
+        names.join(", ")
+    );
+    // Joining the snapshot, the settings and the counts that read them: one flight.
+    let (_session, rows) = Session::open_and_query(
+        source,
+        snapshot,
+        plan,
+        &settings,
+        Some((&sql.join(" UNION ALL "), context)),
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| {
             let (index, in_scope, changed): (i32, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            if let Some(table) = plan.tables.get(index as usize) {
+                crate::metrics::count_bytes(&table.target, "read", PROBE_BYTES as usize);
+            }
             (index as usize, in_scope as u64, changed as u64)
         })
         .collect())
 }
 
-/// Reads every quiet table's row prints in full, as a table with changes reads them,
-/// all statements sent at once on one target connection.
+/// Reads the row prints of every table by changes, busy or quiet, in plan order on one
+/// target connection, every statement sent at once: the retail server sees the same
+/// statements, on the same session and in the same order, whichever tables had changes
+/// (see the module documentation). A quiet table's are read and dropped; a busy
+/// table's are held (8 bytes a row) for the worker that syncs it, by table index.
 pub(super) async fn read_prints(
     plan: &Plan,
     target: &Endpoint,
+    busy: &[ByChanges],
     quiet: &[ByChanges],
-) -> Result<(), Error> {
-    // Taken whether or not any table is quiet, like every other connection of a run.
+) -> Result<Vec<(usize, PrintsReader)>, Error> {
+    let mut all: Vec<(&ByChanges, bool)> = busy
+        .iter()
+        .map(|t| (t, true))
+        .chain(quiet.iter().map(|t| (t, false)))
+        .collect();
+    all.sort_by_key(|((index, ..), _)| *index);
     let client = target.connect().await?;
     let client = &client;
-    futures_util::stream::iter(quiet)
-        .map(|(index, _, _, stored)| async move {
+    let held = futures_util::stream::iter(&all)
+        .map(|((index, _, _, stored), keep)| async move {
             let nos: Vec<i32> = stored.iter().map(|b| b.batch.no).collect();
-            PrintsReader::open(client, &plan.tables[*index].target, &nos)
-                .await?
-                .finish()
-                .await
+            let reader = PrintsReader::open(client, &plan.tables[*index].target, &nos).await?;
+            if *keep {
+                Ok(Some((*index, reader.hold().await?)))
+            } else {
+                reader.finish().await.map(|()| None)
+            }
         })
-        .buffered(quiet.len().max(1))
-        .try_collect::<Vec<()>>()
+        .buffered(all.len().max(1))
+        .try_collect::<Vec<_>>()
         .await?;
-    Ok(())
+    Ok(held.into_iter().flatten().collect())
 }

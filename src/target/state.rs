@@ -500,13 +500,36 @@ pub async fn store_digest(
     Ok(())
 }
 
-/// The row prints of a table's batches, read as one stream in the order sync meets the
-/// batches, each batch's held only while it is used. Sync reads every batch's prints of
-/// every table it reads by changes, whatever changed (see [`RowPrints`]); on a connection
-/// of its own, so that the batches' writes go on while the stream is read.
+/// The row prints of a table's batches, in the order sync meets the batches, as a stream
+/// or held in memory ([`PrintsReader::hold`]). Sync reads every batch's prints of every
+/// table it reads by changes, whatever changed (see [`RowPrints`]): all of them on one
+/// connection, in plan order, before any table is written, so that which session reads
+/// which table's prints, and when, does not depend on what changed.
 pub struct PrintsReader {
-    rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
+    rows: PrintRows,
     target: QualifiedName,
+}
+
+/// Where a [`PrintsReader`]'s rows come from.
+enum PrintRows {
+    /// Still arriving.
+    Stream(std::pin::Pin<Box<tokio_postgres::RowStream>>),
+    /// Read in full already: `(batch_no, prints)` in order.
+    Held(std::vec::IntoIter<(i32, Option<Vec<u8>>)>),
+}
+
+impl PrintRows {
+    /// The next `(batch_no, prints)`.
+    async fn next(&mut self) -> Result<Option<(i32, Option<Vec<u8>>)>, tokio_postgres::Error> {
+        use futures_util::TryStreamExt;
+        match self {
+            PrintRows::Stream(rows) => Ok(rows
+                .try_next()
+                .await?
+                .map(|row| (row.get(0), row.get::<_, Option<Vec<u8>>>(1)))),
+            PrintRows::Held(rows) => Ok(rows.next()),
+        }
+    }
 }
 
 impl PrintsReader {
@@ -530,21 +553,32 @@ impl PrintsReader {
             .await
             .map_err(Error::db(format!("reading the row prints of {target}")))?;
         Ok(Self {
-            rows: Box::pin(rows),
+            rows: PrintRows::Stream(Box::pin(rows)),
             target: target.clone(),
         })
     }
 
+    /// Reads the rest of the stream into memory (8 bytes a row), for a worker to take
+    /// from later: the connection is free again at once.
+    pub async fn hold(mut self) -> Result<Self, Error> {
+        let context = || format!("reading the row prints of {}", self.target);
+        let mut held = Vec::new();
+        while let Some(row) = self.rows.next().await.map_err(Error::db(&context))? {
+            held.push(row);
+        }
+        self.rows = PrintRows::Held(held.into_iter());
+        Ok(self)
+    }
+
     /// The prints of batch `batch_no`, passing over those of the batches before it.
     pub async fn take(&mut self, batch_no: i32) -> Result<RowPrints, Error> {
-        use futures_util::TryStreamExt;
         let context = || format!("reading the row prints of {}", self.target);
-        while let Some(row) = self.rows.try_next().await.map_err(Error::db(&context))? {
-            if row.get::<_, i32>(0) != batch_no {
+        while let Some((no, prints)) = self.rows.next().await.map_err(Error::db(&context))? {
+            if no != batch_no {
                 continue;
             }
-            return row
-                .get::<_, Option<&[u8]>>(1)
+            return prints
+                .as_deref()
                 .and_then(RowPrints::from_bytes)
                 .ok_or_else(|| {
                     Error::Runtime(format!(
@@ -561,10 +595,9 @@ impl PrintsReader {
 
     /// Reads the rest of the stream, so that every night reads every batch's prints.
     pub async fn finish(mut self) -> Result<(), Error> {
-        use futures_util::TryStreamExt;
         while self
             .rows
-            .try_next()
+            .next()
             .await
             .map_err(Error::db(format!(
                 "reading the row prints of {}",
