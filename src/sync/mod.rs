@@ -107,30 +107,38 @@ pub async fn run(
         how: vec![TableSync::default(); n],
         confirmed: vec![Vec::new(); n],
     }));
+    let stamps = Arc::new(stamps);
     let outcome = sync_all(
-        plan,
-        source,
-        target,
-        opts,
-        shutdown,
-        &snapshot,
-        &Arc::new(stamps),
-        &lock,
-        layouts,
-        &tally,
+        plan, source, target, opts, shutdown, &snapshot, &stamps, &lock, layouts, &tally,
     )
     .await;
 
     let header = manifest::header(run_id, "sync", plan, &snapshot, false);
-    let tally = tally
+    let (changes, how, confirmed) = tally
         .lock()
-        .map(|t| (t.changes.clone(), t.how.clone()))
+        .map(|t| (t.changes.clone(), t.how.clone(), t.confirmed.clone()))
         .unwrap_or_default();
-    let tables = futures_util::future::try_join_all(plan.tables.iter().map(|t| {
-        let sync = tally.0.get(t.index).copied().zip(tally.1.get(t.index));
+    // Batches found equal (read in full) or untouched (by changes): exact at this run's
+    // snapshot too, once the run got this far. Sent before the manifest's reads on the
+    // same connection, in one flight: the server runs them in that order.
+    let stamps = &stamps;
+    let confirm = futures_util::future::try_join_all(
+        plan.tables
+            .iter()
+            .zip(&confirmed)
+            .filter(|_| outcome.is_ok())
+            .map(|(table, nos)| {
+                state::confirm_batches(lock.client(), &table.target, nos, stamps.of(table.index))
+            }),
+    );
+    let entries = futures_util::future::try_join_all(plan.tables.iter().map(|t| {
+        let sync = changes.get(t.index).copied().zip(how.get(t.index));
         manifest::table_entry(lock.client(), t, run_id, sync)
-    }))
-    .await?;
+    }));
+    let (confirmed, tables) = tokio::join!(confirm, entries);
+    let outcome = outcome.and(confirmed.map(drop));
+    let tables = tables?;
+    let tally = (changes, how);
     let mut stored = manifest::finish_run(lock.client(), run_id, header, tables, outcome).await?;
     // What crossed from the source is for the operator's eyes: the retail side's copy of
     // the manifest would otherwise count the rows whose non-public columns changed.
@@ -593,16 +601,8 @@ async fn sync_all(
         )
         .await?;
     }
-    // Batches found equal (read in full) or untouched (by changes): exact at this run's
-    // snapshot too. Every table's at once: the driver pipelines the statements.
-    let confirmed = tally
-        .lock()
-        .map(|t| t.confirmed.clone())
-        .unwrap_or_default();
-    futures_util::future::try_join_all(plan.tables.iter().zip(&confirmed).map(|(table, nos)| {
-        state::confirm_batches(lock.client(), &table.target, nos, stamps.of(table.index))
-    }))
-    .await?;
+    // The batches found equal or untouched are confirmed by the caller, in the flight
+    // that reads the manifest's entries (a split batch's parts carry their own stamps).
     let grown = grown.lock().map(|g| g.clone()).unwrap_or_default();
     full::split_grown(plan, source, snapshot, lock, stamps, opts.batch_rows, grown).await
 }

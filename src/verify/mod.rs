@@ -71,6 +71,9 @@ fn group_small(tasks: impl Iterator<Item = Task>) -> VecDeque<Vec<Task>> {
     items
 }
 
+/// Per table, the chunks one side is read in ([`buckets::chunks`]).
+type Chunks = Vec<Vec<Option<Chunk>>>;
+
 /// Per table: bucket digests of the source and of the target.
 type Sums = Vec<(Buckets, Buckets)>;
 
@@ -88,19 +91,34 @@ pub async fn run(
     let rows = async {
         let (source_relations, target_relations) =
             (plan.source_relations(), plan.target_relations());
-        let (src_snap, tgt_snap) = tokio::try_join!(
+        // Each table's chunks are sized (from the catalog: no snapshot needed) while the
+        // snapshots are taken.
+        let (src_snap, tgt_snap, source_chunks, target_chunks) = tokio::try_join!(
             Snapshot::export(source, &source_relations),
-            Snapshot::export(target, &target_relations)
+            Snapshot::export(target, &target_relations),
+            all_chunks(plan, Side::Source, source, opts.jobs.max(1)),
+            all_chunks(plan, Side::Target, target, opts.jobs.max(1)),
         )?;
         plan.require_unchanged_source(&src_snap.catalog().await?)?;
         let (src_snap, tgt_snap) = (Arc::new(src_snap), Arc::new(tgt_snap));
-        let sums =
-            digest_both_sides(plan, source, target, &src_snap, &tgt_snap, opts, shutdown).await?;
+        let chunks = (source_chunks, target_chunks);
+        let sums = digest_both_sides(
+            plan, source, target, &src_snap, &tgt_snap, chunks, opts, shutdown,
+        )
+        .await?;
 
-        let (src, tgt) = tokio::try_join!(
-            Session::open(source, &src_snap, plan),
-            Session::open(target, &tgt_snap, plan)
-        )?;
+        // Sessions to compare rows in, opened only when some table differs.
+        let differs = sums.iter().any(|(s, t)| !s.differing(t).is_empty());
+        let compare_sessions = || async {
+            tokio::try_join!(
+                Session::open(source, &src_snap, plan),
+                Session::open(target, &tgt_snap, plan)
+            )
+        };
+        let mut opened = None;
+        if differs {
+            opened = Some(compare_sessions().await?);
+        }
         let mut tables = Vec::new();
         let mut leaks: Vec<Leak> = plan
             .unexpected_target_columns
@@ -119,6 +137,9 @@ pub async fn run(
             let diff = if differing.is_empty() {
                 compare::RowDiff::default()
             } else {
+                let (src, tgt) = opened
+                    .as_ref()
+                    .ok_or_else(|| Error::Runtime("no session to compare rows in".into()))?;
                 compare::diff_table(src.client(), tgt.client(), table, &differing).await?
             };
             let (source_total, target_total) = (source_sums.total(), target_sums.total());
@@ -134,7 +155,7 @@ pub async fn run(
                 missing: diff.missing.count,
                 extra: diff.extra.count,
                 changed: diff.changed.count,
-                sample_keys: key::render(tgt.client(), table, &sample).await?,
+                sample_keys: render_keys(&opened, table, &sample).await?,
                 source_digest: source_total.hex(),
                 target_digest: target_total.hex(),
             });
@@ -144,7 +165,7 @@ pub async fn run(
                     table: table.target.to_string(),
                     column: Some(column.clone()),
                     count: found.count,
-                    sample_keys: key::render(tgt.client(), table, &found.keys).await?,
+                    sample_keys: render_keys(&opened, table, &found.keys).await?,
                 });
             }
             if diff.out_of_scope.count > 0 {
@@ -153,7 +174,7 @@ pub async fn run(
                     table: table.target.to_string(),
                     column: None,
                     count: diff.out_of_scope.count,
-                    sample_keys: key::render(tgt.client(), table, &diff.out_of_scope.keys).await?,
+                    sample_keys: render_keys(&opened, table, &diff.out_of_scope.keys).await?,
                 });
             }
             // A table whose mapped columns equal the projection holds only permitted values
@@ -167,7 +188,7 @@ pub async fn run(
                 to_search.push(table.index);
             }
         }
-        drop((src, tgt));
+        drop(opened);
         if opts.deep && !to_search.is_empty() && !views {
             leaks.extend(deep::scan(plan, &to_search, &src_snap, &tgt_snap, source, target).await?);
         }
@@ -205,6 +226,20 @@ pub async fn run(
         report.mark_incomplete(deep::VIEWS_CANNOT_DEEP.to_string());
     }
     Ok(report)
+}
+
+/// Keys as text, read on the target's compare session ([`key::render`]); none to render
+/// needs no session.
+async fn render_keys(
+    opened: &Option<(Session, Session)>,
+    table: &crate::plan::TablePlan,
+    keys: &[Vec<u8>],
+) -> Result<Vec<String>, Error> {
+    match opened {
+        _ if keys.is_empty() => Ok(Vec::new()),
+        Some((_, target)) => key::render(target.client(), table, keys).await,
+        None => Err(Error::Runtime("no session to render keys in".into())),
+    }
 }
 
 /// The mapping, the tool, the target's chain head, both servers and the time.
@@ -268,13 +303,16 @@ async fn provenance(
     Ok(out)
 }
 
-/// Every table's chunks on one side ([`buckets::chunks`]), the queries sent together.
+/// Every table's chunks on one side ([`buckets::chunks`]), on a connection of its own,
+/// the queries sent together.
 async fn all_chunks(
     plan: &Plan,
     side: Side,
-    client: &tokio_postgres::Client,
+    endpoint: &Endpoint,
     jobs: usize,
-) -> Result<Vec<Vec<Option<crate::plan::query::Chunk>>>, Error> {
+) -> Result<Chunks, Error> {
+    let client = endpoint.connect().await?;
+    let client = &client;
     futures_util::future::try_join_all(plan.tables.iter().map(|table| async move {
         let relation = buckets::relation_sql(table, side);
         buckets::chunks(client, &relation, jobs).await
@@ -290,20 +328,12 @@ async fn digest_both_sides(
     target: &Endpoint,
     src_snap: &Arc<Snapshot>,
     tgt_snap: &Arc<Snapshot>,
+    chunks: (Chunks, Chunks),
     opts: &Options,
     shutdown: &Shutdown,
 ) -> Result<Sums, Error> {
     let jobs = opts.jobs.max(1);
-    let sizing = tokio::try_join!(
-        Session::open(source, src_snap, plan),
-        Session::open(target, tgt_snap, plan)
-    )?;
-    // Every table's chunks on both sides, all asked at once (the driver pipelines them).
-    let (source_chunks, target_chunks) = tokio::try_join!(
-        all_chunks(plan, Side::Source, sizing.0.client(), jobs),
-        all_chunks(plan, Side::Target, sizing.1.client(), jobs)
-    )?;
-    drop(sizing);
+    let (source_chunks, target_chunks) = chunks;
     let tasks = |chunks: Vec<Vec<_>>| -> VecDeque<Vec<Task>> {
         group_small(plan.tables.iter().zip(chunks).flat_map(|(table, chunks)| {
             chunks.into_iter().map(|chunk| Task {
