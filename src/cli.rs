@@ -15,7 +15,7 @@ use crate::plan::{self, Plan, Purpose};
 /// customer database into the retail company's own database, and proves it.
 #[derive(Debug, Parser)]
 #[command(name = "shadan", version, about, long_about = None,
-    after_help = "Example:\n  SHADAN_SOURCE=postgres://shadan@grid/joint SHADAN_TARGET=postgres://shadan@retail/retail \\\n    shadan plan --mapping mappings/retail.toml\n\nExit codes: 0 ok, 1 runtime error, 2 usage error or invalid mapping, 3 verify found differences, 4 verify found a leak.")]
+    after_help = "Example:\n  SHADAN_SOURCE=postgres://shadan@grid/joint SHADAN_TARGET=postgres://shadan@retail/retail \\\n    shadan plan --mapping mappings/retail.toml\n\nExit codes: 0 ok, 1 runtime error, 2 usage error or invalid mapping, 3 verify found differences (history --check: a broken chain), 4 verify found a leak.")]
 pub struct Cli {
     /// Connection options shared by every command.
     #[command(flatten)]

@@ -22,7 +22,7 @@
 //! 2048-bit fixed-key sum for this purpose, at one 32-byte hash per row instead of a
 //! 256-byte XOF, and 40 bytes per bucket instead of 264. The cost: verify's digests
 //! differ on every run and cannot be compared with a manifest; verify compares the two
-//! sides themselves, which is the stronger check (see `verify --manifest`).
+//! sides themselves, which is the stronger check (see [`crate::verify`]).
 //!
 //! A row's hash is blake3 (keyed with a fixed, derived key for domain separation) of its
 //! binary tuple: the same bytes on both sides when the values are equal. For comparing

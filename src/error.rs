@@ -1,6 +1,7 @@
 //! The tool's top-level error and the exit-code policy of the contract:
 //! `0` success, `1` runtime error, `2` usage error or invalid mapping (nothing written),
-//! `3` verify found content differences, `4` verify found a leak.
+//! `3` verify found content differences (and `history --check` a broken chain), `4` verify
+//! found a leak.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_RUNTIME: u8 = 1;
 /// Exit code: a usage error or an invalid mapping; nothing was written.
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code: verify found content differences.
+/// Exit code: verify found content differences, or `history --check` a broken chain.
 pub const EXIT_DIFFERENCES: u8 = 3;
 /// Exit code: verify found a leak (wins over differences).
 pub const EXIT_LEAK: u8 = 4;

@@ -27,9 +27,20 @@ fn init_classify_target_ddl_and_plan_round_trip() {
         "a column not classified non_public"
     );
 
-    // As written, nothing may cross: plan refuses it (keys are not public yet).
+    // As written, nothing may cross: plan refuses it, naming every table the retail side
+    // lacks (the skeleton classifies every column non_public besides).
     let path = write_mapping(&db, &skeleton);
-    db.shadan(&["plan", "--mapping", s(&path)]).expect_code(2);
+    let refused = db.shadan(&["plan", "--mapping", s(&path)]);
+    refused.expect_code(2);
+    for table in ["joint.contracts", "joint.supply_points"] {
+        assert!(
+            refused
+                .stderr
+                .contains(&format!("{table}: target table not found")),
+            "{}",
+            refused.stderr
+        );
+    }
 
     // Only two tables, classified the way a reviewer would.
     let run = db.shadan(&["init", "--table", "joint.contracts", "--table", "supply_p*"]);

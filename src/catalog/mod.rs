@@ -2,7 +2,11 @@
 //!
 //! One catalog read per database gives every user table with its columns in order, exact
 //! types with typmod, nullability, and its primary key and unique indexes. The plan checks
-//! the mapping against these facts; nothing else in the tool reads `pg_catalog`.
+//! the mapping against these facts. Elsewhere `pg_catalog` is read for what each step
+//! needs of its own: the state schema's owner and the indexes and foreign keys a cutover
+//! sets aside (`target/`), the snapshot's checks and the change horizon (`source/`), a
+//! replacing batch's recheck (`sync/still_replaceable.sql`), table sizes (verify's
+//! chunks, batch sampling) and the privilege audits (`grants/`, `verify/privileges.rs`).
 
 use std::collections::BTreeMap;
 

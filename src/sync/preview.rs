@@ -1,9 +1,10 @@
-//! `sync --dry-run`: what a sync would write, read the way sync reads (one source
-//! snapshot, the stored batches and their checkpoints, the same comparison), with nothing
-//! written at all: no data, no checkpoint, no run record, not even the state schema. The
-//! writer lock is still taken, so a dry run never races a real sync. Batches are read one
-//! after another (adjacent ones whose ranges no index serves by one query, as sync
-//! does); speed is not the point of a preview.
+//! `sync --dry-run`: what a sync would write, read the way sync's full path reads (one
+//! source snapshot, every stored batch in full against its checkpoint, the same
+//! comparison; never by changes), with nothing written at all: no data, no checkpoint, no
+//! run record, not even the state schema. The writer lock is still taken, so a dry run
+//! never races a real sync. Batches are read one after another (adjacent ones whose
+//! ranges no index serves by one query, as sync does); speed is not the point of a
+//! preview.
 
 use bytes::Bytes;
 use serde_json::{json, Value};

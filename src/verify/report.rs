@@ -228,3 +228,52 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(missing: u64) -> TableReport {
+        TableReport {
+            target: "r.t".into(),
+            source_rows: 10,
+            target_rows: 10 - missing,
+            missing,
+            extra: 0,
+            changed: 0,
+            sample_keys: Vec::new(),
+            source_digest: "a".into(),
+            target_digest: if missing == 0 { "a" } else { "b" }.into(),
+        }
+    }
+
+    fn leak() -> Leak {
+        Leak {
+            kind: LeakKind::Column,
+            table: "r.t".into(),
+            column: Some("secret".into()),
+            count: 1,
+            sample_keys: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_leak_outranks_differences_and_an_unfinished_check_speaks_only_alone() {
+        let code = |tables: Vec<TableReport>, leaks: Vec<Leak>, incomplete: bool| {
+            let mut report = Report::new(tables, leaks);
+            if incomplete {
+                report.mark_incomplete("--deep could not run".into());
+            }
+            report.exit_code()
+        };
+        assert_eq!(code(vec![table(0)], vec![], false), EXIT_OK);
+        assert_eq!(code(vec![table(1)], vec![], false), EXIT_DIFFERENCES);
+        assert_eq!(code(vec![table(0)], vec![leak()], false), EXIT_LEAK);
+        assert_eq!(code(vec![table(1)], vec![leak()], false), EXIT_LEAK);
+        assert_eq!(code(vec![table(1)], vec![leak()], true), EXIT_LEAK);
+        assert_eq!(code(vec![table(1)], vec![], true), EXIT_DIFFERENCES);
+        assert_eq!(code(vec![table(0)], vec![], true), EXIT_USAGE);
+        let report = Report::new(vec![table(0)], vec![]);
+        assert!(report.verified);
+    }
+}
