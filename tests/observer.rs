@@ -95,7 +95,9 @@ fn mask(line: &str) -> String {
     let mut out = String::new();
     let mut token = String::new();
     let flush = |token: &mut String, out: &mut String| {
-        let hex = token.len() >= 8 && token.chars().all(|c| c.is_ascii_hexdigit());
+        // Hex strings, and bytea values (`\x` then hex: digests, row prints).
+        let digits = token.strip_prefix('x').unwrap_or(token);
+        let hex = digits.len() >= 8 && digits.chars().all(|c| c.is_ascii_hexdigit());
         if hex {
             out.push('#');
         } else {
@@ -127,19 +129,59 @@ fn log_size(cluster: &Cluster) -> u64 {
     std::fs::metadata(cluster.log()).unwrap().len()
 }
 
-/// One sync as a night's job; returns what the target saw: counters moved and statements.
-fn observed_sync(db: &TestDb, target: &Cluster) -> (String, Vec<String>, Value) {
-    let before = counters(db);
-    let from = log_size(target);
-    let run = db.shadan(&["sync", "--mapping", MAPPING, "--json"]);
-    run.expect_code(0);
-    let after = counters(db);
-    (delta(&before, &after), statements(target, from), run.json())
+/// The names of the prepared statements each target session ran since `from` bytes, in
+/// order, the sessions sorted. The driver numbers names from one counter for every
+/// connection of the process, so with one worker they are the same from night to night
+/// unless something else (a source statement) took a number in between.
+fn statement_names(cluster: &Cluster, from: u64) -> Vec<String> {
+    let log = std::fs::read(cluster.log()).unwrap();
+    let text = String::from_utf8_lossy(&log[from as usize..]).into_owned();
+    let mut sessions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in text.lines() {
+        let Some((_, rest)) = l.split_once(" [") else {
+            continue;
+        };
+        let Some((pid, rest)) = rest.split_once(']') else {
+            continue;
+        };
+        if let Some((_, named)) = rest.split_once("execute ") {
+            let name = named.split(':').next().unwrap_or_default().to_string();
+            sessions.entry(pid.to_string()).or_default().push(name);
+        }
+    }
+    let mut names: Vec<String> = sessions.into_values().map(|s| s.join(" ")).collect();
+    names.sort();
+    names
 }
 
-#[test]
-fn a_night_of_non_public_changes_looks_to_the_retail_server_like_a_night_of_none() {
-    let target = Cluster::private("observer");
+/// One sync as a night's job; returns what the target saw: counters moved and statements.
+fn observed_sync(db: &TestDb, target: &Cluster) -> (String, Vec<String>, Value) {
+    observed_sync_with(db, target, &[]).0
+}
+
+/// [`observed_sync`] with more arguments; also the prepared statements' names.
+fn observed_sync_with(
+    db: &TestDb,
+    target: &Cluster,
+    args: &[&str],
+) -> ((String, Vec<String>, Value), Vec<String>) {
+    let before = counters(db);
+    let from = log_size(target);
+    let mut all = vec!["sync", "--mapping", MAPPING, "--json"];
+    all.extend_from_slice(args);
+    let run = db.shadan(&all);
+    run.expect_code(0);
+    let after = counters(db);
+    (
+        (delta(&before, &after), statements(target, from), run.json()),
+        statement_names(target, from),
+    )
+}
+
+/// A reference copy on a target cluster of its own (named `name`), synced once, whose
+/// database then logs every statement.
+fn logged_copy(name: &str) -> (&'static Cluster, TestDb) {
+    let target = Cluster::private(name);
     let db = TestDb::between(&clusters().source, target).reference_schema();
     reference_data(&db, 600);
     db.shadan(&["cutover", "--mapping", MAPPING, "--batch-rows", "150"])
@@ -149,6 +191,12 @@ fn a_night_of_non_public_changes_looks_to_the_retail_server_like_a_night_of_none
         "ALTER DATABASE {} SET log_statement = 'all'",
         db.name
     ));
+    (target, db)
+}
+
+#[test]
+fn a_night_of_non_public_changes_looks_to_the_retail_server_like_a_night_of_none() {
+    let (target, db) = logged_copy("observer");
 
     let (quiet, quiet_log, _) = observed_sync(&db, target);
     // Meter changes and change times across every batch, own contracts' wheeling plans.
@@ -179,6 +227,55 @@ fn a_night_of_non_public_changes_looks_to_the_retail_server_like_a_night_of_none
         let extra: Vec<&String> = busy_log.iter().filter(|l| !quiet_log.contains(l)).collect();
         let missing: Vec<&String> = quiet_log.iter().filter(|l| !busy_log.contains(l)).collect();
         panic!("the target's statement log differs:\nonly after the non-public night: {extra:#?}\nonly after the quiet night: {missing:#?}");
+    }
+    db.assert_reference_copy_exact();
+}
+
+#[test]
+fn non_public_changes_beside_public_ones_leave_the_target_s_statements_as_they_were() {
+    let (target, db) = logged_copy("observer-beside");
+    // The same public change each night (the same rows, values of the same shape).
+    let public = |n: u32| {
+        db.source_sql(&format!(
+            "UPDATE joint.contracts SET phone = '022-111-{n:04}' WHERE contract_id % 40 = 1"
+        ))
+    };
+    public(1);
+    let ((alone, alone_log, _), alone_names) = observed_sync_with(&db, target, &["--jobs", "1"]);
+    public(2);
+    // Beside it, meter changes in every batch of the supply points, which sync reads.
+    db.source_sql(
+        "UPDATE joint.supply_points SET meter_id = 'M-NEW', updated_at = now() \
+         WHERE supply_point_id::numeric % 7 = 0",
+    );
+    let ((beside, beside_log, printed), beside_names) =
+        observed_sync_with(&db, target, &["--jobs", "1"]);
+    let reread = printed["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "retail.supply_points")
+        .map(|t| t["sync"]["source_rows"].as_u64().unwrap())
+        .unwrap();
+    assert!(reread > 0, "the meter changes were read: {printed}");
+    assert_eq!(
+        alone, beside,
+        "the target's table statistics moved differently"
+    );
+    assert_eq!(
+        alone_names, beside_names,
+        "the target's prepared statements are numbered differently"
+    );
+    if alone_log != beside_log {
+        let extra: Vec<&String> = beside_log
+            .iter()
+            .filter(|l| !alone_log.contains(l))
+            .collect();
+        let missing: Vec<&String> = alone_log
+            .iter()
+            .filter(|l| !beside_log.contains(l))
+            .collect();
+        panic!("the target's statement log differs:\nonly with the meter changes: {extra:#?}\nonly without: {missing:#?}");
     }
     db.assert_reference_copy_exact();
 }

@@ -93,14 +93,15 @@ impl TablePlan {
         )
     }
 
-    /// `COPY (...) TO STDOUT (FORMAT binary)` of the projection of the rows written at
-    /// or after the horizon ([`HORIZON_SETTING`]) per `xmin_column`, with the position of each row's batch
-    /// (`cuts` + 1 batches) as an extra last column, ordered by it, so that the rows of
-    /// one batch arrive together and a batch can be written as soon as it is complete.
-    pub fn source_changes_copy(&self, cuts: usize, xmin_column: &str) -> String {
+    /// The projection of the rows written at or after the horizon ([`HORIZON_SETTING`])
+    /// per `xmin_column`, with the position of each row's batch (`cuts` + 1 batches) as
+    /// an extra last column, ordered by it, so that the rows of one batch arrive together
+    /// and a batch can be written as soon as it is complete. Read as an unnamed statement
+    /// ([`crate::copy::select_as_copy`]).
+    pub fn source_changes_select(&self, cuts: usize, xmin_column: &str) -> String {
         let mut preds = self.scope_predicates();
         preds.push(changed_predicate(&quote_ident(xmin_column)));
-        self.positioned_copy(cuts, &preds)
+        self.positioned_select(cuts, &preds)
     }
 
     /// `COPY (...) TO STDOUT (FORMAT binary)` of the projection of a stretch of
@@ -118,16 +119,24 @@ impl TablePlan {
         self.positioned_copy(cuts, &preds)
     }
 
+    /// `COPY` of [`Self::positioned_select`].
+    fn positioned_copy(&self, cuts: usize, preds: &[String]) -> String {
+        format!(
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            self.positioned_select(cuts, preds)
+        )
+    }
+
     /// The projection of the source rows matching `preds`, each with its batch position
     /// among `cuts` + 1 as a last column, ordered by it.
-    fn positioned_copy(&self, cuts: usize, preds: &[String]) -> String {
+    fn positioned_select(&self, cuts: usize, preds: &[String]) -> String {
         let mut cols = self.projection();
         cols.push(format!(
             "{}::pg_catalog.int4 AS shadan_batch",
             self.batch_position(0, cuts)
         ));
         format!(
-            "COPY ({} ORDER BY {}) TO STDOUT (FORMAT binary)",
+            "{} ORDER BY {}",
             select(&cols, &self.source_from(), preds),
             cols.len()
         )

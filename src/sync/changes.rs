@@ -60,37 +60,23 @@ impl Worker {
         // The prints were read with every table's, whatever changed ([`super::quiet`]):
         // which batches or tables had changes is not the target's to see. The bounds and
         // the two source statements go out together: neither waits for the other.
+        // Both source statements are unnamed ([`crate::copy::select_as_copy`]): a busy
+        // table must not shift the names of the target's prepared statements.
         let source = self.session.client();
         let (count_sql, changes_sql) = (
             table.source_count(RangeShape::ALL),
-            table.source_changes_copy(cuts, column),
+            table.source_changes_select(cuts, column),
         );
-        let preparing = || format!("preparing the reads of {}", table.source);
-        let ((), count_statement, changes_statement) = tokio::try_join!(
-            self.session.bind(&settings),
-            async {
-                self.counter
-                    .client()
-                    .prepare(&count_sql)
-                    .await
-                    .map_err(Error::db(&preparing))
-            },
-            async {
-                source
-                    .prepare(&changes_sql)
-                    .await
-                    .map_err(Error::db(&preparing))
-            }
-        )?;
+        self.session.bind(&settings).await?;
 
         let mut done = Done::default();
         let mut touched = vec![false; batches.len()];
         let mut redo = Vec::new();
         // The count runs on the second session while the changed rows stream on the first.
-        let count = self.counter.client().query_one(&count_statement, &[]);
+        let count = self.counter.client().query_typed_one(&count_sql, &[]);
         let changed = read_changes(
             source,
-            &changes_statement,
+            &changes_sql,
             &self.client,
             table,
             &batches,
@@ -325,7 +311,7 @@ fn add(total: &mut Done, one: Done) {
 #[allow(clippy::too_many_arguments)]
 async fn read_changes(
     source: &Client,
-    statement: &tokio_postgres::Statement,
+    select: &str,
     target: &Client,
     table: &TablePlan,
     batches: &[Batch],
@@ -337,8 +323,7 @@ async fn read_changes(
     stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let reading = || format!("reading the changed rows of {}", table.source);
-    let copy = source
-        .copy_out(statement)
+    let copy = crate::copy::select_as_copy(source, select)
         .await
         .map_err(Error::db(&reading))?;
     let mut copy = pin!(copy);
