@@ -646,3 +646,42 @@ fn lost_rows_are_found_whatever_the_key_columns_are_called() {
         "names",
     );
 }
+
+#[test]
+fn changed_rows_of_a_type_the_driver_must_look_up_stream_without_stalling() {
+    let db = TestDb::new();
+    let ddl = "CREATE TYPE public.mood AS ENUM ('a', 'b'); \
+               CREATE TABLE public.t (id int8 PRIMARY KEY, v public.mood)";
+    db.source_sql(ddl);
+    db.target_sql(ddl);
+    db.source_sql("INSERT INTO public.t SELECT g, 'a' FROM generate_series(1, 5000) g");
+    let path = crate::support::write_mapping(
+        &db,
+        "[mapping]\nname = \"m\"\nown_retailer = \"R1\"\n\n[[table]]\nsource = \"public.t\"\n\
+         target = \"public.t\"\nkey = [\"id\"]\nscope = \"all\"\n\n[table.columns]\n\
+         id = \"public\"\nv = \"public\"\n",
+    );
+    let path = crate::support::s(&path);
+    db.shadan(&["cutover", "--mapping", path]).expect_code(0);
+    // Every row rewritten, half of them changed: thousands of enum values to stream.
+    db.source_sql("UPDATE public.t SET v = CASE WHEN id % 2 = 0 THEN 'b'::public.mood ELSE v END");
+    let mut child = db.spawn_quiet(&["sync", "--mapping", path]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for shadan") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sync stalled reading the changed rows");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(status.success(), "sync failed: {status}");
+    db.assert_same_rows(
+        "SELECT id, v::text FROM public.t ORDER BY id",
+        "SELECT id, v::text FROM public.t ORDER BY id",
+        "after the enum night",
+    );
+    db.shadan(&["verify", "--mapping", path]).expect_code(0);
+}

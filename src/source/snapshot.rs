@@ -188,6 +188,31 @@ impl Session {
         Ok((Self { client }, rows))
     }
 
+    /// Makes the driver learn every type the plan's projections return, before any of
+    /// them streams: reading rows by an unnamed statement
+    /// ([`crate::copy::select_as_copy`]), the driver looks up a type it does not know
+    /// while the rows arrive on the same connection, and a few hundred rows ahead of the
+    /// answer stall both. One statement of typed NULLs, and no row; the same every night,
+    /// so the lookups' statement numbers do not depend on what changed.
+    pub async fn learn_types(&self, plan: &Plan) -> Result<(), Error> {
+        let mut types: Vec<&str> = plan
+            .tables
+            .iter()
+            .flat_map(|t| t.columns.iter().map(|c| c.type_name.as_str()))
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        if types.is_empty() {
+            return Ok(());
+        }
+        let nulls: Vec<String> = types.iter().map(|t| format!("NULL::{t}")).collect();
+        self.client
+            .query_typed(&format!("SELECT {} LIMIT 0", nulls.join(", ")), &[])
+            .await
+            .map_err(Error::db("learning the types of the projection"))?;
+        Ok(())
+    }
+
     /// The connection, for running the plan's queries.
     pub fn client(&self) -> &Client {
         &self.client

@@ -363,6 +363,7 @@ async fn sync_all(
             async move {
                 let ((session, client), counter) =
                     tokio::try_join!(pair, Session::open(&source, &snapshot, &plan))?;
+                session.learn_types(&plan).await?;
                 Ok(Worker {
                     session,
                     counter,
