@@ -97,6 +97,17 @@ impl SourceRows {
         kept
     }
 
+    /// For a view source, fails if these rows give a key twice or a NULL key
+    /// ([`crate::key::KeyCheck`]); a table's key the server keeps unique itself.
+    pub fn check_view_key(&self, table: &crate::plan::TablePlan) -> Result<(), Error> {
+        if !table.source_is_view() {
+            return Ok(());
+        }
+        let mut keys = crate::key::KeyCheck::new(table);
+        self.for_each_tuple(|t| keys.add(t));
+        keys.error(table).map_or(Ok(()), Err)
+    }
+
     /// Calls `f` with every tuple, in order.
     pub fn for_each_tuple(&self, mut f: impl FnMut(&[u8])) {
         for (piece, _) in self.iter() {

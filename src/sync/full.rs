@@ -74,13 +74,7 @@ impl Worker {
         let mut bytes = 0;
         rows.for_each_tuple(|t| bytes += t.len());
         crate::metrics::count_bytes(&table.target, "read", bytes);
-        if table.source_is_view() {
-            let mut keys = crate::key::KeyCheck::new(table);
-            rows.for_each_tuple(|t| keys.add(t));
-            if let Some(e) = keys.error(table) {
-                return Err(e);
-            }
-        }
+        rows.check_view_key(table)?;
         if stored == Some(rows.digest) {
             return self
                 .clean(table, batch, rows.checkpoint(), has_prints, stamp, bytes)
@@ -248,15 +242,11 @@ impl Worker {
         let mut bytes = 0;
         rows.for_each_tuple(|t| bytes += t.len());
         crate::metrics::count_bytes(&table.target, "read", bytes);
-        if table.source_is_view() {
-            let mut keys = crate::key::KeyCheck::new(table);
-            rows.for_each_tuple(|t| keys.add(t));
-            if let Some(e) = keys.error(table) {
-                if begin {
-                    apply::abandon(&self.client).await?;
-                }
-                return Err(e);
+        if let Err(e) = rows.check_view_key(table) {
+            if begin {
+                apply::abandon(&self.client).await?;
             }
+            return Err(e);
         }
         Ok((rows, held, bytes))
     }

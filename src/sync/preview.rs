@@ -84,13 +84,7 @@ pub async fn run(
                 else {
                     break;
                 };
-                if table.source_is_view() {
-                    let mut keys = crate::key::KeyCheck::new(table);
-                    rows.for_each_tuple(|t| keys.add(t));
-                    if let Some(e) = keys.error(table) {
-                        return Err(e);
-                    }
-                }
+                rows.check_view_key(table)?;
                 found
                     .compare(&client, table, &batch, written, &rows)
                     .await?;
