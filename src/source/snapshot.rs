@@ -188,13 +188,18 @@ impl Session {
         Ok((Self { client }, rows))
     }
 
-    /// Makes the driver learn every type the plan's projections return, before any of
-    /// them streams: reading rows by an unnamed statement
-    /// ([`crate::copy::select_as_copy`]), the driver looks up a type it does not know
-    /// while the rows arrive on the same connection, and a few hundred rows ahead of the
-    /// answer stall both. One statement of typed NULLs, and no row; the same every night,
-    /// so the lookups' statement numbers do not depend on what changed.
-    pub async fn learn_types(&self, plan: &Plan) -> Result<(), Error> {
+    /// [`Session::open`] for reading rows by unnamed statements
+    /// ([`crate::copy::select_as_copy`]): the driver looks up a type it does not know
+    /// while that statement's rows arrive on the same connection, and a few hundred rows
+    /// ahead of the answer stall both. So every type the plan's projections return is
+    /// learnt first, by one statement of typed NULLs (no row) sent with the snapshot
+    /// join; the same every night, so the lookups' statement numbers do not depend on
+    /// what changed.
+    pub async fn open_knowing_types(
+        endpoint: &Endpoint,
+        snapshot: &Snapshot,
+        plan: &Plan,
+    ) -> Result<Self, Error> {
         let mut types: Vec<&str> = plan
             .tables
             .iter()
@@ -202,15 +207,16 @@ impl Session {
             .collect();
         types.sort_unstable();
         types.dedup();
-        if types.is_empty() {
-            return Ok(());
-        }
         let nulls: Vec<String> = types.iter().map(|t| format!("NULL::{t}")).collect();
-        self.client
-            .query_typed(&format!("SELECT {} LIMIT 0", nulls.join(", ")), &[])
-            .await
-            .map_err(Error::db("learning the types of the projection"))?;
-        Ok(())
+        let learn = (!nulls.is_empty()).then(|| {
+            (
+                format!("SELECT {} LIMIT 0", nulls.join(", ")),
+                "learning the types of the projection".to_string(),
+            )
+        });
+        let first = learn.as_ref().map(|(sql, why)| (sql.as_str(), why.clone()));
+        let (session, _) = Self::open_and_query(endpoint, snapshot, plan, &[], first).await?;
+        Ok(session)
     }
 
     /// The connection, for running the plan's queries.

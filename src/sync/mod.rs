@@ -350,20 +350,27 @@ async fn sync_all(
     let grown: Arc<Mutex<Vec<Batch>>> = Arc::default();
     let plan_shared = Arc::new(plan.clone());
     let open = {
-        let open_pair = crate::source::snapshot::reader_and_writer(
-            plan_shared.clone(),
+        let (source, target, snapshot, plan) = (
             source.clone(),
             target.clone(),
             snapshot.clone(),
+            plan_shared.clone(),
         );
-        let (source, snapshot, plan) = (source.clone(), snapshot.clone(), plan_shared.clone());
         move || {
-            let pair = open_pair();
-            let (source, snapshot, plan) = (source.clone(), snapshot.clone(), plan.clone());
+            let (source, target, snapshot, plan) = (
+                source.clone(),
+                target.clone(),
+                snapshot.clone(),
+                plan.clone(),
+            );
             async move {
-                let ((session, client), counter) =
-                    tokio::try_join!(pair, Session::open(&source, &snapshot, &plan))?;
-                session.learn_types(&plan).await?;
+                // All at once: each connection costs round trips to its server. The
+                // session that reads changed rows learns the projection's types first.
+                let (session, client, counter) = tokio::try_join!(
+                    Session::open_knowing_types(&source, &snapshot, &plan),
+                    async { Ok(target.connect_writer().await?) },
+                    Session::open(&source, &snapshot, &plan)
+                )?;
                 Ok(Worker {
                     session,
                     counter,
