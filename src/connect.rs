@@ -17,11 +17,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config};
 
 use crate::error::DbError;
+use crate::tls::LazyTls;
 
 /// A connection from an endpoint's pool; it derefs to a [`tokio_postgres::Client`] and
 /// goes back to the pool when dropped.
@@ -49,7 +49,7 @@ const SESSION_SETUP: &str = "SET search_path = pg_catalog, pg_temp; SET row_secu
     SET idle_in_transaction_session_timeout = 0; SET lock_timeout = 0";
 
 /// The cancel token of every connection opened, for a stop at once ([`cancel_all`]).
-static OPEN: std::sync::Mutex<Vec<(tokio_postgres::CancelToken, MakeTlsConnector)>> =
+static OPEN: std::sync::Mutex<Vec<(tokio_postgres::CancelToken, LazyTls)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// Asks both servers to cancel whatever statement each of this process's connections is
@@ -103,7 +103,7 @@ pub struct Endpoint {
 /// driver task that drops the server's notices, and its cancel token registered for a
 /// stop at once.
 struct Connector {
-    tls: MakeTlsConnector,
+    tls: LazyTls,
 }
 
 impl deadpool_postgres::Connect for Connector {

@@ -15,11 +15,16 @@
 //! Nothing here panics on any input, and no error repeats any part of the string: it
 //! may hold a password.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use native_tls::{Certificate, TlsConnector};
-use postgres_native_tls::MakeTlsConnector;
+use postgres_native_tls::{MakeTlsConnector, TlsStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
 /// The `sslmode` values shadan accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,12 +202,11 @@ pub fn split_options(conn: &str) -> Result<(String, TlsOptions), String> {
     Ok((rest, TlsOptions { mode, root_cert }))
 }
 
-/// The connector for `options`, built once per process for equal options: building one
-/// loads the system's roots (tens of milliseconds of PEM parsing), and the source and
-/// target usually share their TLS settings.
-pub fn connector(options: &TlsOptions) -> Result<MakeTlsConnector, String> {
-    static BUILT: std::sync::Mutex<Vec<(String, MakeTlsConnector)>> =
-        std::sync::Mutex::new(Vec::new());
+/// The connector for `options`, one per process for equal options (the source and target
+/// usually share their TLS settings). What can be refused is refused here; the TLS
+/// context itself is built at the first handshake ([`LazyTls`]).
+pub fn connector(options: &TlsOptions) -> Result<LazyTls, String> {
+    static BUILT: std::sync::Mutex<Vec<(String, LazyTls)>> = std::sync::Mutex::new(Vec::new());
     let key = format!("{options:?}");
     if let Some((_, c)) = BUILT
         .lock()
@@ -211,49 +215,133 @@ pub fn connector(options: &TlsOptions) -> Result<MakeTlsConnector, String> {
     {
         return Ok(c);
     }
-    let built = build(options)?;
+    let built = LazyTls(Arc::new(Lazy {
+        settings: Settings::of(options)?,
+        built: OnceLock::new(),
+    }));
     if let Ok(mut b) = BUILT.lock() {
         b.push((key, built.clone()));
     }
     Ok(built)
 }
 
-/// Builds the connector for `options`.
-fn build(options: &TlsOptions) -> Result<MakeTlsConnector, String> {
-    let mut builder = TlsConnector::builder();
-    let roots = options.roots();
-    let verify_chain = match (&roots, options.mode) {
-        (_, TlsMode::Disable) => false,
-        (Roots::None, TlsMode::VerifyCa | TlsMode::VerifyFull) => {
-            return Err(
-                "sslmode verify-ca and verify-full need root certificates: set sslrootcert \
-                 (a PEM file, or `system`) or create ~/.postgresql/root.crt"
-                    .into(),
-            )
-        }
-        (Roots::None, _) => false,
-        (Roots::System | Roots::File(_), _) => true,
-    };
-    if let Roots::File(path) = &roots {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| {
-            format!(
-                "sslrootcert {} is not a PEM certificate: {e}",
-                path.display()
-            )
-        })?;
-        builder
-            .add_root_certificate(cert)
-            .disable_built_in_roots(true);
+/// What a connector is built from, checked before any connection is tried.
+struct Settings {
+    /// Whether the certificate chain is verified.
+    verify_chain: bool,
+    /// Whether the host name is verified.
+    verify_host: bool,
+    /// The roots of `sslrootcert` (or `~/.postgresql/root.crt`), instead of the system's.
+    root: Option<Certificate>,
+}
+
+impl Settings {
+    /// Checks `options`: verification needs roots, and a root file must hold a PEM
+    /// certificate.
+    fn of(options: &TlsOptions) -> Result<Self, String> {
+        let roots = options.roots();
+        let verify_chain =
+            match (&roots, options.mode) {
+                (_, TlsMode::Disable) => false,
+                (Roots::None, TlsMode::VerifyCa | TlsMode::VerifyFull) => return Err(
+                    "sslmode verify-ca and verify-full need root certificates: set sslrootcert \
+                     (a PEM file, or `system`) or create ~/.postgresql/root.crt"
+                        .into(),
+                ),
+                (Roots::None, _) => false,
+                (Roots::System | Roots::File(_), _) => true,
+            };
+        let root = match &roots {
+            Roots::File(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
+                Some(Certificate::from_pem(&pem).map_err(|e| {
+                    format!(
+                        "sslrootcert {} is not a PEM certificate: {e}",
+                        path.display()
+                    )
+                })?)
+            }
+            Roots::None | Roots::System => None,
+        };
+        Ok(Self {
+            verify_chain,
+            verify_host: options.mode == TlsMode::VerifyFull,
+            root,
+        })
     }
-    builder
-        .danger_accept_invalid_certs(!verify_chain)
-        .danger_accept_invalid_hostnames(options.mode != TlsMode::VerifyFull);
-    let connector = builder
-        .build()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?;
-    Ok(MakeTlsConnector::new(connector))
+
+    /// Builds the TLS context (this loads the system's roots: tens of milliseconds).
+    fn build(&self) -> Result<MakeTlsConnector, String> {
+        let mut builder = TlsConnector::builder();
+        if let Some(cert) = &self.root {
+            builder
+                .add_root_certificate(cert.clone())
+                .disable_built_in_roots(true);
+        }
+        builder
+            .danger_accept_invalid_certs(!self.verify_chain)
+            .danger_accept_invalid_hostnames(!self.verify_host);
+        let connector = builder
+            .build()
+            .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        Ok(MakeTlsConnector::new(connector))
+    }
+}
+
+/// A TLS connector whose context is built at the first handshake and then shared: a run
+/// whose servers take no TLS (`sslmode=prefer` against a server without it) never pays
+/// for loading the system's roots.
+#[derive(Clone)]
+pub struct LazyTls(Arc<Lazy>);
+
+/// The settings of a [`LazyTls`] and, once built, its connector.
+struct Lazy {
+    settings: Settings,
+    built: OnceLock<Result<MakeTlsConnector, String>>,
+}
+
+/// The error of a TLS handshake.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S> MakeTlsConnect<S> for LazyTls
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = TlsStream<S>;
+    type TlsConnect = LazyConnect;
+    type Error = BoxError;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<LazyConnect, BoxError> {
+        Ok(LazyConnect {
+            tls: self.clone(),
+            domain: domain.to_owned(),
+        })
+    }
+}
+
+/// One connection's handshake by a [`LazyTls`].
+pub struct LazyConnect {
+    tls: LazyTls,
+    domain: String,
+}
+
+impl<S> TlsConnect<S> for LazyConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = TlsStream<S>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsStream<S>, BoxError>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let lazy = &self.tls.0;
+            let mut made = lazy.built.get_or_init(|| lazy.settings.build()).clone()?;
+            let connect = MakeTlsConnect::<S>::make_tls_connect(&mut made, &self.domain)?;
+            Ok(connect.connect(stream).await?)
+        })
+    }
 }
 
 /// `key=value` pairs of a libpq connection string: (key, value as written, value).
