@@ -260,21 +260,6 @@ impl TablePlan {
         )
     }
 
-    /// The number of source rows in scope within a key range.
-    pub fn source_count(&self, range: RangeShape) -> String {
-        let mut preds = self.scope_predicates();
-        preds.extend(range_predicates_for(
-            self,
-            &self.source_key_ordered(),
-            range,
-        ));
-        select(
-            &["pg_catalog.count(*)".to_string()],
-            &self.source_from(),
-            &preds,
-        )
-    }
-
     /// `COPY (...) TO STDOUT (FORMAT binary)` of the keys of the source rows in scope
     /// within a key range: keys only, for finding the rows a batch lost.
     pub fn source_keys_copy(&self, range: RangeShape) -> String {

@@ -20,7 +20,7 @@ use crate::copy::tuple::{key_bytes, TupleSplitter};
 use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::plan::changes_sql::{cut_settings, HORIZON_SETTING};
-use crate::plan::query::{RangeShape, SessionSetting, SettingValue};
+use crate::plan::query::{SessionSetting, SettingValue};
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
 use crate::source::changes::horizon_xid;
@@ -28,19 +28,35 @@ use crate::source::snapshot::bind;
 use crate::target::prints::RowPrints;
 use crate::target::state::{self, Checkpoint, Stamp, StoredBatch};
 
+/// What a table read by changes starts from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Since {
+    /// The horizon of its last run: rows written after it are read.
+    pub horizon: i64,
+    /// The column carrying `xmin` (see [`crate::source::changes::change_column`]).
+    pub column: &'static str,
+    /// Its rows in scope at this run's snapshot, counted with every table's
+    /// ([`super::quiet`]).
+    pub in_scope: u64,
+}
+
 impl Worker {
-    /// Syncs a table by its changes since `horizon`, read from `column` (see
-    /// [`crate::source::changes::change_column`]); `stored` is its layout in key order,
-    /// every batch with a checkpoint.
+    /// Syncs a table by its changes `since` its last run; `stored` is its layout in key
+    /// order, every batch with a checkpoint.
     pub(super) async fn sync_changes(
         &mut self,
         table: &TablePlan,
         stored: Vec<StoredBatch>,
         prints: state::PrintsReader,
-        (horizon, column): (i64, &'static str),
+        since: Since,
         stamp: Stamp<'_>,
         batch_rows: u64,
     ) -> Result<Done, Error> {
+        let Since {
+            horizon,
+            column,
+            in_scope,
+        } = since;
         let batches: Vec<Batch> = stored.iter().map(|s| s.batch.clone()).collect();
         let mut checkpoints: Vec<Accumulator> = stored
             .iter()
@@ -63,18 +79,13 @@ impl Worker {
         // Both source statements are unnamed ([`crate::copy::select_as_copy`]): a busy
         // table must not shift the names of the target's prepared statements.
         let source = self.session.client();
-        let (count_sql, changes_sql) = (
-            table.source_count(RangeShape::ALL),
-            table.source_changes_select(cuts, column),
-        );
+        let changes_sql = table.source_changes_select(cuts, column);
         self.session.bind(&settings).await?;
 
         let mut done = Done::default();
         let mut touched = vec![false; batches.len()];
         let mut redo = Vec::new();
-        // The count runs on the second session while the changed rows stream on the first.
-        let count = self.counter.client().query_typed_one(&count_sql, &[]);
-        let changed = read_changes(
+        read_changes(
             source,
             &changes_sql,
             &self.client,
@@ -86,17 +97,9 @@ impl Worker {
             &mut done,
             &mut redo,
             stamp,
-        );
-        let (count, ()) = tokio::try_join!(
-            async {
-                count
-                    .await
-                    .map_err(Error::db(format!("counting the rows of {}", table.source)))
-            },
-            changed
-        )?;
-        done.source_bytes += 8;
-        let in_scope = count.get::<_, i64>(0) as u64;
+        )
+        .await?;
+        done.source_bytes += super::quiet::PROBE_BYTES;
         let held: u64 = checkpoints.iter().map(|c| c.rows).sum();
         if in_scope < held && redo.is_empty() {
             // The target holds rows the source lost: find them by hash buckets of keys.

@@ -189,15 +189,8 @@ enum Item {
     /// Adjacent batches, each as in [`Item::Batch`], read in full by one source query
     /// because no index serves their ranges ([`crate::source::stretch`]).
     Stretch(Vec<(Batch, Option<Accumulator>, bool)>),
-    /// A table read by changes since `horizon` (the last: the column carrying `xmin`),
-    /// with its stored batches in key order.
-    Changes(
-        usize,
-        Vec<StoredBatch>,
-        i64,
-        &'static str,
-        state::PrintsReader,
-    ),
+    /// A table read by changes, with its stored batches in key order and its row prints.
+    Changes(usize, Vec<StoredBatch>, changes::Since, state::PrintsReader),
     /// A table's batches set aside by a constraint, written together ([`together`]),
     /// with the deletes its batches left for after the children's.
     Together(usize, Vec<together::SetAside>, Vec<Deferred>),
@@ -320,10 +313,15 @@ async fn sync_all(
     // workers the retail side sees connect do not depend on which tables had changes.
     queue.extend(
         busy.into_iter()
-            .filter_map(|(table, horizon, column, stored)| {
+            .filter_map(|((table, horizon, column, stored), in_scope)| {
                 let at = prints.iter().position(|(t, _)| *t == table)?;
                 let (_, reader) = prints.swap_remove(at);
-                Some(Item::Changes(table, stored, horizon, column, reader))
+                let since = changes::Since {
+                    horizon,
+                    column,
+                    in_scope,
+                };
+                Some(Item::Changes(table, stored, since, reader))
             })
             .chain(
                 quiet_tables
@@ -459,16 +457,9 @@ async fn sync_all(
                             ..Done::default()
                         }
                     }
-                    Item::Changes(_, stored, horizon, column, prints) => {
+                    Item::Changes(_, stored, since, prints) => {
                         let all = w
-                            .sync_changes(
-                                table,
-                                stored,
-                                prints,
-                                (horizon, column),
-                                stamp,
-                                batch_rows,
-                            )
+                            .sync_changes(table, stored, prints, since, stamp, batch_rows)
                             .await?;
                         if let Ok(mut g) = grown.lock() {
                             g.extend(all.grown.iter().cloned());

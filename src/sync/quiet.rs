@@ -30,17 +30,19 @@ pub(super) const PROBE_BYTES: u64 = 20;
 /// `xmin`, and its stored batches in key order.
 pub(super) type ByChanges = (usize, i64, &'static str, Vec<StoredBatch>);
 
-/// Splits `tables` into those with something to do and the quiet ones (see the module
-/// documentation), by one statement on each of up to `jobs` sessions on the snapshot.
+/// Splits `tables` into those with something to do, each with its rows in scope at the
+/// snapshot (the changes path needs no count of its own), and the quiet ones (see the
+/// module documentation), by one statement on each of up to `jobs` sessions on the
+/// snapshot.
 pub(super) async fn set_apart(
     plan: &Plan,
     source: &Endpoint,
     snapshot: &Snapshot,
     tables: Vec<ByChanges>,
     jobs: usize,
-) -> Result<(Vec<ByChanges>, Vec<ByChanges>), Error> {
+) -> Result<(Vec<(ByChanges, u64)>, Vec<ByChanges>), Error> {
     if tables.is_empty() {
-        return Ok((tables, Vec::new()));
+        return Ok((Vec::new(), Vec::new()));
     }
     let sessions = jobs.clamp(1, tables.len());
     let shares: Vec<Vec<&ByChanges>> = (0..sessions)
@@ -67,7 +69,13 @@ pub(super) async fn set_apart(
             .sum();
         match counts[table.0] {
             Some((in_scope, 0)) if in_scope == held => quiet.push(table),
-            _ => busy.push(table),
+            Some((in_scope, _)) => busy.push((table, in_scope)),
+            None => {
+                return Err(Error::Runtime(format!(
+                    "the source returned no count of {}",
+                    plan.tables[table.0].source
+                )))
+            }
         }
     }
     Ok((busy, quiet))
@@ -129,12 +137,12 @@ async fn probe(
 pub(super) async fn read_prints(
     plan: &Plan,
     target: &Endpoint,
-    busy: &[ByChanges],
+    busy: &[(ByChanges, u64)],
     quiet: &[ByChanges],
 ) -> Result<Vec<(usize, PrintsReader)>, Error> {
     let mut all: Vec<(&ByChanges, bool)> = busy
         .iter()
-        .map(|t| (t, true))
+        .map(|(t, _)| (t, true))
         .chain(quiet.iter().map(|t| (t, false)))
         .collect();
     all.sort_by_key(|((index, ..), _)| *index);
