@@ -28,31 +28,20 @@ pub async fn close_run(
 ) -> Result<Value, Error> {
     let context = "recording the end of the run in the target";
     let done = async {
-        // Three round trips: each pair of statements is sent together (the driver
-        // pipelines them); a failed statement aborts the transaction, so the COMMIT sent
-        // behind it rolls back instead.
-        let (_, previous) = tokio::try_join!(
+        // Two round trips: the transaction begins with the manifest's update, which links
+        // it to the last finished run; its digest is stored with the COMMIT. The driver
+        // pipelines each pair, and a failed statement aborts the transaction, so the
+        // COMMIT sent behind it rolls back instead.
+        manifest["status"] = json!(status);
+        let (_, (stored, text)) = tokio::try_join!(
             async {
                 client
                     .batch_execute("BEGIN")
                     .await
                     .map_err(Error::db(context))
             },
-            async {
-                client
-                    .query_typed_opt(
-                        "SELECT manifest_blake3 FROM shadan.runs WHERE manifest_blake3 IS NOT NULL \
-                           AND run_id OPERATOR(pg_catalog.<) $1 ORDER BY run_id DESC LIMIT 1",
-                        &[(&run_id, Type::INT8)],
-                    )
-                    .await
-                    .map_err(Error::db(context))
-            }
+            super::state::finish_run(client, run_id, status, &manifest)
         )?;
-        let previous: Option<String> = previous.map(|r| r.get(0));
-        manifest["previous_manifest_blake3"] = json!(previous);
-        manifest["status"] = json!(status);
-        let (stored, text) = super::state::finish_run(client, run_id, status, &manifest).await?;
         let hash = digest(&text);
         tokio::try_join!(
             async {

@@ -439,9 +439,10 @@ pub async fn start_run(
         .map_err(Error::db("recording the run in the target"))
 }
 
-/// Closes a run record with its status and manifest. The server's start and finish times
-/// are added to the manifest as `started_at`/`finished_at`; returns the stored manifest,
-/// parsed and as its text (`jsonb::text`, which is canonical).
+/// Closes a run record with its status and manifest. The server adds the link to the last
+/// finished run (`previous_manifest_blake3`, see [`super::history`]) and its start and
+/// finish times (`started_at`/`finished_at`); returns the stored manifest, parsed and as
+/// its text (`jsonb::text`, which is canonical).
 pub async fn finish_run(
     client: &Client,
     run_id: i64,
@@ -450,9 +451,12 @@ pub async fn finish_run(
 ) -> Result<(serde_json::Value, String), Error> {
     let row = client
         .query_typed_one(
-            "WITH now AS (SELECT clock_timestamp() AS t) \
+            "WITH now AS (SELECT clock_timestamp() AS t), \
+             previous AS (SELECT manifest_blake3 FROM shadan.runs WHERE manifest_blake3 IS NOT NULL \
+                 AND run_id OPERATOR(pg_catalog.<) $1 ORDER BY run_id DESC LIMIT 1) \
              UPDATE shadan.runs SET status = $2, finished_at = now.t, \
                  manifest = $3::text::jsonb || jsonb_build_object( \
+                     'previous_manifest_blake3', (SELECT manifest_blake3 FROM previous), \
                      'started_at', to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
                      'finished_at', to_char(now.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) \
              FROM now WHERE run_id = $1 RETURNING manifest::text",
