@@ -515,15 +515,16 @@ async fn build(
         Use::Verify => (State::Ignored, Purpose::Verify),
     };
     // Besides the catalogs' two: a writing run's source holds the snapshot's two
-    // sessions (and the layout's) and two per worker, its target the lock, one per worker
-    // and a spare (a sync's row prints reader, the end of a cutover); a verify one per
-    // worker and side and a spare.
+    // sessions (and the layout's), two per worker and, while a sync's first workers open,
+    // one per worker counting what changed; its target the lock, one per worker and a
+    // spare (a sync's row prints reader, the end of a cutover); a verify one per worker
+    // and side and a spare.
     // No more workers than tables are sure to be busy (a sync by changes takes a table a
     // worker); a run that finds more work opens more connections as it needs them.
     let jobs = jobs.min(mapping.tables.len());
     let (source_more, target_more) = match (use_, jobs) {
         (_, 0) | (Use::Grants, _) => (0, 0),
-        (Use::Write, _) => (2 * jobs + 2, 2 * jobs),
+        (Use::Write, _) => (3 * jobs + 2, 2 * jobs),
         (Use::Verify, _) => (jobs + 1, jobs + 1),
     };
     let ((source_client, source_catalog), (_, target_catalog), (), ()) = tokio::try_join!(

@@ -177,6 +177,48 @@ pub(crate) async fn require_finished_cutover(client: &Client, plan: &Plan) -> Re
     Ok(())
 }
 
+/// Opens workers: each a source session on the snapshot that knows the projection's
+/// types, a target writer and a second source session, all at once (each connection
+/// costs round trips to its server). Workers opened ahead ([`Opener::warm`]) are handed
+/// out first.
+#[derive(Clone)]
+struct Opener {
+    source: Endpoint,
+    target: Endpoint,
+    snapshot: Arc<Snapshot>,
+    plan: Arc<Plan>,
+    ready: Arc<Mutex<Vec<Worker>>>,
+}
+
+impl Opener {
+    /// A worker: one opened ahead, else a new one.
+    async fn open(&self) -> Result<Worker, Error> {
+        if let Some(worker) = self.ready.lock().ok().and_then(|mut r| r.pop()) {
+            return Ok(worker);
+        }
+        let (session, client, counter) = tokio::try_join!(
+            Session::open_knowing_types(&self.source, &self.snapshot, &self.plan),
+            async { Ok(self.target.connect_writer().await?) },
+            Session::open(&self.source, &self.snapshot, &self.plan)
+        )?;
+        Ok(Worker {
+            session,
+            counter,
+            client,
+            last_dirty: false,
+        })
+    }
+
+    /// Opens `workers` ahead, while the run does something else.
+    async fn warm(&self, workers: usize) -> Result<(), Error> {
+        let opened = futures_util::future::try_join_all((0..workers).map(|_| self.open())).await?;
+        if let Ok(mut ready) = self.ready.lock() {
+            ready.extend(opened);
+        }
+        Ok(())
+    }
+}
+
 /// One unit of a worker's work (a queue holds a few hundred: their size is no matter).
 #[allow(clippy::large_enum_variant)]
 enum Item {
@@ -305,10 +347,36 @@ async fn sync_all(
     }
     drop(layout_session);
     // Tables by changes with nothing to do are found by one statement per session, and
-    // their workers have nothing to do.
-    let (busy, quiet_tables) =
-        quiet::set_apart(plan, source, snapshot, by_changes, opts.jobs).await?;
-    let mut prints = quiet::read_prints(plan, target, &busy, &quiet_tables).await?;
+    // their workers have nothing to do. Meanwhile the first level's workers open.
+    let plan_shared = Arc::new(plan.clone());
+    let opener = Opener {
+        source: source.clone(),
+        target: target.clone(),
+        snapshot: snapshot.clone(),
+        plan: plan_shared.clone(),
+        ready: Arc::default(),
+    };
+    let levels: Vec<usize> = queue
+        .iter()
+        .map(Item::table)
+        .chain(by_changes.iter().map(|(table, ..)| *table))
+        .map(|t| plan.tables[t].level)
+        .collect();
+    let lowest = levels.iter().min().copied();
+    let first_workers = levels
+        .iter()
+        .filter(|l| Some(**l) == lowest)
+        .count()
+        .min(opts.jobs);
+    let ((busy, quiet_tables, mut prints), ()) = tokio::try_join!(
+        async {
+            let (busy, quiet_tables) =
+                quiet::set_apart(plan, source, snapshot, by_changes, opts.jobs).await?;
+            let prints = quiet::read_prints(plan, target, &busy, &quiet_tables).await?;
+            Ok::<_, Error>((busy, quiet_tables, prints))
+        },
+        opener.warm(first_workers)
+    )?;
     // A quiet table stays an item of its own, done without a word to either server: the
     // workers the retail side sees connect do not depend on which tables had changes.
     queue.extend(
@@ -346,37 +414,9 @@ async fn sync_all(
         .map(|i| progress.counter(i))
         .collect();
     let grown: Arc<Mutex<Vec<Batch>>> = Arc::default();
-    let plan_shared = Arc::new(plan.clone());
-    let open = {
-        let (source, target, snapshot, plan) = (
-            source.clone(),
-            target.clone(),
-            snapshot.clone(),
-            plan_shared.clone(),
-        );
-        move || {
-            let (source, target, snapshot, plan) = (
-                source.clone(),
-                target.clone(),
-                snapshot.clone(),
-                plan.clone(),
-            );
-            async move {
-                // All at once: each connection costs round trips to its server. The
-                // session that reads changed rows learns the projection's types first.
-                let (session, client, counter) = tokio::try_join!(
-                    Session::open_knowing_types(&source, &snapshot, &plan),
-                    async { Ok(target.connect_writer().await?) },
-                    Session::open(&source, &snapshot, &plan)
-                )?;
-                Ok(Worker {
-                    session,
-                    counter,
-                    client,
-                    last_dirty: false,
-                })
-            }
-        }
+    let open = move || {
+        let opener = opener.clone();
+        async move { opener.open().await }
     };
     let deferred: Arc<Mutex<Vec<Deferred>>> = Arc::default();
     let set_aside: Arc<Mutex<Vec<(usize, together::SetAside)>>> = Arc::default();
