@@ -6,6 +6,7 @@ use tokio_postgres::Client;
 
 use crate::connect::{Conn, Endpoint};
 use crate::error::Error;
+use crate::target::state;
 use deadpool_postgres::ClientWrapper;
 
 /// Advisory lock key (two int4 halves): "SH" and 1, the same for every shadan version.
@@ -17,25 +18,32 @@ pub struct TargetLock {
 }
 
 impl TargetLock {
-    /// Takes the lock or fails at once, naming the session that holds it.
+    /// Takes the lock or fails at once, naming the session that holds it. With the lock
+    /// comes the check that the target's state schema, if there is one, is the tool's
+    /// own ([`state::check_owned`]): both are sent in one flight.
     pub async fn acquire(endpoint: &Endpoint, command: &str) -> Result<Self, Error> {
         let client = endpoint.connect().await?;
-        let got: bool = client
-            .query_typed_one(
+        let (got, owned) = tokio::join!(
+            client.query_typed_one(
                 "SELECT pg_catalog.pg_try_advisory_lock($1, $2)",
                 &[
                     (&LOCK_KEY.0, tokio_postgres::types::Type::INT4),
                     (&LOCK_KEY.1, tokio_postgres::types::Type::INT4),
                 ],
-            )
-            .await
+            ),
+            state::check_owned(&client)
+        );
+        let got: bool = got
             .map_err(Error::db("taking the target's writer lock"))?
             .get(0);
         if got {
-            // Out of the pool: the lock ends with this value, its session closed.
-            return Ok(Self {
+            // Out of the pool: the lock ends with this value, its session closed (also
+            // when the state schema is refused).
+            let lock = Self {
                 client: Conn::take(client),
-            });
+            };
+            owned?;
+            return Ok(lock);
         }
         let holder = client
             .query_opt(

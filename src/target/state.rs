@@ -111,11 +111,8 @@ impl RunStamps {
     }
 }
 
-/// Creates the state schema if needed. Call while holding the target lock.
-///
-/// A `shadan` schema that exists already must belong to the tool's role, and so must
-/// everything in it: the state says which batches are done, and cutover runs the index
-/// definitions stored there, so state another role could write is refused.
+/// Creates the state schema if needed. Call while holding the target lock, which checked
+/// that a `shadan` schema that exists already is the tool's own ([`check_owned`]).
 pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
     ensure_schema_then(client, async { Ok(()) }).await
 }
@@ -127,7 +124,6 @@ pub async fn ensure_schema_then<T>(
     client: &Client,
     then: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    check_owned(client).await?;
     let ((), out) = tokio::try_join!(
         async {
             client
@@ -141,7 +137,8 @@ pub async fn ensure_schema_then<T>(
 }
 
 /// Whether the state schema exists (checked to be the tool's own when it does): a dry
-/// run reads state without creating any.
+/// run reads state without creating any, and `history` and `verify` read it without the
+/// target lock.
 pub async fn existing(client: &Client) -> Result<bool, Error> {
     // Both at once (the driver pipelines them): what exists counts only once the schema
     // is known to be the tool's own.
@@ -162,8 +159,11 @@ pub async fn existing(client: &Client) -> Result<bool, Error> {
     Ok(exists)
 }
 
-/// Refuses a `shadan` schema, or anything in it, that another role owns.
-async fn check_owned(client: &Client) -> Result<(), Error> {
+/// Refuses a `shadan` schema, or anything in it, that another role owns: the state says
+/// which batches are done, and cutover runs the index definitions stored there, so state
+/// another role could write is refused. Checked with the target lock
+/// ([`super::lock::TargetLock::acquire`]) and by [`existing`].
+pub(crate) async fn check_owned(client: &Client) -> Result<(), Error> {
     let context = "checking who owns the shadan state schema in the target";
     let foreign: Vec<String> = client
         .query_typed(
