@@ -17,6 +17,7 @@ use crate::key::KeyMap;
 use crate::manifest::Changes;
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
+use crate::source::snapshot::bind;
 use crate::target::state::{self, Checkpoint, Stamp};
 
 /// Tuples at least this long are held as a slice of the message they arrived in and sent
@@ -151,6 +152,23 @@ pub type TargetRows = KeyMap<([u8; 32], bool)>;
 /// Whether any `own` column of the tuple holds a value.
 fn has_own_value(tuple: &[u8], positions: &[usize]) -> bool {
     non_null_among(tuple, positions).next().is_some()
+}
+
+/// Binds the batch's key bounds on `client` and begins its write transaction, in one
+/// flight (the bounds are session settings: their order against BEGIN is no matter).
+pub(super) async fn begin(
+    client: &Client,
+    batch: &Batch,
+    context: impl Fn() -> String,
+) -> Result<(), Error> {
+    let bounds = batch.settings();
+    tokio::try_join!(bind(client, &bounds), async {
+        client
+            .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
+            .await
+            .map_err(Error::db(&context))
+    })?;
+    Ok(())
 }
 
 /// Opens the batch's write transaction and reads the target's rows of the batch (about

@@ -24,7 +24,6 @@ use crate::plan::query::{SessionSetting, SettingValue};
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
 use crate::source::changes::horizon_xid;
-use crate::source::snapshot::bind;
 use crate::target::prints::RowPrints;
 use crate::target::state::{self, Checkpoint, Stamp, StoredBatch};
 
@@ -228,11 +227,7 @@ impl Worker {
         done.source_keys += keys.len() as u64;
         done.source_bytes += bytes;
         crate::metrics::count_bytes(&table.target, "read", bytes as usize);
-        bind(&self.client, &batch.settings()).await?;
-        self.client
-            .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
-            .await
-            .map_err(Error::db(&context))?;
+        apply::begin(&self.client, batch, &context).await?;
         // The target's keys only, then the rows of those the source lacks.
         let gone = crate::copy::fold(
             &self.client,
@@ -268,10 +263,14 @@ impl Worker {
         done: &mut Done,
     ) -> Result<(), Error> {
         let context = || format!("syncing {} {}", table.target, batch.describe());
-        let (lost_rows, lost) = apply::read_keys(&self.client, table, batch, &gone).await?;
+        // Both reads in one flight.
+        let ((lost_rows, lost), prints) = tokio::try_join!(
+            apply::read_keys(&self.client, table, batch, &gone),
+            state::batch_prints(&**self.client, &table.target, batch.no)
+        )?;
         let mut next = Checkpoint {
             digest: *checkpoint,
-            prints: state::batch_prints(&**self.client, &table.target, batch.no).await?,
+            prints,
         };
         next.digest.remove(&lost);
         next.prints = next
@@ -452,11 +451,7 @@ async fn write_changed(
         return Ok(Written::Nothing);
     }
     let context = || format!("syncing {} {}", table.target, batch.describe());
-    bind(target, &batch.settings()).await?;
-    target
-        .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
-        .await
-        .map_err(Error::db(&context))?;
+    apply::begin(target, batch, &context).await?;
     let (held, old) = apply::read_keyed(target, table, batch, &rows).await?;
     let mut next = Checkpoint {
         digest: *digest,

@@ -173,11 +173,7 @@ impl Worker {
         for pos in positions {
             let gone = by_batch.remove(&pos).unwrap_or_default();
             let batch = &batches[pos];
-            bind(&self.client, &batch.settings()).await?;
-            self.client
-                .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
-                .await
-                .map_err(Error::db(&context))?;
+            super::apply::begin(&self.client, batch, &context).await?;
             self.remove_gone(table, batch, &mut checkpoints[pos], gone, stamp, done)
                 .await?;
             touched[pos] = true;

@@ -117,23 +117,22 @@ pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
     ensure_schema_then(client, async { Ok(()) }).await
 }
 
-/// [`ensure_schema`], then `then` (statements on the same `client` that need the schema),
-/// sent right behind the schema's own statements without waiting for them: the server
-/// runs them in order, and an error in the first fails the rest.
+/// [`ensure_schema`], then `then` (statements on the same `client` that read the state),
+/// once the schema is known to be the tool's own.
 pub async fn ensure_schema_then<T>(
     client: &Client,
     then: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    let ((), out) = tokio::try_join!(
-        async {
-            client
-                .batch_execute(include_str!("state.sql"))
-                .await
-                .map_err(Error::db("creating the shadan state schema in the target"))
-        },
-        then
-    )?;
-    Ok(out)
+    // The schema's statements and a second ownership check run as one implicit
+    // transaction: a schema another role created (or renamed into place) after the
+    // lock's check fails it, and none of it stays. Only then does `then` read the state:
+    // a relation another role owns could run that role's code for any reader.
+    let script = format!("{}\n{}", include_str!("state.sql"), owned_or_raise());
+    client
+        .batch_execute(&script)
+        .await
+        .map_err(Error::db("creating the shadan state schema in the target"))?;
+    then.await
 }
 
 /// Whether the state schema exists (checked to be the tool's own when it does): a dry
@@ -159,6 +158,27 @@ pub async fn existing(client: &Client) -> Result<bool, Error> {
     Ok(exists)
 }
 
+/// The `shadan` schema and the relations in it that another role owns, one line each.
+const FOREIGN_OWNED: &str = "SELECT pg_catalog.format('%I owned by %I', n.nspname, r.rolname) \
+     FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner \
+     WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER \
+     UNION ALL \
+     SELECT pg_catalog.format('%I.%I owned by %I', n.nspname, c.relname, r.rolname) \
+     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+     JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.relowner \
+     WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER";
+
+/// A statement that fails, naming them, when [`FOREIGN_OWNED`] finds anything.
+fn owned_or_raise() -> String {
+    format!(
+        "DO $shadan$ DECLARE foreign_owned text; BEGIN \
+           SELECT pg_catalog.string_agg(o.line, ', ') INTO foreign_owned FROM ({FOREIGN_OWNED}) AS o(line); \
+           IF foreign_owned IS NOT NULL THEN \
+             RAISE EXCEPTION 'the target''s state schema is not the tool''s own (%): drop or rename that schema, or run shadan as its owner', foreign_owned; \
+           END IF; END $shadan$;"
+    )
+}
+
 /// Refuses a `shadan` schema, or anything in it, that another role owns: the state says
 /// which batches are done, and cutover runs the index definitions stored there, so state
 /// another role could write is refused. Checked with the target lock
@@ -166,17 +186,7 @@ pub async fn existing(client: &Client) -> Result<bool, Error> {
 pub(crate) async fn check_owned(client: &Client) -> Result<(), Error> {
     let context = "checking who owns the shadan state schema in the target";
     let foreign: Vec<String> = client
-        .query_typed(
-            "SELECT pg_catalog.format('%I owned by %I', n.nspname, r.rolname) \
-             FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner \
-             WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER \
-             UNION ALL \
-             SELECT pg_catalog.format('%I.%I owned by %I', n.nspname, c.relname, r.rolname) \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-             JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.relowner \
-             WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER",
-            &[],
-        )
+        .query_typed(FOREIGN_OWNED, &[])
         .await
         .map_err(Error::db(context))?
         .iter()
@@ -484,13 +494,22 @@ pub async fn store_digest(
     stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let Checkpoint { digest, prints } = checkpoint;
+    // Typed, unnamed: one round trip, where a named statement takes two.
     let updated = client
-        .execute(
+        .execute_typed(
             &format!("UPDATE shadan.batches SET rows = $3, lanes = $4, run_id = $5, horizon = $6, basis = $7, \
                  prints = $8, written_at = pg_catalog.clock_timestamp() \
              WHERE target_table OPERATOR(pg_catalog.=) $1 AND batch_no OPERATOR(pg_catalog.=) $2 AND {LOCK_STILL_HELD}"),
-            &[&target.to_string(), &batch.no, &(digest.rows as i64), &digest.lane_bytes(), &stamp.run_id,
-              &stamp.horizon, &stamp.basis, &prints.to_bytes()],
+            &[
+                (&target.to_string(), Type::TEXT),
+                (&batch.no, Type::INT4),
+                (&(digest.rows as i64), Type::INT8),
+                (&digest.lane_bytes(), Type::BYTEA),
+                (&stamp.run_id, Type::INT8),
+                (&stamp.horizon, Type::INT8),
+                (&stamp.basis, Type::TEXT),
+                (&prints.to_bytes(), Type::BYTEA),
+            ],
         )
         .await
         .map_err(Error::db(format!("checkpointing {target} {}", batch.describe())))?;
@@ -622,10 +641,10 @@ pub async fn batch_prints(
 ) -> Result<RowPrints, Error> {
     let context = || format!("reading the row prints of {target} batch {batch_no}");
     let row = client
-        .query_opt(
+        .query_typed_opt(
             "SELECT prints FROM shadan.batches WHERE target_table OPERATOR(pg_catalog.=) $1 \
              AND batch_no OPERATOR(pg_catalog.=) $2",
-            &[&target.to_string(), &batch_no],
+            &[(&target.to_string(), Type::TEXT), (&batch_no, Type::INT4)],
         )
         .await
         .map_err(Error::db(&context))?;
