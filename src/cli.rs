@@ -329,7 +329,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::History(args) => {
             let target = Endpoint::new(Side::Target, cli.global.target.as_deref())?;
             let client = target.connect().await?;
-            if !crate::target::state::existing(&client).await? {
+            if !crate::target::trust::existing(&client).await? {
                 return Err(Error::Usage(format!(
                     "the target {target} has no shadan state: no cutover or sync has run there"
                 )));

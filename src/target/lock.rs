@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 
 use crate::connect::{Conn, Endpoint};
 use crate::error::Error;
-use crate::target::state;
+use crate::target::trust;
 use deadpool_postgres::ClientWrapper;
 
 /// Advisory lock key (two int4 halves): "SH" and 1, the same for every shadan version.
@@ -20,7 +20,7 @@ pub struct TargetLock {
 impl TargetLock {
     /// Takes the lock or fails at once, naming the session that holds it. With the lock
     /// comes the check that the target's state schema, if there is one, is the tool's
-    /// own ([`state::check_owned`]): both are sent in one flight.
+    /// alone ([`trust::check`]): both are sent in one flight.
     pub async fn acquire(endpoint: &Endpoint, command: &str) -> Result<Self, Error> {
         let client = endpoint.connect().await?;
         let (got, owned) = tokio::join!(
@@ -31,7 +31,7 @@ impl TargetLock {
                     (&LOCK_KEY.1, tokio_postgres::types::Type::INT4),
                 ],
             ),
-            state::check_owned(&client)
+            trust::check(&client)
         );
         let got: bool = got
             .map_err(Error::db("taking the target's writer lock"))?

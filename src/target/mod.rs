@@ -7,6 +7,7 @@
 //! - [`prints`]: the row prints beside each checkpoint, which keep sync's questions to
 //!   the target independent of non-public changes.
 //! - [`history`]: past runs, chained by their manifests' blake3.
+//! - [`trust`]: the state schema must be the tool's alone.
 
 pub mod foreign_keys;
 pub mod history;
@@ -14,3 +15,4 @@ pub mod indexes;
 pub mod lock;
 pub mod prints;
 pub mod state;
+pub mod trust;

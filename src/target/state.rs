@@ -112,7 +112,8 @@ impl RunStamps {
 }
 
 /// Creates the state schema if needed. Call while holding the target lock, which checked
-/// that a `shadan` schema that exists already is the tool's own ([`check_owned`]).
+/// that a `shadan` schema that exists already is the tool's alone
+/// ([`super::trust::check`]).
 pub async fn ensure_schema(client: &Client) -> Result<(), Error> {
     ensure_schema_then(client, async { Ok(()) }).await
 }
@@ -127,80 +128,16 @@ pub async fn ensure_schema_then<T>(
     // transaction: a schema another role created (or renamed into place) after the
     // lock's check fails it, and none of it stays. Only then does `then` read the state:
     // a relation another role owns could run that role's code for any reader.
-    let script = format!("{}\n{}", include_str!("state.sql"), owned_or_raise());
+    let script = format!(
+        "{}\n{}",
+        include_str!("state.sql"),
+        super::trust::raise_unless_alone()
+    );
     client
         .batch_execute(&script)
         .await
         .map_err(Error::db("creating the shadan state schema in the target"))?;
     then.await
-}
-
-/// Whether the state schema exists (checked to be the tool's own when it does): a dry
-/// run reads state without creating any, and `history` and `verify` read it without the
-/// target lock.
-pub async fn existing(client: &Client) -> Result<bool, Error> {
-    // Both at once (the driver pipelines them): what exists counts only once the schema
-    // is known to be the tool's own.
-    let (owned, exists) = tokio::join!(
-        check_owned(client),
-        client.query_typed_one(
-            "SELECT pg_catalog.to_regclass('shadan.batches') IS NOT NULL \
-                AND pg_catalog.to_regclass('shadan.deferred_foreign_keys') IS NOT NULL",
-            &[],
-        )
-    );
-    owned?;
-    let exists: bool = exists
-        .map_err(Error::db(
-            "looking for the shadan state schema in the target",
-        ))?
-        .get(0);
-    Ok(exists)
-}
-
-/// The `shadan` schema and the relations in it that another role owns, one line each.
-const FOREIGN_OWNED: &str = "SELECT pg_catalog.format('%I owned by %I', n.nspname, r.rolname) \
-     FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner \
-     WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER \
-     UNION ALL \
-     SELECT pg_catalog.format('%I.%I owned by %I', n.nspname, c.relname, r.rolname) \
-     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-     JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.relowner \
-     WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER";
-
-/// A statement that fails, naming them, when [`FOREIGN_OWNED`] finds anything.
-fn owned_or_raise() -> String {
-    format!(
-        "DO $shadan$ DECLARE foreign_owned text; BEGIN \
-           SELECT pg_catalog.string_agg(o.line, ', ') INTO foreign_owned FROM ({FOREIGN_OWNED}) AS o(line); \
-           IF foreign_owned IS NOT NULL THEN \
-             RAISE EXCEPTION 'the target''s state schema is not the tool''s own (%): drop or rename that schema, or run shadan as its owner', foreign_owned; \
-           END IF; END $shadan$;"
-    )
-}
-
-/// Refuses a `shadan` schema, or anything in it, that another role owns: the state says
-/// which batches are done, and cutover runs the index definitions stored there, so state
-/// another role could write is refused. Checked with the target lock
-/// ([`super::lock::TargetLock::acquire`]) and by [`existing`].
-pub(crate) async fn check_owned(client: &Client) -> Result<(), Error> {
-    let context = "checking who owns the shadan state schema in the target";
-    let foreign: Vec<String> = client
-        .query_typed(FOREIGN_OWNED, &[])
-        .await
-        .map_err(Error::db(context))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if !foreign.is_empty() {
-        return Err(Error::Runtime(format!(
-            "the target's state schema is not the tool's own ({}): another role could forge \
-             checkpoints or index definitions there; drop or rename that schema, or run shadan \
-             as its owner",
-            crate::ident::escape_controls(&foreign.join(", "))
-        )));
-    }
-    Ok(())
 }
 
 /// Checkpoints are written only while the run that writes them still holds the target's

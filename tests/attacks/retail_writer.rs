@@ -86,6 +86,49 @@ fn a_state_schema_owned_by_another_role_is_refused_and_its_sql_never_runs() {
 }
 
 #[test]
+fn a_trigger_or_a_write_grant_on_the_tools_state_is_refused_and_no_code_of_another_role_runs() {
+    // A careless `GRANT ALL ON ALL TABLES IN SCHEMA shadan` hands out TRIGGER: another
+    // role's trigger on the tool's run records would then run as the tool.
+    let db = copied(300);
+    let mallory = format!("mallory_{}", db.name);
+    db.target_sql(&format!(
+        "CREATE ROLE {mallory} LOGIN; CREATE SCHEMA mal AUTHORIZATION {mallory}; \
+         GRANT USAGE ON SCHEMA shadan TO {mallory}; \
+         GRANT ALL ON ALL TABLES IN SCHEMA shadan TO {mallory}; \
+         SET ROLE {mallory}; \
+         CREATE TABLE mal.pwned (who text); GRANT ALL ON mal.pwned TO PUBLIC; \
+         GRANT USAGE ON SCHEMA mal TO PUBLIC; \
+         CREATE FUNCTION mal.trap() RETURNS trigger LANGUAGE plpgsql AS \
+           $$BEGIN INSERT INTO mal.pwned VALUES (current_user); RETURN NEW; END$$; \
+         CREATE TRIGGER t BEFORE INSERT OR UPDATE ON shadan.runs \
+           FOR EACH ROW EXECUTE FUNCTION mal.trap(); RESET ROLE"
+    ));
+    db.source_sql("UPDATE joint.supply_points SET address = address || ' 2F' WHERE supply_point_id IN (SELECT supply_point_id FROM joint.supply_points LIMIT 5)");
+    for args in [
+        &["sync", "--mapping", MAPPING][..],
+        &["sync", "--mapping", MAPPING, "--dry-run"][..],
+        &["cutover", "--mapping", MAPPING, "--resume"][..],
+        &["history", "--check"][..],
+    ] {
+        let run = db.shadan(args);
+        run.expect_stderr(1, "trigger t on shadan.runs");
+    }
+    assert_eq!(db.target_sql("SELECT count(*) FROM mal.pwned"), "0");
+    // The trigger gone, the grants of writes still refused.
+    db.target_sql("DROP TRIGGER t ON shadan.runs");
+    db.shadan(&["sync", "--mapping", MAPPING])
+        .expect_stderr(1, &format!("INSERT on shadan.runs granted to {mallory}"));
+    db.target_sql(&format!(
+        "REVOKE ALL ON ALL TABLES IN SCHEMA shadan FROM {mallory}; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA shadan TO {mallory}"
+    ));
+    // Reading the state is no threat: an auditor may.
+    db.shadan(&["sync", "--mapping", MAPPING]).expect_code(0);
+    db.shadan(&["verify", "--mapping", MAPPING]).expect_code(0);
+    assert_eq!(db.target_sql("SELECT count(*) FROM mal.pwned"), "0");
+}
+
+#[test]
 fn verify_takes_no_key_definition_from_the_state_schema() {
     let db = copied(500);
     // The retail writer drops the key and forges a deferred one, then adds a duplicate.
