@@ -15,8 +15,8 @@ use crate::error::Error;
 
 /// What in the `shadan` schema is not the tool's alone, one line each: the schema or a
 /// relation another role owns, a trigger (not one of a constraint's own) or a rule on a
-/// relation there, and a privilege that lets another role write, truncate or add
-/// triggers to one, or create in the schema.
+/// relation there, and a privilege that lets another role write (also one column),
+/// truncate or add triggers to one, or create in the schema.
 const NOT_ALONE: &str = "SELECT pg_catalog.format('%I owned by %I', n.nspname, r.rolname) \
      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner \
      WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER \
@@ -43,6 +43,15 @@ const NOT_ALONE: &str = "SELECT pg_catalog.format('%I owned by %I', n.nspname, r
      LATERAL pg_catalog.aclexplode(c.relacl) a \
      WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND a.grantee OPERATOR(pg_catalog.<>) c.relowner \
        AND a.privilege_type OPERATOR(pg_catalog.=) ANY (ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'TRIGGER']) \
+     UNION ALL \
+     SELECT pg_catalog.format('%s on %I.%I (%I) granted to %s', a.privilege_type, n.nspname, c.relname, t.attname, \
+         COALESCE((SELECT pg_catalog.quote_ident(g.rolname) FROM pg_catalog.pg_roles g \
+                   WHERE g.oid OPERATOR(pg_catalog.=) a.grantee), 'PUBLIC')) \
+     FROM pg_catalog.pg_attribute t JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.attrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace, \
+     LATERAL pg_catalog.aclexplode(t.attacl) a \
+     WHERE n.nspname OPERATOR(pg_catalog.=) 'shadan' AND a.grantee OPERATOR(pg_catalog.<>) c.relowner \
+       AND a.privilege_type OPERATOR(pg_catalog.=) ANY (ARRAY['INSERT', 'UPDATE']) \
      UNION ALL \
      SELECT pg_catalog.format('CREATE on schema %I granted to %s', n.nspname, \
          COALESCE((SELECT pg_catalog.quote_ident(g.rolname) FROM pg_catalog.pg_roles g \

@@ -118,6 +118,15 @@ fn a_trigger_or_a_write_grant_on_the_tools_state_is_refused_and_no_code_of_anoth
     db.target_sql("DROP TRIGGER t ON shadan.runs");
     db.shadan(&["sync", "--mapping", MAPPING])
         .expect_stderr(1, &format!("INSERT on shadan.runs granted to {mallory}"));
+    // One column is enough to forge a checkpoint.
+    db.target_sql(&format!(
+        "REVOKE ALL ON ALL TABLES IN SCHEMA shadan FROM {mallory}; \
+         GRANT UPDATE (prints) ON shadan.batches TO {mallory}"
+    ));
+    db.shadan(&["sync", "--mapping", MAPPING]).expect_stderr(
+        1,
+        &format!("UPDATE on shadan.batches (prints) granted to {mallory}"),
+    );
     db.target_sql(&format!(
         "REVOKE ALL ON ALL TABLES IN SCHEMA shadan FROM {mallory}; \
          GRANT SELECT ON ALL TABLES IN SCHEMA shadan TO {mallory}"
