@@ -329,7 +329,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::History(args) => {
             let target = Endpoint::new(Side::Target, cli.global.target.as_deref())?;
             let client = target.connect().await?;
-            if !crate::target::trust::existing(&client).await? {
+            if !crate::target::trust::existing(&client, crate::target::trust::Whose::Writers)
+                .await?
+            {
                 return Err(Error::Usage(format!(
                     "the target {target} has no shadan state: no cutover or sync has run there"
                 )));

@@ -35,7 +35,8 @@ pub async fn run(
 ) -> Result<Value, Error> {
     plan.require_exact_targets()?;
     let lock = TargetLock::acquire(target, "sync --dry-run").await?;
-    let has_state = crate::target::trust::existing(lock.client()).await?;
+    let has_state =
+        crate::target::trust::existing(lock.client(), crate::target::trust::Whose::Mine).await?;
     if has_state {
         super::require_finished_cutover(lock.client(), plan).await?;
     }

@@ -283,7 +283,7 @@ async fn provenance(
     };
     let ((src, _, _), (tgt, now, client)) = tokio::try_join!(identity(source), identity(target))?;
     // A state schema of another role is not read from (verify trusts none of it).
-    let head = if crate::target::trust::existing(&client)
+    let head = if crate::target::trust::existing(&client, crate::target::trust::Whose::Writers)
         .await
         .unwrap_or(false)
     {

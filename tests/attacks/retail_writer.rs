@@ -131,9 +131,17 @@ fn a_trigger_or_a_write_grant_on_the_tools_state_is_refused_and_no_code_of_anoth
         "REVOKE ALL ON ALL TABLES IN SCHEMA shadan FROM {mallory}; \
          GRANT SELECT ON ALL TABLES IN SCHEMA shadan TO {mallory}"
     ));
-    // Reading the state is no threat: an auditor may.
+    // A grant left on a dropped column allows nothing, and no REVOKE could clear it.
+    db.target_sql(&format!(
+        "ALTER TABLE shadan.runs ADD COLUMN note text; \
+         GRANT UPDATE (note) ON shadan.runs TO {mallory}; \
+         ALTER TABLE shadan.runs DROP COLUMN note"
+    ));
+    // Reading the state is no threat: an auditor may, and reads the writer's state.
     db.shadan(&["sync", "--mapping", MAPPING]).expect_code(0);
     db.shadan(&["verify", "--mapping", MAPPING]).expect_code(0);
+    db.shadan_as(None, Some(&mallory), &["history", "--check"])
+        .expect_code(0);
     assert_eq!(db.target_sql("SELECT count(*) FROM mal.pwned"), "0");
 }
 
