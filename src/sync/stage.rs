@@ -59,20 +59,17 @@ pub async fn stage_rows(
         return Ok(0);
     }
     let stage = rows_stage(table);
-    client
-        .batch_execute(&format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {}) ON COMMIT DELETE ROWS",
-            table.target.sql()
-        ))
-        .await
-        .map_err(Error::db(&context))?;
+    let create = format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {}) ON COMMIT DELETE ROWS",
+        table.target.sql()
+    );
     let copy = format!(
         "COPY {stage} ({}) FROM STDIN (FORMAT binary)",
         table.target_column_list()
     );
     let bytes = rows.iter().map(|p| p.bytes().len()).sum();
     crate::metrics::count_bytes(&table.target, "written", bytes);
-    send(client, &copy, rows.iter().copied(), &context).await?;
+    send(client, (&create, &copy), rows.iter().copied(), &context).await?;
     Ok(rows.len())
 }
 
@@ -116,13 +113,10 @@ pub async fn stage_keys<'k>(
     } else {
         String::new()
     };
-    client
-        .batch_execute(&format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {columns} FROM {} WITH NO DATA{empty}",
-            table.target.sql()
-        ))
-        .await
-        .map_err(Error::db(&context))?;
+    let create = format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {columns} FROM {} WITH NO DATA{empty}",
+        table.target.sql()
+    );
     let key_tuples: Vec<Vec<u8>> = keys
         .map(|key| {
             let mut t = Vec::with_capacity(key.len() + 2);
@@ -133,7 +127,7 @@ pub async fn stage_keys<'k>(
     let copy = format!("COPY {stage} ({columns}) FROM STDIN (FORMAT binary)");
     send(
         client,
-        &copy,
+        (&create, &copy),
         key_tuples.iter().map(|t| Piece::Slice(t)),
         &context,
     )
@@ -393,16 +387,28 @@ fn statements(
     (deletes, upserts)
 }
 
-/// Sends tuples as one binary COPY stream: small ones gathered into messages of about
-/// [`STAGE_MESSAGE_BYTES`], a shared (large) one as a message of its own, uncopied.
+/// Creates a stage (`create`) and sends tuples into it as one binary COPY stream
+/// (`copy`): small ones gathered into messages of about [`STAGE_MESSAGE_BYTES`], a shared
+/// (large) one as a message of its own, uncopied.
 async fn send<'a>(
     client: &Client,
-    copy: &str,
+    (create, copy): (&str, &str),
     tuples: impl Iterator<Item = Piece<'a>>,
     context: impl Fn() -> String,
 ) -> Result<(), Error> {
+    // The stage's creation and the COPY's preparation in one flight: the server runs
+    // them in order, so the COPY is prepared against the stage just made.
+    let (_, copy) = tokio::try_join!(
+        async {
+            client
+                .batch_execute(create)
+                .await
+                .map_err(Error::db(&context))
+        },
+        async { client.prepare(copy).await.map_err(Error::db(&context)) }
+    )?;
     let sink = client
-        .copy_in::<_, Bytes>(copy)
+        .copy_in::<_, Bytes>(&copy)
         .await
         .map_err(Error::db(&context))?;
     let mut sink = pin!(sink);
