@@ -171,8 +171,8 @@ pub(super) async fn begin(
     Ok(())
 }
 
-/// Opens the batch's write transaction and reads the target's rows of the batch (about
-/// `expected` of them). `client` has the batch's key bounds bound.
+/// Binds the batch's key bounds, opens its write transaction ([`begin`]) and reads the
+/// target's rows of the batch (about `expected` of them).
 pub async fn begin_and_read(
     client: &Client,
     table: &TablePlan,
@@ -180,10 +180,7 @@ pub async fn begin_and_read(
     expected: usize,
 ) -> Result<TargetRows, Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
-    client
-        .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
-        .await
-        .map_err(Error::db(&context))?;
+    begin(client, batch, context).await?;
     read_batch(client, table, batch, expected).await
 }
 
@@ -366,9 +363,9 @@ pub(super) async fn checkpoint_leaving(
     Ok(left)
 }
 
-/// The second half of a batch whose deletes were deferred ([`write()`]): deletes `gone`
-/// and stores the checkpoint `next`, in one transaction. `client` has the batch's key
-/// bounds bound.
+/// The second half of a batch whose deletes were deferred ([`write()`]): binds the
+/// batch's key bounds, then deletes `gone` and stores the checkpoint `next`, in one
+/// transaction.
 pub async fn finish_deferred(
     client: &Client,
     table: &TablePlan,
@@ -378,10 +375,7 @@ pub async fn finish_deferred(
     stamp: Stamp<'_>,
 ) -> Result<(), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
-    client
-        .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
-        .await
-        .map_err(Error::db(&context))?;
+    begin(client, batch, context).await?;
     let done = async {
         delete_keys(client, table, batch, gone, &context).await?;
         checkpoint(client, table, batch, next, stamp).await?;

@@ -80,7 +80,6 @@ impl Worker {
                 .clean(table, batch, rows.checkpoint(), has_prints, stamp, bytes)
                 .await;
         }
-        bind(&self.client, &batch.settings()).await?;
         let expected = rows.digest.rows as usize;
         let held = apply::begin_and_read(&self.client, table, batch, expected).await?;
         self.settle(table, batch, stored, has_prints, stamp, rows, held, bytes)
@@ -227,13 +226,13 @@ impl Worker {
         stored: Option<Accumulator>,
         begin: bool,
     ) -> Result<(SourceRows, apply::TargetRows, usize), Error> {
-        bind(&self.client, &batch.settings()).await?;
         // Room for the rows the checkpoint counted, and some growth.
         let expected = stored.map_or(0, |s| s.rows as usize + s.rows as usize / 8);
         let target = async {
             if begin {
                 apply::begin_and_read(&self.client, table, batch, expected).await
             } else {
+                bind(&self.client, &batch.settings()).await?;
                 apply::read_batch(&self.client, table, batch, expected).await
             }
         };

@@ -43,7 +43,7 @@ use crate::progress::{self, Progress};
 use crate::shutdown::Shutdown;
 use crate::source::batch::{self, Batch};
 use crate::source::changes::{self as change_detection, Path};
-use crate::source::snapshot::{bind, Session, Snapshot};
+use crate::source::snapshot::{Session, Snapshot};
 use crate::target::indexes;
 use crate::target::lock::TargetLock;
 use crate::target::state::{self, Checkpoint, RunStamps, StoredBatch};
@@ -629,7 +629,6 @@ async fn sync_all(
     later.sort_by_key(|d| std::cmp::Reverse(plan.tables[d.batch.table].level));
     for d in later {
         let table = &plan.tables[d.batch.table];
-        bind(lock.client(), &d.batch.settings()).await?;
         apply::finish_deferred(
             lock.client(),
             table,

@@ -19,7 +19,7 @@ use crate::manifest::Changes;
 use crate::plan::{Plan, TablePlan};
 use crate::shutdown::Shutdown;
 use crate::source::batch::{self, Batch};
-use crate::source::snapshot::{bind, Session, Snapshot};
+use crate::source::snapshot::{Session, Snapshot};
 use crate::source::stretch::StretchRows;
 use crate::target::lock::TargetLock;
 use crate::target::state;
@@ -135,7 +135,6 @@ impl Found {
         if written == Some(rows.digest) {
             return Ok(());
         }
-        bind(client, &batch.settings()).await?;
         let held = apply::begin_and_read(client, table, batch, rows.digest.rows as usize).await?;
         apply::abandon(client).await?;
         let diff = apply::diff(table, rows, held);
