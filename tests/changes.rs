@@ -685,3 +685,84 @@ fn changed_rows_of_a_type_the_driver_must_look_up_stream_without_stalling() {
     );
     db.shadan(&["verify", "--mapping", path]).expect_code(0);
 }
+
+/// How often the source's index on the owner column has been scanned, once every other
+/// session on the source has ended (a session's counters reach the statistics as it
+/// ends).
+fn owner_index_scans(db: &TestDb) -> u64 {
+    wait_until(10, "the source's other sessions did not end", || {
+        db.source_sql(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ) == "0"
+    });
+    db.source_sql(
+        "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'contracts_retailer_idx'",
+    )
+    .parse()
+    .unwrap()
+}
+
+/// A night of deletes, scope exits and entries, and updates of own columns.
+fn night_of_losses(db: &TestDb, n: u32) {
+    db.source_sql(&format!(
+        "DELETE FROM joint.contracts WHERE contract_id IN (SELECT contract_id FROM joint.contracts \
+           WHERE retailer_code = 'R0001' ORDER BY md5(contract_id::text || '{n}') LIMIT 9); \
+         UPDATE joint.contracts SET retailer_code = 'R0002' WHERE contract_id IN (SELECT contract_id \
+           FROM joint.contracts WHERE retailer_code = 'R0001' ORDER BY md5(contract_id::text || 'x{n}') LIMIT 6); \
+         UPDATE joint.contracts SET retailer_code = 'R0001' WHERE contract_id IN (SELECT contract_id \
+           FROM joint.contracts WHERE retailer_code = 'R0003' AND supply_kind = 'retail' \
+           ORDER BY md5(contract_id::text || 'y{n}') LIMIT 4); \
+         UPDATE joint.contracts SET phone = '022-555-{n:04}' WHERE contract_id IN (SELECT contract_id \
+           FROM joint.contracts WHERE retailer_code = 'R0001' ORDER BY md5(contract_id::text || 'z{n}') LIMIT 5)"
+    ));
+}
+
+#[test]
+fn the_rows_in_scope_are_read_in_order_when_they_are_many_and_through_the_owner_s_index_when_few() {
+    // The successor retailer holds most contracts: every statement that visits all its
+    // rows reads the table in order, never through the owner's index.
+    let db = copied(alone("reach-broad"), 600);
+    db.source_sql("ANALYZE joint.contracts");
+    night_of_losses(&db, 1);
+    let before = owner_index_scans(&db);
+    let printed = sync_exact(&db, "a large share", &[]);
+    assert_eq!(path(&printed, "retail.contracts"), "changes");
+    assert_eq!(
+        owner_index_scans(&db),
+        before,
+        "a scope holding most of the table was read through the owner's index"
+    );
+
+    // Nine times as many contracts of another retailer: the own ones are now a small
+    // share, which the planner may reach through the owner's index, with the same result.
+    let db = alone("reach-narrow");
+    reference_data(&db, 600);
+    db.source_sql(
+        "INSERT INTO joint.contracts (contract_id, supply_point_id, holder_name, holder_name_kana, phone, \
+           contracted_capacity_kva, load_equipment_capacity_kw, main_breaker_amperes, night_equipment, \
+           retailer_code, supply_kind, wheeling_contract_no, wheeling_rate_plan, start_date, end_date) \
+         SELECT contract_id + g * 1000000, supply_point_id, holder_name, holder_name_kana, phone, \
+           contracted_capacity_kva, load_equipment_capacity_kw, main_breaker_amperes, night_equipment, \
+           'R0003', supply_kind, wheeling_contract_no, wheeling_rate_plan, start_date, end_date \
+         FROM joint.contracts, generate_series(1, 9) g; \
+         ANALYZE joint.contracts",
+    );
+    db.shadan(&["cutover", "--mapping", MAPPING, "--batch-rows", "150"])
+        .expect_code(0);
+    let mut used = 0;
+    for n in 1..=3 {
+        night_of_losses(&db, n);
+        let before = owner_index_scans(&db);
+        // Counted before the check, whose own query may use the index too.
+        let run = db.shadan(&["sync", "--mapping", MAPPING, "--json"]);
+        run.expect_code(0);
+        used += owner_index_scans(&db) - before;
+        db.assert_reference_copy_exact();
+        assert_eq!(path(&run.json(), "retail.contracts"), "changes");
+    }
+    assert!(
+        used > 0,
+        "the owner's index was never used for a small share"
+    );
+}

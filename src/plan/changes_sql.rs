@@ -56,6 +56,38 @@ fn changed_since(xmin: &str, horizon: &str) -> String {
     )
 }
 
+/// How a statement that visits every row of a table in scope (the probe, the changed
+/// rows, the counts by batch, the key buckets, the lookup of lost keys) reaches them.
+///
+/// Values are bound through session settings, so the planner sees `owner = $1`, not
+/// the owner, and estimates it as one owner among all ([`Reach::of`]). With the
+/// successor retailer holding most rows that picks a bitmap scan of the owner's index
+/// over nearly every page: 1.3 to 2 times the time of reading the table in order. So
+/// where the target holds a large share of the table's rows, the scope predicates are
+/// written so that no index can serve them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The scope holds a small share of the table: the planner may use an index on a
+    /// scope column.
+    Planned,
+    /// The scope holds a large share (or the table's size is unknown): read the table
+    /// in order.
+    Sequential,
+}
+
+impl Reach {
+    /// The reach for a table whose checkpoints hold `held` rows and whose source the
+    /// server estimates at `estimate` rows (`pg_class.reltuples`; negative: never
+    /// counted). An index pays only below about a tenth of the table.
+    pub fn of(held: u64, estimate: f64) -> Self {
+        if estimate > 0.0 && (held as f64) * 10.0 < estimate {
+            Reach::Planned
+        } else {
+            Reach::Sequential
+        }
+    }
+}
+
 /// The setting holding the horizon of the table at `index` in the plan, for
 /// [`TablePlan::source_probe`], which reads many tables in one statement.
 pub fn table_horizon_setting(index: usize) -> String {
@@ -98,8 +130,8 @@ impl TablePlan {
     /// an extra last column, ordered by it, so that the rows of one batch arrive together
     /// and a batch can be written as soon as it is complete. Read as an unnamed statement
     /// ([`crate::copy::select_as_copy`]).
-    pub fn source_changes_select(&self, cuts: usize, xmin_column: &str) -> String {
-        let mut preds = self.scope_predicates();
+    pub fn source_changes_select(&self, cuts: usize, xmin_column: &str, reach: Reach) -> String {
+        let mut preds = self.scope_predicates_reaching(reach);
         preds.push(changed_predicate(&quote_ident(xmin_column)));
         self.positioned_select(cuts, &preds)
     }
@@ -145,7 +177,7 @@ impl TablePlan {
     /// One row: this table's index in the plan, its source rows in scope, and how many
     /// of them were written at or after its horizon (in [`table_horizon_setting`]) per
     /// `xmin_column`: whether a sync by changes has anything to do, by one scan.
-    pub fn source_probe(&self, xmin_column: &str) -> String {
+    pub fn source_probe(&self, xmin_column: &str, reach: Reach) -> String {
         select(
             &[
                 format!("{}::pg_catalog.int4", self.index),
@@ -159,13 +191,27 @@ impl TablePlan {
                 ),
             ],
             &self.source_from(),
-            &self.scope_predicates(),
+            &self.scope_predicates_reaching(reach),
         )
+    }
+
+    /// [`Self::scope_predicates`], each written as `(…) IS TRUE` (the same rows: a NULL
+    /// comparison admits none either way) when `reach` is sequential, which no index
+    /// serves.
+    fn scope_predicates_reaching(&self, reach: Reach) -> Vec<String> {
+        let preds = self.scope_predicates();
+        match reach {
+            Reach::Planned => preds,
+            Reach::Sequential => preds
+                .into_iter()
+                .map(|p| format!("({p}) IS TRUE"))
+                .collect(),
+        }
     }
 
     /// The number of source rows in scope, by position of their batch (`cuts` + 1
     /// batches, see [`Self::source_changes_copy`]): one scan for every batch's count.
-    pub fn source_counts_by_batch(&self, cuts: usize) -> String {
+    pub fn source_counts_by_batch(&self, cuts: usize, reach: Reach) -> String {
         format!(
             "{} GROUP BY 1",
             select(
@@ -174,27 +220,32 @@ impl TablePlan {
                     "pg_catalog.count(*)".to_string()
                 ],
                 &self.source_from(),
-                &self.scope_predicates()
+                &self.scope_predicates_reaching(reach)
             )
         )
     }
 
     /// Per hash bucket of the keys of the source rows in scope: the bucket, the rows and
     /// the sum of a second hash of their keys.
-    pub fn source_key_buckets(&self, buckets: &KeyBuckets) -> String {
+    pub fn source_key_buckets(&self, buckets: &KeyBuckets, reach: Reach) -> String {
         let keys: Vec<String> = self.projection()[..self.key_len].to_vec();
         bucket_sums(
             buckets,
-            &keys,
+            (&keys, &self.key_types()),
             &self.source_from(),
-            &self.scope_predicates(),
+            &self.scope_predicates_reaching(reach),
         )
+    }
+
+    /// The key columns' types, identical on both sides.
+    fn key_types(&self) -> Vec<&str> {
+        self.key().iter().map(|c| c.type_name.as_str()).collect()
     }
 
     /// [`Self::source_key_buckets`] over the target table.
     pub fn target_key_buckets(&self, buckets: &KeyBuckets) -> String {
         let keys: Vec<String> = self.target_reads()[..self.key_len].to_vec();
-        bucket_sums(buckets, &keys, &self.target.sql(), &[])
+        bucket_sums(buckets, (&keys, &self.key_types()), &self.target.sql(), &[])
     }
 
     /// `COPY (...) TO STDOUT (FORMAT binary)` of the target's keys in the buckets
@@ -236,7 +287,7 @@ impl TablePlan {
             named = named.join(", "),
             b = buckets.bucket("shadan_h"),
             v = KeyBuckets::second("shadan_h"),
-            h = key_hash(buckets, &keys),
+            h = key_hash(buckets, &keys, &self.key_types()),
             from = self.target.sql(),
             eq = op("="),
             list = list.join(","),
@@ -244,15 +295,16 @@ impl TablePlan {
     }
 
     /// Which of `count` keys (bound as `$1..`, key column by key column, each typed as its
-    /// column) the source has in scope: their 1-based positions.
-    pub fn source_keys_in_scope(&self, count: usize) -> String {
+    /// column) the source has in scope: their 1-based positions. With a broad `reach` the
+    /// keys are looked up by the key's index, not the owner's.
+    pub fn source_keys_in_scope(&self, count: usize, reach: Reach) -> String {
         let (values, names) = self.bound_keys(count);
         let mut preds: Vec<String> = self.projection()[..self.key_len]
             .iter()
             .zip(&names)
             .map(|(c, k)| format!("{c} {} v.{k}", op("=")))
             .collect();
-        preds.extend(self.scope_predicates());
+        preds.extend(self.scope_predicates_reaching(reach));
         format!(
             "SELECT v.shadan_i FROM {values} WHERE EXISTS (SELECT 1 FROM {} WHERE {})",
             self.source_from(),
@@ -336,24 +388,54 @@ impl KeyBuckets {
     }
 }
 
-/// The keys' hash as a row, by each key type's own extended hash function (the one hash
-/// partitioning relies on: the same on both servers for the exact types a plan admits,
-/// and about twice as fast as hashing the text form).
-fn key_hash(buckets: &KeyBuckets, keys: &[String]) -> String {
-    format!(
-        "pg_catalog.hash_record_extended(ROW({}), {})",
-        keys.join(", "),
-        buckets.seed
-    )
+/// The keys' hash. A key of one column of a common type is hashed by that type's own
+/// extended hash function, which hash partitioning relies on to be the same on every
+/// server; any other key as a row (`hash_record_extended`, which calls the same
+/// functions column by column and combines them). The row costs about twice the work
+/// of the function alone: ROW is built and taken apart again for every key.
+fn key_hash(buckets: &KeyBuckets, keys: &[String], types: &[&str]) -> String {
+    match (keys, types) {
+        ([key], [type_name]) if own_hash_function(type_name).is_some() => format!(
+            "pg_catalog.{}({key}, {})",
+            own_hash_function(type_name).unwrap_or_default(),
+            buckets.seed
+        ),
+        _ => format!(
+            "pg_catalog.hash_record_extended(ROW({}), {})",
+            keys.join(", "),
+            buckets.seed
+        ),
+    }
+}
+
+/// The extended hash function of a built-in key type (as `format_type` names it), from
+/// its default hash operator class; `None` for other types, domains included.
+fn own_hash_function(type_name: &str) -> Option<&'static str> {
+    let base = type_name.split('(').next().unwrap_or_default();
+    Some(match base {
+        "smallint" => "hashint2extended",
+        "integer" => "hashint4extended",
+        "bigint" => "hashint8extended",
+        "text" | "character varying" => "hashtextextended",
+        "character" => "hashbpcharextended",
+        "numeric" => "hash_numeric_extended",
+        "uuid" => "uuid_hash_extended",
+        _ => return None,
+    })
 }
 
 /// Rows and second-hash sums per bucket of the keys of `from`'s rows matching `preds`.
-fn bucket_sums(buckets: &KeyBuckets, keys: &[String], from: &str, preds: &[String]) -> String {
+fn bucket_sums(
+    buckets: &KeyBuckets,
+    (keys, types): (&[String], &[&str]),
+    from: &str,
+    preds: &[String],
+) -> String {
     // OFFSET 0 keeps the hash computed once per row, not once per use.
     let inner = format!(
         "{} OFFSET 0",
         select(
-            &[format!("{} AS shadan_h", key_hash(buckets, keys))],
+            &[format!("{} AS shadan_h", key_hash(buckets, keys, types))],
             from,
             preds
         )
@@ -371,5 +453,63 @@ fn row(cols: &[String]) -> String {
         cols[0].clone()
     } else {
         format!("ROW({})", cols.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_is_read_in_order_unless_it_is_known_to_be_a_small_share() {
+        assert_eq!(Reach::of(700_000, 1_000_000.0), Reach::Sequential);
+        assert_eq!(Reach::of(100_000, 1_000_000.0), Reach::Sequential);
+        assert_eq!(Reach::of(99_999, 1_000_000.0), Reach::Planned);
+        assert_eq!(Reach::of(0, 1_000_000.0), Reach::Planned);
+        // Never counted (-1) or empty when last counted: nothing is known of the share.
+        assert_eq!(Reach::of(10, -1.0), Reach::Sequential);
+        assert_eq!(Reach::of(0, 0.0), Reach::Sequential);
+    }
+
+    #[test]
+    fn a_key_of_one_built_in_column_is_hashed_by_its_type_s_own_function() {
+        let b = KeyBuckets {
+            count: 1024,
+            seed: -7,
+        };
+        let one = |t: &str| key_hash(&b, &["\"k\"".to_string()], &[t]);
+        assert_eq!(one("bigint"), "pg_catalog.hashint8extended(\"k\", -7)");
+        assert_eq!(
+            one("character(22)"),
+            "pg_catalog.hashbpcharextended(\"k\", -7)"
+        );
+        assert_eq!(
+            one("character varying(10)"),
+            "pg_catalog.hashtextextended(\"k\", -7)"
+        );
+        assert_eq!(
+            one("numeric(12,0)"),
+            "pg_catalog.hash_numeric_extended(\"k\", -7)"
+        );
+        // A domain, another type, or a key of two columns: the key as a row.
+        for t in [
+            "\"public\".\"contract_no\"",
+            "date",
+            "timestamp with time zone",
+        ] {
+            assert!(
+                one(t).starts_with("pg_catalog.hash_record_extended(ROW(\"k\")"),
+                "{t}"
+            );
+        }
+        let two = key_hash(
+            &b,
+            &["\"a\"".to_string(), "\"b\"".to_string()],
+            &["bigint", "bigint"],
+        );
+        assert_eq!(
+            two,
+            "pg_catalog.hash_record_extended(ROW(\"a\", \"b\"), -7)"
+        );
     }
 }

@@ -126,28 +126,40 @@ pub async fn basis(
     Ok(hasher.finalize().to_hex().to_string())
 }
 
-/// The column of the source relation that carries each row's `xmin` for the role, if
-/// there is one it may read: the table's own `xmin`, or the `shadan_xmin` column of an
-/// export view made by this version's grants script.
-pub async fn change_column(
-    client: &Client,
-    table: &TablePlan,
-) -> Result<Option<&'static str>, Error> {
+/// What a sync must know of how to read a table, besides its basis.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadFacts {
+    /// The column of the source relation that carries each row's `xmin` for the role,
+    /// if there is one it may read: the table's own `xmin`, or the `shadan_xmin` column
+    /// of an export view made by this version's grants script.
+    pub change_column: Option<&'static str>,
+    /// The server's estimate of the relation's rows (`pg_class.reltuples`; negative
+    /// when never counted), for [`crate::plan::changes_sql::Reach::of`].
+    pub rows_estimate: f64,
+}
+
+/// Reads a table's [`ReadFacts`] on the run's snapshot session.
+pub async fn read_facts(client: &Client, table: &TablePlan) -> Result<ReadFacts, Error> {
+    let none = ReadFacts {
+        change_column: None,
+        rows_estimate: -1.0,
+    };
     if !matches!(table.source_kind, 'r' | 'p') {
         // A view's rows have no xmin of their own; a foreign table's xmin is meaningless.
-        return Ok(None);
+        return Ok(none);
     }
     let (relation, column) = match table.access {
         crate::plan::SourceAccess::Tables => (table.source.clone(), "xmin"),
         crate::plan::SourceAccess::Views => (table.source_relation(), CHANGE_COLUMN),
     };
-    let readable: Option<bool> = client
+    let row = client
         .query_typed_opt(
             "SELECT pg_catalog.has_column_privilege(c.oid, $2::pg_catalog.text, 'SELECT') \
                 AND ($2::pg_catalog.text OPERATOR(pg_catalog.=) 'xmin' OR EXISTS ( \
                     SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid \
                     AND a.attname OPERATOR(pg_catalog.=) $2::pg_catalog.text AND NOT a.attisdropped \
-                    AND a.atttypid OPERATOR(pg_catalog.=) 'pg_catalog.xid'::pg_catalog.regtype)) \
+                    AND a.atttypid OPERATOR(pg_catalog.=) 'pg_catalog.xid'::pg_catalog.regtype)), \
+                c.reltuples::pg_catalog.float8 \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
              WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $3",
             &[
@@ -157,9 +169,14 @@ pub async fn change_column(
             ],
         )
         .await
-        .map_err(Error::db(format!("checking whether the role may read the row xmin of {relation}")))?
-        .map(|r| r.get(0));
-    Ok((readable == Some(true)).then_some(column))
+        .map_err(Error::db(format!("checking whether the role may read the row xmin of {relation}")))?;
+    Ok(match row {
+        Some(r) => ReadFacts {
+            change_column: (r.get::<_, Option<bool>>(0) == Some(true)).then_some(column),
+            rows_estimate: r.get::<_, Option<f64>>(1).unwrap_or(-1.0),
+        },
+        None => none,
+    })
 }
 
 /// The column an export view made by `shadan grants --views` carries its table's row

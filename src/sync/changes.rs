@@ -19,7 +19,7 @@ use crate::copy::tuple::{key_bytes, TupleSplitter};
 
 use crate::digest::Accumulator;
 use crate::error::Error;
-use crate::plan::changes_sql::{cut_settings, HORIZON_SETTING};
+use crate::plan::changes_sql::{cut_settings, Reach, HORIZON_SETTING};
 use crate::plan::query::{SessionSetting, SettingValue};
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
@@ -32,8 +32,10 @@ use crate::target::state::{self, Checkpoint, Stamp, StoredBatch};
 pub(super) struct Since {
     /// The horizon of its last run: rows written after it are read.
     pub horizon: i64,
-    /// The column carrying `xmin` (see [`crate::source::changes::change_column`]).
+    /// The column carrying `xmin` (see [`crate::source::changes::ReadFacts`]).
     pub column: &'static str,
+    /// How statements that visit all its rows in scope reach them.
+    pub reach: Reach,
     /// Its rows in scope at this run's snapshot, counted with every table's
     /// ([`super::quiet`]).
     pub in_scope: u64,
@@ -54,6 +56,7 @@ impl Worker {
         let Since {
             horizon,
             column,
+            reach,
             in_scope,
         } = since;
         let batches: Vec<Batch> = stored.iter().map(|s| s.batch.clone()).collect();
@@ -78,7 +81,7 @@ impl Worker {
         // Both source statements are unnamed ([`crate::copy::select_as_copy`]): a busy
         // table must not shift the names of the target's prepared statements.
         let source = self.session.client();
-        let changes_sql = table.source_changes_select(cuts, column);
+        let changes_sql = table.source_changes_select(cuts, column, reach);
         self.session.bind(&settings).await?;
 
         let mut done = Done::default();
@@ -109,6 +112,7 @@ impl Worker {
                 &mut touched,
                 held - in_scope,
                 &cuts_bound,
+                reach,
                 stamp,
                 &mut done,
             )
@@ -122,7 +126,7 @@ impl Worker {
             let counts = self
                 .session
                 .client()
-                .query(&table.source_counts_by_batch(cuts), &[])
+                .query(&table.source_counts_by_batch(cuts, reach), &[])
                 .await
                 .map_err(Error::db(format!(
                     "counting the rows of {} by batch",

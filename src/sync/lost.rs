@@ -2,8 +2,9 @@
 //! both sides sum their keys into hash buckets, and only buckets that disagree are looked
 //! into.
 //!
-//! Each key hashes (`hash_record_extended` of the key as a row, under a seed drawn for the run)
-//! to a bucket and a second value. Per bucket, the source sends its row count and the
+//! Each key hashes, under a seed drawn for the run, to a bucket and a second value (by its
+//! type's own extended hash function, or `hash_record_extended` of a key of several
+//! columns or another type). Per bucket, the source sends its row count and the
 //! sum of second values; the target computes the same over its table, which after this
 //! run's writes holds the source's rows plus the lost ones. A bucket one row over holds
 //! one lost row, whose second value is the difference of the sums: the target's key with
@@ -24,7 +25,7 @@ use crate::copy::tuple::split_int4;
 use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::key::{key_fields, RawValue};
-use crate::plan::changes_sql::KeyBuckets;
+use crate::plan::changes_sql::{KeyBuckets, Reach};
 use crate::plan::query::SessionSetting;
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
@@ -37,8 +38,8 @@ const KEYS_PER_QUERY: usize = 1000;
 impl Worker {
     /// Finds and deletes the `lost` target rows of `table` that the source no longer has
     /// in scope (see the module documentation), updating `checkpoints`; `cuts` are the
-    /// table's cut settings. Leaves the counts disagreeing when it cannot account for
-    /// every lost row.
+    /// table's cut settings, `reach` how its buckets are read. Leaves the counts
+    /// disagreeing when it cannot account for every lost row.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn gone_by_buckets(
         &mut self,
@@ -48,6 +49,7 @@ impl Worker {
         touched: &mut [bool],
         lost: u64,
         cuts: &[SessionSetting],
+        reach: Reach,
         stamp: Stamp<'_>,
         done: &mut Done,
     ) -> Result<(), Error> {
@@ -70,7 +72,7 @@ impl Worker {
             async {
                 self.session
                     .client()
-                    .query(&table.source_key_buckets(&buckets), &[])
+                    .query(&table.source_key_buckets(&buckets, reach), &[])
                     .await
                     .map_err(Error::db(&context))
             },
@@ -148,7 +150,7 @@ impl Worker {
             for row in self
                 .session
                 .client()
-                .query(&table.source_keys_in_scope(chunk.len()), &params)
+                .query(&table.source_keys_in_scope(chunk.len(), reach), &params)
                 .await
                 .map_err(Error::db(&context))?
             {

@@ -38,6 +38,7 @@ use crate::digest::Accumulator;
 use crate::error::Error;
 use crate::manifest::TableSync;
 use crate::manifest::{self, Changes};
+use crate::plan::changes_sql::Reach;
 use crate::plan::Plan;
 use crate::progress::{self, Progress};
 use crate::shutdown::Shutdown;
@@ -285,12 +286,18 @@ async fn sync_all(
                 table,
                 &ordered,
                 &stamps.bases[table.index],
-                stamps.change_columns[table.index],
+                stamps.facts[table.index].change_column,
                 snapshot.xmax,
                 opts.full,
             ) {
                 Path::Changes { horizon, column } => {
-                    by_changes.push((table.index, horizon, column, ordered));
+                    by_changes.push(quiet::ByChanges {
+                        index: table.index,
+                        horizon,
+                        column,
+                        reach: Reach::of(rows, stamps.facts[table.index].rows_estimate),
+                        stored: ordered,
+                    });
                     Path::Changes { horizon, column }
                 }
                 full => full,
@@ -359,7 +366,7 @@ async fn sync_all(
     let levels: Vec<usize> = queue
         .iter()
         .map(Item::table)
-        .chain(by_changes.iter().map(|(table, ..)| *table))
+        .chain(by_changes.iter().map(|t| t.index))
         .map(|t| plan.tables[t].level)
         .collect();
     let lowest = levels.iter().min().copied();
@@ -381,20 +388,21 @@ async fn sync_all(
     // workers the retail side sees connect do not depend on which tables had changes.
     queue.extend(
         busy.into_iter()
-            .filter_map(|((table, horizon, column, stored), in_scope)| {
-                let at = prints.iter().position(|(t, _)| *t == table)?;
+            .filter_map(|(table, in_scope)| {
+                let at = prints.iter().position(|(t, _)| *t == table.index)?;
                 let (_, reader) = prints.swap_remove(at);
                 let since = changes::Since {
-                    horizon,
-                    column,
+                    horizon: table.horizon,
+                    column: table.column,
+                    reach: table.reach,
                     in_scope,
                 };
-                Some(Item::Changes(table, stored, since, reader))
+                Some(Item::Changes(table.index, table.stored, since, reader))
             })
             .chain(
                 quiet_tables
                     .into_iter()
-                    .map(|(table, _, _, stored)| Item::Quiet(table, stored)),
+                    .map(|t| Item::Quiet(t.index, t.stored)),
             ),
     );
     if let Ok(mut t) = tally.lock() {

@@ -16,7 +16,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use crate::connect::Endpoint;
 use crate::error::Error;
-use crate::plan::changes_sql::table_horizon_setting;
+use crate::plan::changes_sql::{table_horizon_setting, Reach};
 use crate::plan::query::{SessionSetting, SettingValue};
 use crate::plan::Plan;
 use crate::source::changes::horizon_xid;
@@ -26,9 +26,30 @@ use crate::target::state::{PrintsReader, StoredBatch};
 /// Bytes a table's counts take from the source: an `int4` and two `int8`.
 pub(super) const PROBE_BYTES: u64 = 20;
 
-/// A table read by changes: its index in the plan, its horizon and the column carrying
-/// `xmin`, and its stored batches in key order.
-pub(super) type ByChanges = (usize, i64, &'static str, Vec<StoredBatch>);
+/// A table read by changes, before its rows are counted.
+#[derive(Debug)]
+pub(super) struct ByChanges {
+    /// Its index in the plan.
+    pub index: usize,
+    /// The horizon of its last run.
+    pub horizon: i64,
+    /// The column carrying `xmin`.
+    pub column: &'static str,
+    /// How statements that visit all its rows in scope reach them.
+    pub reach: Reach,
+    /// Its stored batches in key order.
+    pub stored: Vec<StoredBatch>,
+}
+
+impl ByChanges {
+    /// The rows its checkpoints hold.
+    pub fn held(&self) -> u64 {
+        self.stored
+            .iter()
+            .filter_map(|b| b.written.map(|w| w.rows))
+            .sum()
+    }
+}
 
 /// Splits `tables` into those with something to do, each with its rows in scope at the
 /// snapshot (the changes path needs no count of its own), and the quiet ones (see the
@@ -62,18 +83,14 @@ pub(super) async fn set_apart(
     }
     let (mut busy, mut quiet) = (Vec::new(), Vec::new());
     for table in tables {
-        let held: u64 = table
-            .3
-            .iter()
-            .filter_map(|b| b.written.map(|w| w.rows))
-            .sum();
-        match counts[table.0] {
+        let held = table.held();
+        match counts[table.index] {
             Some((in_scope, 0)) if in_scope == held => quiet.push(table),
             Some((in_scope, _)) => busy.push((table, in_scope)),
             None => {
                 return Err(Error::Runtime(format!(
                     "the source returned no count of {}",
-                    plan.tables[table.0].source
+                    plan.tables[table.index].source
                 )))
             }
         }
@@ -91,18 +108,18 @@ async fn probe(
 ) -> Result<Vec<(usize, u64, u64)>, Error> {
     let settings: Vec<SessionSetting> = share
         .iter()
-        .map(|(index, horizon, ..)| SessionSetting {
-            name: table_horizon_setting(*index),
-            value: SettingValue::Text(horizon_xid(*horizon)),
+        .map(|t| SessionSetting {
+            name: table_horizon_setting(t.index),
+            value: SettingValue::Text(horizon_xid(t.horizon)),
         })
         .collect();
     let sql: Vec<String> = share
         .iter()
-        .map(|(index, _, column, _)| plan.tables[*index].source_probe(column))
+        .map(|t| plan.tables[t.index].source_probe(t.column, t.reach))
         .collect();
     let names: Vec<String> = share
         .iter()
-        .map(|(index, ..)| plan.tables[*index].source.to_string())
+        .map(|t| plan.tables[t.index].source.to_string())
         .collect();
     let context = format!(
         "counting the rows of {} written since the last run",
@@ -145,15 +162,15 @@ pub(super) async fn read_prints(
         .map(|(t, _)| (t, true))
         .chain(quiet.iter().map(|t| (t, false)))
         .collect();
-    all.sort_by_key(|((index, ..), _)| *index);
+    all.sort_by_key(|(t, _)| t.index);
     let client = target.connect().await?;
     let client = &client;
     let held = futures_util::stream::iter(&all)
-        .map(|((index, _, _, stored), keep)| async move {
-            let nos: Vec<i32> = stored.iter().map(|b| b.batch.no).collect();
-            let reader = PrintsReader::open(client, &plan.tables[*index].target, &nos).await?;
+        .map(|(t, keep)| async move {
+            let nos: Vec<i32> = t.stored.iter().map(|b| b.batch.no).collect();
+            let reader = PrintsReader::open(client, &plan.tables[t.index].target, &nos).await?;
             if *keep {
-                Ok(Some((*index, reader.hold().await?)))
+                Ok(Some((t.index, reader.hold().await?)))
             } else {
                 reader.finish().await.map(|()| None)
             }

@@ -67,8 +67,8 @@ pub struct RunStamps {
     pub horizon: i64,
     /// Each table's basis now.
     pub bases: Vec<String>,
-    /// Each table's column carrying row `xmin`, when the role can read one.
-    pub change_columns: Vec<Option<&'static str>>,
+    /// Each table's column carrying row `xmin` and its size estimate.
+    pub facts: Vec<crate::source::changes::ReadFacts>,
 }
 
 impl RunStamps {
@@ -80,7 +80,7 @@ impl RunStamps {
         // All tables' queries at once: the driver pipelines them on the one session, so
         // 200 tables cost about one round trip, not 600.
         let client = snapshot.client();
-        let (bases, change_columns) = futures_util::future::try_join(
+        let (bases, facts) = futures_util::future::try_join(
             futures_util::future::try_join_all(
                 plan.tables
                     .iter()
@@ -89,7 +89,7 @@ impl RunStamps {
             futures_util::future::try_join_all(
                 plan.tables
                     .iter()
-                    .map(|t| crate::source::changes::change_column(client, t)),
+                    .map(|t| crate::source::changes::read_facts(client, t)),
             ),
         )
         .await?;
@@ -97,7 +97,7 @@ impl RunStamps {
             run_id: 0,
             horizon: snapshot.horizon,
             bases,
-            change_columns,
+            facts,
         })
     }
 
