@@ -480,6 +480,28 @@ pub async fn read_keys(
     .await
 }
 
+/// Stages `gone` (encoded keys) to be deleted ([`stage::stage_gone`]) and folds the
+/// target's rows with those keys into `init` by `f`, in the open transaction; a
+/// [`stage::apply`] then deletes them.
+pub(super) async fn fold_gone<T>(
+    client: &Client,
+    table: &TablePlan,
+    gone: &[Vec<u8>],
+    context: impl Fn() -> String,
+    init: T,
+    f: impl FnMut(&mut T, &[u8]),
+) -> Result<T, Error> {
+    stage::stage_gone(client, table, gone, &context).await?;
+    crate::copy::fold(
+        client,
+        &table.target_rows_of_staged_keys(&stage::stage_name(table, "gone")),
+        &context,
+        init,
+        f,
+    )
+    .await
+}
+
 /// Deletes the target rows with the given encoded keys, in the open transaction.
 pub(super) async fn delete_keys(
     client: &Client,

@@ -30,7 +30,7 @@ use crate::plan::query::SessionSetting;
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
 use crate::source::snapshot::bind;
-use crate::target::state::Stamp;
+use crate::target::state::{self, Checkpoint, Stamp};
 
 /// Keys asked about per existence query (bound parameters are limited to 65,535).
 const KEYS_PER_QUERY: usize = 1000;
@@ -170,19 +170,138 @@ impl Worker {
         {
             return Ok(());
         }
-        let mut positions: Vec<usize> = by_batch.keys().copied().collect();
-        positions.sort_unstable();
-        for pos in positions {
-            let gone = by_batch.remove(&pos).unwrap_or_default();
-            let batch = &batches[pos];
-            super::apply::begin(&self.client, batch, &context).await?;
-            self.remove_gone(table, batch, &mut checkpoints[pos], gone, stamp, done)
-                .await?;
+        let mut groups: Vec<(usize, Vec<Vec<u8>>)> = by_batch.into_iter().collect();
+        groups.sort_unstable_by_key(|(pos, _)| *pos);
+        for &(pos, _) in &groups {
             touched[pos] = true;
+        }
+        if table.has_children() || !table.target_write_hooks.is_empty() {
+            // Deletes a child must see first, or read back batch by batch: one at a time.
+            for (pos, gone) in groups {
+                let batch = &batches[pos];
+                super::apply::begin(&self.client, batch, &context).await?;
+                self.remove_gone(table, batch, &mut checkpoints[pos], gone, stamp, done)
+                    .await?;
+            }
+            return Ok(());
+        }
+        let mut group = Vec::new();
+        let mut keys = 0;
+        for (pos, gone) in groups {
+            keys += gone.len();
+            group.push((pos, gone));
+            if keys >= KEYS_PER_TRANSACTION {
+                let full = std::mem::take(&mut group);
+                self.remove_lost_together(table, batches, checkpoints, full, stamp, done)
+                    .await?;
+                keys = 0;
+            }
+        }
+        if !group.is_empty() {
+            self.remove_lost_together(table, batches, checkpoints, group, stamp, done)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the lost rows of several batches (position, keys) of a table with no
+    /// children and no triggers or rules, with every batch's checkpoint, in one
+    /// transaction: one flight opens it, stages the keys and asks for each batch's row
+    /// prints, the rows are read back for their hashes, a second flight deletes them and
+    /// stores the checkpoints, and the commit follows once every count is as staged. A
+    /// night that lost rows all over a table waits for a few round trips, not several a
+    /// batch.
+    async fn remove_lost_together(
+        &mut self,
+        table: &TablePlan,
+        batches: &[Batch],
+        checkpoints: &mut [Accumulator],
+        group: Vec<(usize, Vec<Vec<u8>>)>,
+        stamp: Stamp<'_>,
+        done: &mut Done,
+    ) -> Result<(), Error> {
+        let context = || {
+            let first = group.first().map(|(p, _)| batches[*p].describe());
+            let last = group.last().map(|(p, _)| batches[*p].describe());
+            format!(
+                "deleting rows of {} from {} to {}",
+                table.target,
+                first.unwrap_or_default(),
+                last.unwrap_or_default()
+            )
+        };
+        let client: &tokio_postgres::Client = &self.client;
+        let mut of_key: HashMap<Vec<u8>, usize> = HashMap::new();
+        for (i, (_, gone)) in group.iter().enumerate() {
+            for key in gone {
+                of_key.insert(crate::key::matching(key, &table.key_forms).into_owned(), i);
+            }
+        }
+        let all: Vec<Vec<u8>> = group.iter().flat_map(|(_, g)| g.iter().cloned()).collect();
+        let ((), lost, prints) = tokio::try_join!(
+            async {
+                client
+                    .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
+                    .await
+                    .map_err(Error::db(&context))
+            },
+            super::apply::fold_gone(
+                client,
+                table,
+                &all,
+                &context,
+                vec![(Vec::new(), Accumulator::default()); group.len()],
+                |lost: &mut Vec<(Vec<[u8; 32]>, Accumulator)>, tuple| {
+                    if let Some(&i) = of_key.get(table.match_key(tuple).as_ref()) {
+                        let hash = lost[i].1.add_row_hashed(tuple);
+                        lost[i].0.push(hash);
+                    }
+                }
+            ),
+            futures_util::future::try_join_all(group.iter().map(|(pos, _)| state::batch_prints(
+                client,
+                &table.target,
+                batches[*pos].no
+            )))
+        )?;
+        let mut next = Vec::with_capacity(group.len());
+        for (((pos, gone), (hashes, removed)), prints) in group.iter().zip(&lost).zip(prints) {
+            let mut digest = checkpoints[*pos];
+            digest.remove(removed);
+            next.push(Checkpoint {
+                digest,
+                prints: prints.replaced(hashes, std::iter::empty()),
+            });
+            done.written.deleted += gone.len() as u64;
+        }
+        let staged = super::stage::Staged {
+            rows: 0,
+            gone: all.len(),
+        };
+        tokio::try_join!(
+            async {
+                super::stage::apply(client, table, &context(), staged, false)
+                    .await
+                    .map(|_| ())
+            },
+            futures_util::future::try_join_all(group.iter().zip(&next).map(|((pos, _), n)| {
+                state::store_digest(client, &table.target, &batches[*pos], n, stamp)
+            }))
+        )?;
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(Error::db(&context))?;
+        for ((pos, _), n) in group.iter().zip(next) {
+            checkpoints[*pos] = n.digest;
         }
         Ok(())
     }
 }
+
+/// Keys deleted in one transaction when rows were lost all over a table: bounds the keys
+/// and row hashes held at once.
+const KEYS_PER_TRANSACTION: usize = 50_000;
 
 /// Whether the server has `hash_record_extended` (PostgreSQL 14 or later).
 async fn recent(client: &tokio_postgres::Client) -> Result<bool, Error> {
