@@ -309,6 +309,13 @@ fn a_sync_killed_midway_is_completed_by_the_next() {
         "UPDATE joint.contracts SET holder_name = coalesce(holder_name, '') || ' (moved)' WHERE contract_id % 3 = 0; \
          DELETE FROM joint.contracts WHERE contract_id % 97 = 0",
     );
+    // A row lock on one of the rows to delete holds the run between the changed rows,
+    // which it commits, and the deletes.
+    let lock = Held::open(
+        &db.target_url(),
+        "BEGIN; SELECT 1 FROM retail.contracts WHERE contract_id = \
+         (SELECT min(contract_id) FROM retail.contracts WHERE contract_id % 97 = 0) FOR UPDATE;",
+    );
     let mut child = db.spawn_quiet(&["sync", "--mapping", MAPPING, "--jobs", "1"]);
     wait_until(60, "the sync to commit a few batches", || {
         db.try_target_sql(
@@ -320,6 +327,7 @@ fn a_sync_killed_midway_is_completed_by_the_next() {
     });
     child.kill().expect("killing shadan");
     child.wait().expect("waiting for shadan");
+    lock.end("ROLLBACK;");
     let m = sync_exact(&db, "after the kill", &[]);
     assert_eq!(path(&m, "retail.contracts"), "changes");
     db.shadan(&["verify", "--mapping", MAPPING]).expect_code(0);

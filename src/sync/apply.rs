@@ -79,6 +79,11 @@ impl SourceRows {
         Checkpoint::of(self.digest, self.hashes())
     }
 
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.tuples.len()
+    }
+
     /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.tuples.is_empty()
@@ -150,7 +155,7 @@ impl Piece<'_> {
 pub type TargetRows = KeyMap<([u8; 32], bool)>;
 
 /// Whether any `own` column of the tuple holds a value.
-fn has_own_value(tuple: &[u8], positions: &[usize]) -> bool {
+pub(super) fn has_own_value(tuple: &[u8], positions: &[usize]) -> bool {
     non_null_among(tuple, positions).next().is_some()
 }
 
@@ -450,34 +455,35 @@ pub async fn read_keys(
     keys: &[Vec<u8>],
 ) -> Result<(TargetRows, Accumulator), Error> {
     let context = || format!("syncing {} {}", table.target, batch.describe());
-    let stage = stage::stage_name(table, "keys");
-    stage::stage_keys(
-        client,
-        table,
-        &stage,
-        keys.iter().map(|k| k.as_slice()),
-        true,
-        &context,
-    )
-    .await?;
     let positions = table.own_positions();
-    crate::copy::fold(
-        client,
-        &table.target_rows_of_staged_keys(&stage),
-        &context,
-        (
-            TargetRows::with_capacity_and_hasher(keys.len(), Default::default()),
-            Accumulator::default(),
-        ),
-        |(held, old), tuple| {
-            let hash = old.add_row_hashed(tuple);
-            held.insert(
-                table.match_key(tuple).into_owned(),
-                (hash, has_own_value(tuple, &positions)),
-            );
-        },
-    )
+    let init = (
+        TargetRows::with_capacity_and_hasher(keys.len(), Default::default()),
+        Accumulator::default(),
+    );
+    fold_keys(client, table, keys, context, init, |(held, old), tuple| {
+        let hash = old.add_row_hashed(tuple);
+        held.insert(
+            table.match_key(tuple).into_owned(),
+            (hash, has_own_value(tuple, &positions)),
+        );
+    })
     .await
+}
+
+/// Stages `keys` (encoded) to be read and folds the target's rows with those keys into
+/// `init` by `f`, in the open transaction.
+pub(super) async fn fold_keys<T>(
+    client: &Client,
+    table: &TablePlan,
+    keys: &[Vec<u8>],
+    context: impl Fn() -> String,
+    init: T,
+    f: impl FnMut(&mut T, &[u8]),
+) -> Result<T, Error> {
+    let name = stage::stage_name(table, "keys");
+    let keys = keys.iter().map(Vec::as_slice);
+    stage::stage_keys(client, table, &name, keys, true, &context).await?;
+    fold_staged(client, table, &name, context, init, f).await
 }
 
 /// Stages `gone` (encoded keys) to be deleted ([`stage::stage_gone`]) and folds the
@@ -492,14 +498,21 @@ pub(super) async fn fold_gone<T>(
     f: impl FnMut(&mut T, &[u8]),
 ) -> Result<T, Error> {
     stage::stage_gone(client, table, gone, &context).await?;
-    crate::copy::fold(
-        client,
-        &table.target_rows_of_staged_keys(&stage::stage_name(table, "gone")),
-        &context,
-        init,
-        f,
-    )
-    .await
+    let name = stage::stage_name(table, "gone");
+    fold_staged(client, table, &name, context, init, f).await
+}
+
+/// Folds the target's rows whose keys are in the stage `name`.
+async fn fold_staged<T>(
+    client: &Client,
+    table: &TablePlan,
+    name: &str,
+    context: impl Fn() -> String,
+    init: T,
+    f: impl FnMut(&mut T, &[u8]),
+) -> Result<T, Error> {
+    let sql = table.target_rows_of_staged_keys(name);
+    crate::copy::fold(client, &sql, context, init, f).await
 }
 
 /// Deletes the target rows with the given encoded keys, in the open transaction.

@@ -1,10 +1,12 @@
 //! The changes path of sync (see [`crate::source::changes`] for why it is complete): one
 //! query per table reads the projection of the rows written since the recorded horizon,
-//! ordered by batch, and each batch with changes is written as soon as its rows are in,
-//! its checkpoint updated by the rows it lost and gained. A count of the rows in scope,
+//! ordered by batch; the batches with changes are written as their rows come in, up to
+//! [`group::ROWS_PER_TRANSACTION`] rows to a transaction, each with its checkpoint
+//! updated by the rows it lost and gained ([`group`]). A count of the rows in scope,
 //! taken in the same snapshot, then shows whether the target holds rows the source no
-//! longer has; only then are the batches counted one by one, and only batches whose
-//! counts disagree fetch their keys to find the rows to delete.
+//! longer has, found by hash buckets of keys ([`super::lost`]); only if those do not add
+//! up are the batches counted one by one, and only batches whose counts disagree fetch
+//! their keys to find the rows to delete.
 
 use std::collections::HashSet;
 use std::pin::pin;
@@ -14,6 +16,7 @@ use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use super::apply::{self, SourceRows};
+use super::group::{self, write_group, Member, Sink};
 use super::{Deferred, Done, Worker};
 use crate::copy::tuple::{key_bytes, TupleSplitter};
 
@@ -24,7 +27,6 @@ use crate::plan::query::{SessionSetting, SettingValue};
 use crate::plan::TablePlan;
 use crate::source::batch::Batch;
 use crate::source::changes::horizon_xid;
-use crate::target::prints::RowPrints;
 use crate::target::state::{self, Checkpoint, Stamp, StoredBatch};
 
 /// What a table read by changes starts from.
@@ -338,6 +340,17 @@ async fn read_changes(
     let mut seen = vec![false; batches.len()];
     let mut complete: Vec<(usize, SourceRows)> = Vec::new();
     let mut bad = None;
+    // Batches with changes are written several to a transaction, unless the table's
+    // triggers or rules make each batch be read back by its range ([`group`]).
+    let together = table.target_write_hooks.is_empty();
+    let mut group: Vec<Member> = Vec::new();
+    let mut pending = 0;
+    let mut sink = Sink {
+        checkpoints,
+        touched,
+        done,
+        redo,
+    };
     loop {
         let chunk = match copy.next().await {
             Some(chunk) => Some(chunk.map_err(Error::db(&reading))?),
@@ -346,8 +359,8 @@ async fn read_changes(
         if let Some(chunk) = &chunk {
             split
                 .feed(chunk, &mut |tuple| {
-                    done.source_rows += 1;
-                    done.source_bytes += tuple.len() as u64;
+                    sink.done.source_rows += 1;
+                    sink.done.source_bytes += tuple.len() as u64;
                     let Some((row, pos)) = without_position(tuple) else {
                         bad.get_or_insert_with(|| {
                             "a changed row without its batch position".to_string()
@@ -387,33 +400,34 @@ async fn read_changes(
             }
             seen[pos] = true;
             let held = prints.take(batches[pos].no).await?;
-            match write_changed(
-                target,
-                table,
-                &batches[pos],
-                (&mut checkpoints[pos], held),
+            // Rows the prints show the target holds already are dropped without asking
+            // the target (a change to non-public columns only): a batch left with none
+            // is not even named to the retail side.
+            let rows = rows.filtered(|hash| !held.contains(hash));
+            if rows.is_empty() {
+                continue;
+            }
+            pending += rows.len();
+            group.push(Member {
+                pos,
                 rows,
-                stamp,
-            )
-            .await?
-            {
-                Written::Rows(written) => {
-                    touched[pos] = true;
-                    done.written.add(&written);
-                }
-                Written::Nothing => {}
-                Written::Redo => {
-                    touched[pos] = true;
-                    redo.push(pos);
-                }
+                prints: held,
+            });
+            if pending >= group::ROWS_PER_TRANSACTION || !together {
+                let members = std::mem::take(&mut group);
+                write_group(target, table, batches, members, stamp, &mut sink).await?;
+                pending = 0;
             }
         }
         if chunk.is_none() {
             break;
         }
     }
+    if !group.is_empty() {
+        write_group(target, table, batches, group, stamp, &mut sink).await?;
+    }
     prints.finish().await?;
-    crate::metrics::count_bytes(&table.target, "read", done.source_bytes as usize);
+    crate::metrics::count_bytes(&table.target, "read", sink.done.source_bytes as usize);
     Ok(())
 }
 
@@ -422,62 +436,6 @@ async fn read_changes(
 fn without_position(tuple: &[u8]) -> Option<(Bytes, usize)> {
     let (row, pos) = crate::copy::tuple::split_int4(tuple)?;
     Some((Bytes::from(row), usize::try_from(pos).ok()?))
-}
-
-/// What [`write_changed`] did with a batch's changed rows.
-enum Written {
-    /// Wrote these, with the batch's new checkpoint.
-    Rows(crate::manifest::Changes),
-    /// Nothing: the rows equal the target's.
-    Nothing,
-    /// Nothing: a target constraint refused them alone (see the match below).
-    Redo,
-}
-
-/// Writes one batch's changed rows with its updated checkpoint, in one transaction: rows
-/// the batch's prints show the target holds already are dropped without asking the
-/// target (a change to non-public columns only), the target's rows with the keys of the
-/// others are read, only those that differ are written, and the checkpoint loses the
-/// replaced rows and gains the new ones.
-async fn write_changed(
-    target: &Client,
-    table: &TablePlan,
-    batch: &Batch,
-    (digest, prints): (&mut Accumulator, RowPrints),
-    rows: SourceRows,
-    stamp: Stamp<'_>,
-) -> Result<Written, Error> {
-    let rows = rows.filtered(|hash| !prints.contains(hash));
-    if rows.is_empty() {
-        // Every row is in the target as projected: nothing is sent to the target, not
-        // even a question, so the retail side cannot tell this batch from one nobody
-        // touched.
-        return Ok(Written::Nothing);
-    }
-    let context = || format!("syncing {} {}", table.target, batch.describe());
-    apply::begin(target, batch, &context).await?;
-    let (held, old) = apply::read_keyed(target, table, batch, &rows).await?;
-    let mut next = Checkpoint {
-        digest: *digest,
-        prints: prints.replaced(held.values().map(|(hash, _)| hash), rows.hashes()),
-    };
-    next.digest.remove(&old);
-    next.digest.merge(&rows.digest);
-    match apply::write(target, table, batch, &rows, held, &next, stamp, false).await {
-        Ok((written, _)) => {
-            *digest = next.digest;
-            Ok(Written::Rows(written))
-        }
-        Err(e) if super::together::refusal(&e) => {
-            // A deferrable unique or exclusion constraint (checked at commit) may need
-            // a row this run has yet to find deleted out of the way: the caller syncs
-            // the batch in full, deletes first, once the changed rows are read.
-            let _ = target.batch_execute("ROLLBACK").await;
-            tracing::info!(table = %table.target, batch = %batch.describe(), "a target constraint refused the batch's changes alone; comparing it in full");
-            Ok(Written::Redo)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

@@ -220,83 +220,103 @@ impl Worker {
         stamp: Stamp<'_>,
         done: &mut Done,
     ) -> Result<(), Error> {
-        let context = || {
-            let first = group.first().map(|(p, _)| batches[*p].describe());
-            let last = group.last().map(|(p, _)| batches[*p].describe());
-            format!(
-                "deleting rows of {} from {} to {}",
-                table.target,
-                first.unwrap_or_default(),
-                last.unwrap_or_default()
-            )
-        };
         let client: &tokio_postgres::Client = &self.client;
-        let mut of_key: HashMap<Vec<u8>, usize> = HashMap::new();
-        for (i, (_, gone)) in group.iter().enumerate() {
-            for key in gone {
-                of_key.insert(crate::key::matching(key, &table.key_forms).into_owned(), i);
+        let next = match remove_or_fail(client, table, batches, checkpoints, &group, stamp).await {
+            Ok(next) => next,
+            Err(e) => {
+                // The transaction ends here, not left open on a pooled session.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(e);
             }
-        }
-        let all: Vec<Vec<u8>> = group.iter().flat_map(|(_, g)| g.iter().cloned()).collect();
-        let ((), lost, prints) = tokio::try_join!(
-            async {
-                client
-                    .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
-                    .await
-                    .map_err(Error::db(&context))
-            },
-            super::apply::fold_gone(
-                client,
-                table,
-                &all,
-                &context,
-                vec![(Vec::new(), Accumulator::default()); group.len()],
-                |lost: &mut Vec<(Vec<[u8; 32]>, Accumulator)>, tuple| {
-                    if let Some(&i) = of_key.get(table.match_key(tuple).as_ref()) {
-                        let hash = lost[i].1.add_row_hashed(tuple);
-                        lost[i].0.push(hash);
-                    }
-                }
-            ),
-            futures_util::future::try_join_all(group.iter().map(|(pos, _)| state::batch_prints(
-                client,
-                &table.target,
-                batches[*pos].no
-            )))
-        )?;
-        let mut next = Vec::with_capacity(group.len());
-        for (((pos, gone), (hashes, removed)), prints) in group.iter().zip(&lost).zip(prints) {
-            let mut digest = checkpoints[*pos];
-            digest.remove(removed);
-            next.push(Checkpoint {
-                digest,
-                prints: prints.replaced(hashes, std::iter::empty()),
-            });
-            done.written.deleted += gone.len() as u64;
-        }
-        let staged = super::stage::Staged {
-            rows: 0,
-            gone: all.len(),
         };
-        tokio::try_join!(
-            async {
-                super::stage::apply(client, table, &context(), staged, false)
-                    .await
-                    .map(|_| ())
-            },
-            futures_util::future::try_join_all(group.iter().zip(&next).map(|((pos, _), n)| {
-                state::store_digest(client, &table.target, &batches[*pos], n, stamp)
-            }))
-        )?;
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(Error::db(&context))?;
-        for ((pos, _), n) in group.iter().zip(next) {
-            checkpoints[*pos] = n.digest;
+        for ((pos, gone), digest) in group.iter().zip(next) {
+            checkpoints[*pos] = digest;
+            done.written.deleted += gone.len() as u64;
         }
         Ok(())
     }
+}
+
+/// [`Worker::remove_lost_together`]'s transaction; returns each batch's new digest.
+async fn remove_or_fail(
+    client: &tokio_postgres::Client,
+    table: &TablePlan,
+    batches: &[Batch],
+    checkpoints: &[Accumulator],
+    group: &[(usize, Vec<Vec<u8>>)],
+    stamp: Stamp<'_>,
+) -> Result<Vec<Accumulator>, Error> {
+    let context = || {
+        let first = group.first().map(|(p, _)| batches[*p].describe());
+        let last = group.last().map(|(p, _)| batches[*p].describe());
+        format!(
+            "deleting rows of {} from {} to {}",
+            table.target,
+            first.unwrap_or_default(),
+            last.unwrap_or_default()
+        )
+    };
+    let mut of_key: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, (_, gone)) in group.iter().enumerate() {
+        for key in gone {
+            of_key.insert(crate::key::matching(key, &table.key_forms).into_owned(), i);
+        }
+    }
+    let all: Vec<Vec<u8>> = group.iter().flat_map(|(_, g)| g.iter().cloned()).collect();
+    let ((), lost, prints) = tokio::try_join!(
+        async {
+            client
+                .batch_execute("BEGIN; SET CONSTRAINTS ALL DEFERRED")
+                .await
+                .map_err(Error::db(&context))
+        },
+        super::apply::fold_gone(
+            client,
+            table,
+            &all,
+            &context,
+            vec![(Vec::new(), Accumulator::default()); group.len()],
+            |lost: &mut Vec<(Vec<[u8; 32]>, Accumulator)>, tuple| {
+                if let Some(&i) = of_key.get(table.match_key(tuple).as_ref()) {
+                    let hash = lost[i].1.add_row_hashed(tuple);
+                    lost[i].0.push(hash);
+                }
+            }
+        ),
+        futures_util::future::try_join_all(group.iter().map(|(pos, _)| state::batch_prints(
+            client,
+            &table.target,
+            batches[*pos].no
+        )))
+    )?;
+    let mut next = Vec::with_capacity(group.len());
+    for (((pos, _), (hashes, removed)), prints) in group.iter().zip(&lost).zip(prints) {
+        let mut digest = checkpoints[*pos];
+        digest.remove(removed);
+        next.push(Checkpoint {
+            digest,
+            prints: prints.replaced(hashes, std::iter::empty()),
+        });
+    }
+    let staged = super::stage::Staged {
+        rows: 0,
+        gone: all.len(),
+    };
+    tokio::try_join!(
+        async {
+            super::stage::apply(client, table, &context(), staged, false)
+                .await
+                .map(|_| ())
+        },
+        futures_util::future::try_join_all(group.iter().zip(&next).map(|((pos, _), n)| {
+            state::store_digest(client, &table.target, &batches[*pos], n, stamp)
+        }))
+    )?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(Error::db(&context))?;
+    Ok(next.into_iter().map(|n| n.digest).collect())
 }
 
 /// Keys deleted in one transaction when rows were lost all over a table: bounds the keys

@@ -11,7 +11,9 @@
 //!   row by row and the differences written with the new checkpoint in one transaction
 //!   ([`apply`], by one statement: `stage.rs`).
 //!
-//! Batches a target constraint refuses one by one are written together (`together.rs`).
+//! The changed batches of a table are written several to a transaction, each with its
+//! checkpoint (`group.rs`); batches a target constraint refuses one by one are written
+//! together with the rows they wait for (`together.rs`).
 //!
 //! Either way every write commits with its checkpoint, so a killed sync leaves every
 //! batch either old-and-checkpointed or new-and-checkpointed, and the next sync (or
@@ -21,6 +23,7 @@
 pub mod apply;
 mod changes;
 mod full;
+mod group;
 mod lost;
 pub mod preview;
 mod quiet;
